@@ -1,0 +1,3 @@
+from lsbench.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,90 @@
+"""The workflow's stages as functions with their I/O: prepare data, train one run, collect.
+
+Each Snakemake rule is a one-line call of `lsbench <stage>`, which lands here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from lsbench import io
+from lsbench.config import TrainConfig
+from lsbench.data import load_dataset, resolve_dataset, save_dataset
+from lsbench.metrics import reliability_table
+from lsbench.train import (DeviceData, configure_cpu, new_state, predict_logits, resolve_device,
+                           run_epochs)
+
+Log = Callable[[str], None]
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+def prepare_data(data_dir: str | None, out_path: Path, log: Log) -> dict:
+    """Decode and validate the IDX files once; write the cache and a JSON summary beside it."""
+    ds = resolve_dataset(data_dir, Path(out_path).parent / "download")
+    save_dataset(ds, Path(out_path))
+    summary = {"source": ds.source, "sha256": ds.sha256,
+               "train": list(ds.train_images.shape), "test": list(ds.test_images.shape)}
+    io.write_text(json.dumps(summary, indent=2) + "\n", Path(out_path).with_suffix(".json"))
+    log(f"prepared {out_path} from {ds.source}: train {tuple(ds.train_images.shape)}, "
+        f"test {tuple(ds.test_images.shape)}, sha256 {ds.sha256}")
+    return summary
+
+
+def _run_key(seed: int, epsilon: float, cfg: TrainConfig, data_sha256: str) -> dict:
+    """What a checkpoint must match to be resumed (epochs may grow; device may change)."""
+    return {"seed": seed, "epsilon": epsilon, "model": cfg.model, "batch_size": cfg.batch_size,
+            "lr": cfg.lr, "data_sha256": data_sha256}
+
+
+def format_record(r: dict, epochs: int) -> str:
+    status = " DIVERGED" if r["diverged"] else ""
+    return (f"seed {r['seed']} eps {r['epsilon']:g} epoch {r['epoch']}/{epochs}: "
+            f"train_loss {r['train_loss']:.4f} test_nll {r['test_nll']:.4f} acc {r['accuracy']:.4f} "
+            f"ece {r['ece']:.4f} conf {r['mean_confidence']:.4f} ({r['epoch_seconds']:.2f} s){status}")
+
+
+def train_one(data_path: Path, run_dir: Path, seed: int, epsilon: float, cfg: TrainConfig,
+              keep_checkpoint: bool, log: Log) -> None:
+    """Train one (seed, epsilon) run, checkpointing every epoch; write its three tables.
+
+    A checkpoint left by an interrupted job is resumed when it belongs to the same run, so the
+    finished tables equal those of an uninterrupted run (timing columns aside).
+    """
+    configure_cpu(cfg.threads)
+    device = resolve_device(cfg.device)
+    ds = load_dataset(Path(data_path))
+    data = DeviceData.from_dataset(ds, device)
+    state = new_state(seed, cfg, device)
+    key = _run_key(seed, epsilon, cfg, ds.sha256)
+    ckpt_path = Path(run_dir) / CHECKPOINT_NAME
+    blob = io.load_checkpoint(ckpt_path)
+    if blob is not None and blob.get("run_key") == key and blob["epoch"] <= cfg.epochs:
+        state.load_state_dict(blob)
+        log(f"resuming from {ckpt_path} after epoch {state.epoch}")
+    elif blob is not None:
+        log(f"ignoring {ckpt_path}: it belongs to another run configuration")
+    log(f"training seed {seed} eps {epsilon:g} on {device} with {cfg.threads} thread(s): {asdict(cfg)}")
+    for record in run_epochs(state, data, seed, epsilon, cfg):
+        io.save_checkpoint({**state.state_dict(), "run_key": key}, ckpt_path)
+        log(format_record(record, cfg.epochs))
+    probs = torch.softmax(predict_logits(state.model, data.test_x).float(), dim=1)
+    paths = io.run_paths(Path(run_dir))
+    io.write_parquet(io.reliability_frame(seed, epsilon, reliability_table(probs, data.test_y)),
+                     paths["reliability"])
+    io.write_parquet(io.predictions_frame(seed, epsilon, data.test_y, probs), paths["predictions"])
+    io.write_parquet(io.metrics_frame(state.records), paths["metrics"])
+    if not keep_checkpoint:
+        ckpt_path.unlink(missing_ok=True)
+
+
+def collect(run_dirs: list[Path], out_dir: Path, log: Log) -> None:
+    """Concatenate each per-run table into out_dir/{metrics,reliability,predictions}.parquet."""
+    for table in io.TABLES:
+        df = io.concat_parquet([io.run_paths(Path(d))[table] for d in run_dirs])
+        io.write_parquet(df, Path(out_dir) / f"{table}.parquet")
+        log(f"{table}: {len(df)} rows from {len(run_dirs)} runs")

@@ -1,0 +1,78 @@
+"""Report figures. Each function draws a DataFrame onto given axes; saving is the caller's."""
+
+from __future__ import annotations
+
+import io as _io
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless, and no GUI backend state
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+
+
+def png_bytes(fig: plt.Figure) -> bytes:
+    """PNG of a figure with no timestamp or version metadata, so the bytes are reproducible."""
+    buf = _io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def metric_vs_epsilon(final: pd.DataFrame, metrics: Sequence[str], ax: plt.Axes, ylabel: str) -> None:
+    """Mean +- std over seeds of each metric against epsilon, seeds as faint points."""
+    for metric in metrics:
+        sns.lineplot(data=final, x="epsilon", y=metric, errorbar="sd", marker="o", ax=ax, label=metric)
+        ax.scatter(final["epsilon"], final[metric], alpha=0.25, s=12)
+    ax.set_xlabel("label smoothing ε")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+
+
+def epoch_curves(metrics: pd.DataFrame, metric: str, ax: plt.Axes) -> None:
+    """One line per epsilon over epochs, with a +-1 std band over seeds."""
+    sns.lineplot(data=metrics, x="epoch", y=metric, hue="epsilon", palette="viridis",
+                 errorbar="sd", ax=ax, legend="full")
+    ax.set_title(metric)
+    ax.grid(alpha=0.3)
+
+
+def reliability_diagram(bins: pd.DataFrame, ax: plt.Axes, title: str) -> None:
+    """Accuracy per confidence bin (pooled over seeds) against the diagonal; gap shaded."""
+    width = bins["bin_upper"] - bins["bin_lower"]
+    filled = bins["count"] > 0
+    ax.bar(bins["bin_lower"][filled], bins["accuracy"][filled], width=width[filled], align="edge",
+           edgecolor="black", color="tab:blue", label="accuracy")
+    ax.bar(bins["bin_lower"][filled], (bins["mean_confidence"] - bins["accuracy"])[filled],
+           bottom=bins["accuracy"][filled], width=width[filled], align="edge",
+           color="tab:red", alpha=0.3, label="gap to confidence")
+    ax.plot([0, 1], [0, 1], "k--", linewidth=1)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_title(title)
+    ax.set_xlabel("confidence")
+    ax.set_ylabel("accuracy")
+
+
+def sample_probabilities(probs: np.ndarray, label: int, ax: plt.Axes, title: str) -> None:
+    """Softmax output for one image; the true class in a different colour."""
+    colors = ["tab:green" if c == label else "tab:gray" for c in range(len(probs))]
+    ax.bar(range(len(probs)), probs, color=colors)
+    ax.set_xticks(range(len(probs)), FASHION_CLASSES[:len(probs)], rotation=60, ha="right")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("probability")
+    ax.set_title(title)
+
+
+def grid(n: int, cols: int, size: float = 3.2) -> tuple[plt.Figure, np.ndarray]:
+    rows = max(1, -(-n // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, axes.flat

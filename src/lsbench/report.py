@@ -1,0 +1,149 @@
+"""The HTML report, rendered from the three parquet tables alone (no training state needed).
+
+Section data comes from small pure functions; the template receives it through one render()
+call. Images are embedded as base64 PNGs so the file is self-contained and makes no requests.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+import numpy as np
+import pandas as pd
+
+from lsbench import plots
+
+SUMMARY_METRICS = ("accuracy", "test_nll", "ece", "mean_confidence", "overconfidence", "brier", "entropy")
+CURVE_METRICS = ("accuracy", "test_nll", "ece", "overconfidence")
+
+
+@dataclass(frozen=True)
+class Tables:
+    metrics: pd.DataFrame
+    reliability: pd.DataFrame
+    predictions: pd.DataFrame
+
+    @classmethod
+    def read(cls, results_dir: Path) -> "Tables":
+        d = Path(results_dir)
+        return cls(*(pd.read_parquet(d / f"{name}.parquet") for name in ("metrics", "reliability", "predictions")))
+
+
+def final_epoch(metrics: pd.DataFrame) -> pd.DataFrame:
+    """The last recorded epoch of every (seed, epsilon) run."""
+    last = metrics.groupby(["seed", "epsilon"])["epoch"].transform("max")
+    return metrics[metrics["epoch"] == last].reset_index(drop=True)
+
+
+def diverged_runs(metrics: pd.DataFrame) -> pd.DataFrame:
+    final = final_epoch(metrics)
+    return final.loc[final["diverged"], ["seed", "epsilon", "epoch"]].reset_index(drop=True)
+
+
+def summary_rows(final: pd.DataFrame) -> list[dict]:
+    """Per epsilon: n seeds and mean/std of each summary metric (diverged runs excluded)."""
+    ok = final[~final["diverged"]]
+    rows = []
+    for eps, group in ok.groupby("epsilon"):
+        cells = {m: (group[m].mean(), group[m].std(ddof=1) if len(group) > 1 else float("nan"))
+                 for m in SUMMARY_METRICS}
+        rows.append({"epsilon": eps, "n": len(group), "cells": cells})
+    return rows
+
+
+def pooled_reliability(reliability: pd.DataFrame, epsilon: float) -> pd.DataFrame:
+    """Bins of one epsilon pooled over seeds: counts summed, means weighted by count."""
+    df = reliability[reliability["epsilon"] == epsilon].copy()
+    df["conf_sum"] = df["mean_confidence"].fillna(0) * df["count"]
+    df["acc_sum"] = df["accuracy"].fillna(0) * df["count"]
+    pooled = df.groupby(["bin", "bin_lower", "bin_upper"], as_index=False)[["count", "conf_sum", "acc_sum"]].sum()
+    has = pooled["count"] > 0
+    pooled["mean_confidence"] = np.where(has, pooled["conf_sum"] / pooled["count"].clip(lower=1), np.nan)
+    pooled["accuracy"] = np.where(has, pooled["acc_sum"] / pooled["count"].clip(lower=1), np.nan)
+    return pooled
+
+
+def sample_pair(predictions: pd.DataFrame, index: int = 0) -> list[dict]:
+    """The softmax of test image `index` for the smallest and the largest epsilon (first seed)."""
+    seed = predictions["seed"].min()
+    rows = predictions[(predictions["seed"] == seed) & (predictions["index"] == index)]
+    prob_cols = [c for c in predictions.columns if c.startswith("prob_")]
+    picked = []
+    for eps in sorted({rows["epsilon"].min(), rows["epsilon"].max()}):
+        row = rows[rows["epsilon"] == eps].iloc[0]
+        picked.append({"seed": int(seed), "epsilon": float(eps), "label": int(row["label"]),
+                       "probs": row[prob_cols].to_numpy(dtype=float)})
+    return picked
+
+
+def _img(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def figures(tables: Tables) -> dict[str, str]:
+    """Every figure of the report as a data URI."""
+    final = final_epoch(tables.metrics)
+    final = final[~final["diverged"]]
+    ok = tables.metrics.merge(final[["seed", "epsilon"]], on=["seed", "epsilon"])
+    out = {}
+    fig, axes = plots.grid(2, 2, size=4.5)
+    plots.metric_vs_epsilon(final, ["accuracy"], axes[0], "test accuracy")
+    plots.metric_vs_epsilon(final, ["ece", "overconfidence"], axes[1], "calibration")
+    axes[1].axhline(0, color="black", linewidth=0.8)
+    out["vs_epsilon"] = _img(plots.png_bytes(fig))
+    fig, axes = plots.grid(len(CURVE_METRICS), 2, size=4.5)
+    for metric, ax in zip(CURVE_METRICS, axes):
+        plots.epoch_curves(ok, metric, ax)
+    out["curves"] = _img(plots.png_bytes(fig))
+    epsilons = sorted(final["epsilon"].unique())
+    fig, axes = plots.grid(len(epsilons), 3)
+    for eps, ax in zip(epsilons, axes):
+        plots.reliability_diagram(pooled_reliability(tables.reliability, eps), ax, f"ε = {eps:g}")
+    out["reliability"] = _img(plots.png_bytes(fig))
+    pair = sample_pair(tables.predictions)
+    fig, axes = plots.grid(len(pair), 2, size=4)
+    for item, ax in zip(pair, axes):
+        plots.sample_probabilities(item["probs"], item["label"], ax,
+                                   f"ε = {item['epsilon']:g} (seed {item['seed']}), max p = {item['probs'].max():.2f}")
+    out["sample"] = _img(plots.png_bytes(fig))
+    return out
+
+
+def format_number(value: float, digits: int = 4) -> str:
+    return "–" if value is None or np.isnan(value) else f"{value:.{digits}f}"
+
+
+def format_mean_std(cell: tuple[float, float], digits: int = 4) -> str:
+    mean, std = cell
+    return format_number(mean, digits) if np.isnan(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def environment() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.PackageLoader("lsbench", "templates"),
+                             autoescape=True, undefined=jinja2.StrictUndefined)
+    env.filters["num"] = format_number
+    env.filters["pm"] = format_mean_std
+    return env
+
+
+def render(tables: Tables, title: str = "lsbench: label smoothing vs overconfidence") -> str:
+    final = final_epoch(tables.metrics)
+    return environment().get_template("index.html.j2").render(
+        title=title,
+        metrics=SUMMARY_METRICS,
+        summary=summary_rows(final),
+        seeds=sorted(int(s) for s in final["seed"].unique()),
+        epsilons=sorted(float(e) for e in final["epsilon"].unique()),
+        epochs=int(tables.metrics["epoch"].max()),
+        diverged=diverged_runs(tables.metrics).to_dict("records"),
+        figures=figures(tables),
+    )
+
+
+def write_report(results_dir: Path, out_path: Path) -> None:
+    from lsbench.io import write_text
+
+    write_text(render(Tables.read(results_dir)), Path(out_path))

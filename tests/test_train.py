@@ -1,0 +1,109 @@
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from lsbench.config import TrainConfig
+from lsbench.data import load_dataset
+from lsbench.model import build_model
+from lsbench.pipeline import CHECKPOINT_NAME, train_one
+from lsbench.train import (DeviceData, backward_, new_state, run_epochs, smoothed_targets,
+                           to_inputs, train_step)
+
+CPU = torch.device("cpu")
+TINY = TrainConfig(epochs=3, batch_size=32, lr=1e-3, model="mlp", device="cpu", threads=1)
+
+
+@pytest.mark.parametrize("epsilon", [0.0, 0.1, 0.3])
+@pytest.mark.parametrize("model", ["mlp", "linear"])
+def test_manual_backward_matches_autograd(epsilon, model):
+    g = torch.Generator().manual_seed(0)
+    net = build_model(model, g)
+    x, y = torch.randn(17, 784, generator=g), torch.randint(0, 10, (17,), generator=g)
+    nn.CrossEntropyLoss(label_smoothing=epsilon)(net(x), y).backward()
+    expected = [p.grad.clone() for p in net.parameters()]
+    with torch.no_grad():
+        acts = net.activations(x)
+        target = smoothed_targets(y, 10, epsilon)
+        grad = (torch.softmax(acts[-1], 1) - target) / x.shape[0]
+        backward_(net, acts, grad)
+    for got, want in zip((p.grad for p in net.parameters()), expected):
+        assert torch.allclose(got, want, atol=1e-6, rtol=1e-4)
+
+
+def test_train_step_loss_is_label_smoothed_cross_entropy():
+    state = new_state(0, TINY, CPU)
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(8, 784, generator=g), torch.randint(0, 10, (8,), generator=g)
+    want = nn.CrossEntropyLoss(label_smoothing=0.2)(state.model(x), y).detach()
+    with torch.no_grad():
+        got = train_step(state, x, y, 0.2)
+    assert float(got) == pytest.approx(want.item(), rel=1e-6)
+
+
+def test_inputs_scaled_like_totensor_normalize():
+    images = torch.tensor([[[0, 255], [128, 51]]], dtype=torch.uint8)
+    want = ((images.float() / 255) - 0.5) / 0.5
+    assert torch.equal(to_inputs(images, CPU), want.reshape(1, -1))
+
+
+def _train(data, seed, epsilon, cfg=TINY):
+    state = new_state(seed, cfg, CPU)
+    return state, list(run_epochs(state, data, seed, epsilon, cfg))
+
+
+def _strip_time(records):
+    return [{k: v for k, v in r.items() if k != "epoch_seconds"} for r in records]
+
+
+def test_same_seed_same_metrics_and_paired_init(tiny_dataset_file):
+    data = DeviceData.from_dataset(load_dataset(tiny_dataset_file), CPU)
+    _, a = _train(data, 0, 0.1)
+    _, b = _train(data, 0, 0.1)
+    assert _strip_time(a) == _strip_time(b)
+    _, c = _train(data, 1, 0.1)
+    assert _strip_time(a) != _strip_time(c)
+    # Initial weights depend on the seed only, not on epsilon.
+    w0 = new_state(0, TINY, CPU).model.layers[0].weight
+    assert torch.equal(w0, new_state(0, TINY, CPU).model.layers[0].weight)
+    assert not torch.equal(w0, new_state(1, TINY, CPU).model.layers[0].weight)
+
+
+def test_training_learns_the_tiny_task(tiny_dataset_file):
+    data = DeviceData.from_dataset(load_dataset(tiny_dataset_file), CPU)
+    _, records = _train(data, 0, 0.0, TrainConfig(epochs=5, batch_size=32, device="cpu"))
+    assert records[-1]["accuracy"] > 0.9
+    assert records[-1]["train_loss"] < records[0]["train_loss"]
+
+
+def test_divergence_stops_the_run(tiny_dataset_file):
+    data = DeviceData.from_dataset(load_dataset(tiny_dataset_file), CPU)
+    _, records = _train(data, 0, 0.0, TrainConfig(epochs=50, batch_size=32, lr=1e30, device="cpu"))
+    assert records[-1]["diverged"] and len(records) < 50
+    assert not any(r["diverged"] for r in records[:-1])
+
+
+def test_resume_from_checkpoint_equals_uninterrupted(tmp_path, tiny_dataset_file):
+    log = lambda m: None  # noqa: E731
+    train_one(tiny_dataset_file, tmp_path / "straight", 0, 0.1, TINY, False, log)
+    # An interrupted run: one epoch with its checkpoint kept, then the full run resumes it.
+    one = TrainConfig(**{**TINY.__dict__, "epochs": 1})
+    train_one(tiny_dataset_file, tmp_path / "resumed", 0, 0.1, one, True, log)
+    assert (tmp_path / "resumed" / CHECKPOINT_NAME).exists()
+    messages = []
+    train_one(tiny_dataset_file, tmp_path / "resumed", 0, 0.1, TINY, False, messages.append)
+    assert any("resuming" in m and "after epoch 1" in m for m in messages)
+    assert not (tmp_path / "resumed" / CHECKPOINT_NAME).exists()
+    for table in ("metrics", "reliability", "predictions"):
+        a = pd.read_parquet(tmp_path / "straight" / f"{table}.parquet").drop(columns="epoch_seconds", errors="ignore")
+        b = pd.read_parquet(tmp_path / "resumed" / f"{table}.parquet").drop(columns="epoch_seconds", errors="ignore")
+        pd.testing.assert_frame_equal(a, b)
+
+
+def test_checkpoint_of_another_run_is_ignored(tmp_path, tiny_dataset_file):
+    one = TrainConfig(**{**TINY.__dict__, "epochs": 1})
+    train_one(tiny_dataset_file, tmp_path / "r", 0, 0.1, one, True, lambda m: None)
+    messages = []
+    train_one(tiny_dataset_file, tmp_path / "r", 0, 0.2, one, False, messages.append)
+    assert any("ignoring" in m for m in messages)
+    assert pd.read_parquet(tmp_path / "r" / "metrics.parquet")["epsilon"].tolist() == [0.2]

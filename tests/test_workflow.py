@@ -1,0 +1,91 @@
+"""End to end: the real Snakefile on tiny IDX data, in a temporary working directory."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import REPO, write_tiny_idx
+
+GRID = ["seeds=[0,1]", "epsilons=[0.0,0.2]", "epochs=2", "batch_size=32"]
+N_TEST = 64
+
+
+def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+           "--directory", str(workdir), "--cores", "2", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    wd = tmp_path_factory.mktemp("wf")
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["data_dir"] = str(write_tiny_idx(wd / "idx", n_test=N_TEST))
+    (wd / "config.yaml").write_text(yaml.safe_dump(config))
+    # The grid comes in as `--config` strings, exactly as a user overrides it.
+    run = snakemake(wd, "--config", *GRID)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return wd
+
+
+def test_metrics_table(workdir):
+    df = pd.read_parquet(workdir / "results" / "metrics.parquet")
+    expected = ["seed", "epsilon", "epoch", "train_loss", "test_loss", "test_nll", "accuracy", "ece",
+                "mce", "mean_confidence", "overconfidence", "brier", "entropy", "epoch_seconds"]
+    assert set(expected) <= set(df.columns)
+    assert len(df) == 2 * 2 * 2
+    assert sorted(df["seed"].unique()) == [0, 1] and sorted(df["epsilon"].unique()) == [0.0, 0.2]
+    assert sorted(df["epoch"].unique()) == [1, 2]
+    assert df["seed"].dtype == "int64" and df["epoch"].dtype == "int64" and df["epsilon"].dtype == "float64"
+    for col in ("accuracy", "ece", "mce", "mean_confidence"):
+        assert df[col].between(0, 1).all(), col
+    assert df["brier"].between(0, 2).all() and (df["entropy"] >= 0).all() and (df["epoch_seconds"] > 0).all()
+    assert (df["overconfidence"] - (df["mean_confidence"] - df["accuracy"])).abs().max() < 1e-12
+    assert not df["diverged"].any()
+
+
+def test_reliability_and_predictions_tables(workdir):
+    rel = pd.read_parquet(workdir / "results" / "reliability.parquet")
+    assert list(rel.columns) == ["seed", "epsilon", "bin", "bin_lower", "bin_upper", "count",
+                                 "mean_confidence", "accuracy"]
+    assert len(rel) == 4 * 15
+    assert (rel.groupby(["seed", "epsilon"])["count"].sum() == N_TEST).all()
+    pred = pd.read_parquet(workdir / "results" / "predictions.parquet")
+    assert list(pred.columns) == ["seed", "epsilon", "index", "label"] + [f"prob_{c}" for c in range(10)]
+    assert len(pred) == 4 * N_TEST
+    sums = pred[[f"prob_{c}" for c in range(10)]].sum(axis=1)
+    assert (sums - 1).abs().max() < 1e-5
+
+
+def test_report_is_self_contained(workdir):
+    html = (workdir / "report" / "index.html").read_text()
+    for section in ('id="summary"', 'id="vs-epsilon"', 'id="curves"', 'id="reliability"', 'id="sample"'):
+        assert section in html
+    assert html.count("data:image/png;base64,") == 4
+    assert "http://" not in html and "https://" not in html
+
+
+def test_second_run_does_nothing(workdir):
+    run = snakemake(workdir, "-n", "--config", *GRID)
+    assert run.returncode == 0
+    assert "Nothing to be done" in run.stdout + run.stderr
+
+
+def test_default_grid_has_15_train_jobs(workdir):
+    run = snakemake(workdir, "-n", "--forceall")
+    assert run.returncode == 0, run.stderr[-2000:]
+    line = next(l for l in run.stdout.splitlines() if l.strip().startswith("train "))
+    assert line.split()[1] == "15"
+
+
+def test_bad_config_fails_before_any_job(tmp_path):
+    (tmp_path / "config.yaml").write_text((REPO / "config.yaml").read_text())
+    run = snakemake(tmp_path, "-n", "--config", "epsilons=[0.0,1.5]")
+    out = run.stdout + run.stderr  # Snakemake prints workflow errors on stdout
+    assert run.returncode != 0
+    assert "epsilons[1]" in out and "1.5" in out and "[0, 1)" in out
+    assert not (tmp_path / "results").exists()

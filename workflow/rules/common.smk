@@ -1,0 +1,27 @@
+from lsbench.config import format_epsilon
+
+
+# A seed is digits; an epsilon is a float's repr ("0.05", "1e-05"): neither can swallow a "/".
+wildcard_constraints:
+    seed=r"\d+",
+    eps=r"\d[0-9.e-]*",
+
+
+def get_run_dir(seed, eps):
+    return f"results/runs/seed{seed}/eps{eps}"
+
+
+def get_run_dirs(lsb):
+    return [get_run_dir(s, format_epsilon(e)) for s in lsb.seeds for e in lsb.epsilons]
+
+
+def get_run_tables(lsb, table):
+    return [f"{d}/{table}.parquet" for d in get_run_dirs(lsb)]
+
+
+def get_wildcard_run_dir(wildcards):
+    return get_run_dir(wildcards.seed, wildcards.eps)
+
+
+def get_data_dir_arg(lsb):
+    return "" if lsb.data_dir is None else f"--data-dir '{lsb.data_dir}'"
