@@ -7,7 +7,7 @@ from lsbench.config import TrainConfig
 from lsbench.data import load_dataset
 from lsbench.model import build_model
 from lsbench.pipeline import CHECKPOINT_NAME, train_one
-from lsbench.train import (DeviceData, backward_, new_state, run_epochs, smoothed_targets,
+from lsbench.train import (DeviceData, FlatAdam, backward_, new_state, run_epochs, smoothed_targets,
                            to_inputs, train_step)
 
 CPU = torch.device("cpu")
@@ -107,3 +107,20 @@ def test_checkpoint_of_another_run_is_ignored(tmp_path, tiny_dataset_file):
     train_one(tiny_dataset_file, tmp_path / "r", 0, 0.2, one, False, messages.append)
     assert any("ignoring" in m for m in messages)
     assert pd.read_parquet(tmp_path / "r" / "metrics.parquet")["epsilon"].tolist() == [0.2]
+
+
+def test_flat_adam_matches_torch_fused_adam():
+    torch.manual_seed(0)
+    a, b = build_model("mlp"), build_model("mlp")
+    b.load_state_dict(a.state_dict())
+    ref = torch.optim.Adam(a.parameters(), lr=1e-3, fused=True)
+    flat = FlatAdam(list(b.parameters()), lr=1e-3)
+    for _ in range(5):
+        grads = [torch.randn_like(p) for p in a.parameters()]
+        for p, q, g in zip(a.parameters(), b.parameters(), grads):
+            p.grad = g.clone()
+            q.grad.copy_(g)  # FlatAdam's grads are views of its buffer: write in place
+        ref.step()
+        flat.step()
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.equal(p, q)
