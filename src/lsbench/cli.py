@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from lsbench.config import ConfigError, TrainConfig
@@ -50,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> None:
+    started = time.perf_counter()  # before torch is imported: train logs its start-up cost
     # Imported here so `lsbench --help` does not pay for torch and matplotlib.
     from lsbench import pipeline
 
@@ -58,7 +60,7 @@ def run(args: argparse.Namespace) -> None:
     elif args.command == "train":
         cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                           model=args.model, device=args.device, threads=args.threads)
-        pipeline.train_one(args.data, args.out_dir, args.seed, args.epsilon, cfg, args.keep_checkpoint, log)
+        pipeline.train_one(args.data, args.out_dir, args.seed, args.epsilon, cfg, args.keep_checkpoint, log, started)
     elif args.command == "collect":
         pipeline.collect(args.run_dirs, args.out_dir, log)
     elif args.command == "report":

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-import jsonschema
 import yaml
 
 
@@ -95,7 +94,7 @@ def coerce_config(raw: Mapping[str, Any], schema: Mapping[str, Any]) -> dict[str
     return out
 
 
-def _describe(error: jsonschema.ValidationError, schema: Mapping[str, Any]) -> str:
+def _describe(error: Any, schema: Mapping[str, Any]) -> str:
     path = list(error.absolute_path)
     if not path:
         allowed = ", ".join(sorted(schema.get("properties", {})))
@@ -108,6 +107,8 @@ def _describe(error: jsonschema.ValidationError, schema: Mapping[str, Any]) -> s
 
 def validate_config(raw: Mapping[str, Any], schema: Mapping[str, Any]) -> dict[str, Any]:
     """Coerce and validate; raise ConfigError naming every bad key, its value and what is allowed."""
+    import jsonschema  # only the workflow validates; training jobs need not import it
+
     config = coerce_config(raw, schema)
     validator = jsonschema.Draft7Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))

@@ -6,6 +6,7 @@ Each Snakemake rule is a one-line call of `lsbench <stage>`, which lands here.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
@@ -49,7 +50,7 @@ def format_record(r: dict, epochs: int) -> str:
 
 
 def train_one(data_path: Path, run_dir: Path, seed: int, epsilon: float, cfg: TrainConfig,
-              keep_checkpoint: bool, log: Log) -> None:
+              keep_checkpoint: bool, log: Log, started: float | None = None) -> None:
     """Train one (seed, epsilon) run, checkpointing every epoch; write its three tables.
 
     A checkpoint left by an interrupted job is resumed when it belongs to the same run, so the
@@ -68,7 +69,8 @@ def train_one(data_path: Path, run_dir: Path, seed: int, epsilon: float, cfg: Tr
         log(f"resuming from {ckpt_path} after epoch {state.epoch}")
     elif blob is not None:
         log(f"ignoring {ckpt_path}: it belongs to another run configuration")
-    log(f"training seed {seed} eps {epsilon:g} on {device} with {cfg.threads} thread(s): {asdict(cfg)}")
+    setup = f" after {time.perf_counter() - started:.2f} s of start-up (imports + data)" if started else ""
+    log(f"training seed {seed} eps {epsilon:g} on {device} with {cfg.threads} thread(s){setup}: {asdict(cfg)}")
     for record in run_epochs(state, data, seed, epsilon, cfg):
         io.save_checkpoint({**state.state_dict(), "run_key": key}, ckpt_path)
         log(format_record(record, cfg.epochs))
