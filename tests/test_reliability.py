@@ -1,0 +1,150 @@
+"""A crash loses nothing, reruns are exact, failures leave no half-written files."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from lsbench import io
+from lsbench.cli import main as cli_main
+from lsbench.report import Tables, render
+
+from conftest import REPO, write_tiny_idx
+
+
+def workflow_dir(root: Path, **overrides) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config.update({"data_dir": str(write_tiny_idx(root / "idx", n_train=2048, n_test=64)),
+                   "seeds": [0], "epsilons": [0.1], "batch_size": 8, **overrides})
+    (root / "config.yaml").write_text(yaml.safe_dump(config))
+    return root
+
+
+def snakemake_cmd(workdir: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+            "--directory", str(workdir), "--cores", "1", *args]
+
+
+def run_ok(workdir: Path, *args: str) -> None:
+    run = subprocess.run(snakemake_cmd(workdir, *args), capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+
+
+def checkpoint_epoch(path: Path) -> int:
+    try:
+        return int(torch.load(path, weights_only=True)["epoch"])
+    except (OSError, RuntimeError, EOFError, KeyError):
+        return 0
+
+
+def train_pids() -> list[int]:
+    out = subprocess.run(["pgrep", "-f", "lsbench train"], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def test_kill_minus_9_mid_run_then_rerun_resumes_exactly(tmp_path):
+    killed = workflow_dir(tmp_path / "killed", epochs=6)
+    ckpt = killed / "results" / "runs" / "seed0" / "eps0.1" / "checkpoint.pt"
+    proc = subprocess.Popen(snakemake_cmd(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while checkpoint_epoch(ckpt) < 2 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert checkpoint_epoch(ckpt) >= 2, "the train job never reached epoch 2"
+    pids = train_pids()
+    assert pids, "no running train job to kill"
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    proc.wait(timeout=120)
+    assert proc.returncode != 0  # the workflow saw its job die
+    metrics = killed / "results" / "runs" / "seed0" / "eps0.1" / "metrics.parquet"
+    assert not metrics.exists()
+    done_before = checkpoint_epoch(ckpt)
+    assert 2 <= done_before < 6
+    run_ok(killed)
+    log = (killed / "results" / "logs" / "train" / "seed0_eps0.1.log").read_text()
+    assert "resuming from" in log and f"after epoch {done_before}" in log
+    assert not ckpt.exists()  # removed once the run is done
+
+    straight = workflow_dir(tmp_path / "straight", epochs=6)
+    run_ok(straight)
+    for table in io.TABLES:
+        a = pd.read_parquet(killed / "results" / f"{table}.parquet").drop(columns="epoch_seconds", errors="ignore")
+        b = pd.read_parquet(straight / "results" / f"{table}.parquet").drop(columns="epoch_seconds", errors="ignore")
+        pd.testing.assert_frame_equal(a, b, check_exact=True)
+
+
+def test_two_runs_give_identical_results(tmp_path):
+    first, second = (workflow_dir(tmp_path / name, epochs=2) for name in ("a", "b"))
+    run_ok(first)
+    run_ok(second)
+    a = pd.read_parquet(first / "results" / "metrics.parquet")
+    b = pd.read_parquet(second / "results" / "metrics.parquet")
+    pd.testing.assert_frame_equal(a.drop(columns="epoch_seconds"), b.drop(columns="epoch_seconds"), check_exact=True)
+    for table in ("reliability", "predictions"):  # no timing columns: the files are byte-identical
+        assert (first / "results" / f"{table}.parquet").read_bytes() == (second / "results" / f"{table}.parquet").read_bytes()
+
+
+def half_write(self, path, **kwargs):
+    """A writer killed half-way: some bytes land, then it fails."""
+    Path(path).write_bytes(b"PAR1 half a file")
+    raise OSError("disk full")
+
+
+def test_failed_write_leaves_no_file(tmp_path, monkeypatch):
+    target = tmp_path / "out" / "metrics.parquet"
+    target.parent.mkdir()
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", half_write)
+    with pytest.raises(OSError, match="disk full"):
+        io.write_parquet(pd.DataFrame({"a": [1]}), target)
+    assert not target.exists() and list(target.parent.iterdir()) == []
+
+
+def test_existing_file_survives_a_failed_rewrite(tmp_path, monkeypatch):
+    target = tmp_path / "metrics.parquet"
+    io.write_parquet(pd.DataFrame({"a": [1]}), target)
+    before = target.read_bytes()
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", half_write)
+    with pytest.raises(OSError, match="disk full"):
+        io.write_parquet(pd.DataFrame({"a": [2]}), target)
+    assert target.read_bytes() == before
+
+
+def _tables_with_divergence(tmp_path: Path, tiny_dataset_file: Path) -> Tables:
+    from lsbench.config import TrainConfig
+    from lsbench.pipeline import collect, train_one
+
+    ok = TrainConfig(epochs=2, batch_size=32, device="cpu")
+    bad = TrainConfig(epochs=5, batch_size=32, lr=1e30, device="cpu")
+    train_one(tiny_dataset_file, tmp_path / "r0", 0, 0.0, ok, False, lambda m: None)
+    train_one(tiny_dataset_file, tmp_path / "r1", 0, 0.2, bad, False, lambda m: None)
+    collect([tmp_path / "r0", tmp_path / "r1"], tmp_path / "results", lambda m: None)
+    return Tables.read(tmp_path / "results")
+
+
+def test_diverged_run_is_recorded_and_reported(tmp_path, tiny_dataset_file):
+    tables = _tables_with_divergence(tmp_path, tiny_dataset_file)
+    diverged = tables.metrics[tables.metrics["epsilon"] == 0.2]
+    assert diverged["diverged"].iloc[-1] and len(diverged) < 5
+    html = render(tables)
+    assert 'id="diverged"' in html and "seed 0, ε 0.2" in html
+    # The diverged run is out of the summary table: only eps 0.00 has a row.
+    summary = html.split('id="summary"')[1].split("</section>")[0]
+    assert "<td>0.00</td>" in summary and "<td>0.20</td>" not in summary
+
+
+def test_cli_reports_bad_data_without_traceback(tmp_path, capsys):
+    d = write_tiny_idx(tmp_path / "idx")
+    (d / "train-labels-idx1-ubyte.gz").unlink()
+    out = tmp_path / "data" / "ds.pt"
+    assert cli_main(["prepare-data", "--data-dir", str(d), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "train-labels-idx1-ubyte" in err and "Traceback" not in err
+    assert not out.exists()
