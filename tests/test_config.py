@@ -45,6 +45,8 @@ def test_command_line_strings_are_coerced():
     ("lr", 0, ["lr", "> 0"]),
     ("model", "resnet", ["model", "'resnet'", "mlp, linear"]),
     ("device", "gpu", ["device", "'gpu'", "auto, cpu, cuda"]),
+    ("validation_size", -1, ["validation_size", "-1", "smaller than the training set"]),
+    ("validation_size", 60000, ["validation_size", "60000", "smaller than the training set"]),
 ])
 def test_bad_values_name_key_value_and_allowed(key, value, needles):
     with pytest.raises(ConfigError) as info:

@@ -23,7 +23,7 @@ def workflow_dir(root: Path, **overrides) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     config.update({"data_dir": str(write_tiny_idx(root / "idx", n_train=2048, n_test=64)),
-                   "seeds": [0], "epsilons": [0.1], "batch_size": 8, **overrides})
+                   "seeds": [0], "epsilons": [0.1], "batch_size": 8, "validation_size": 256, **overrides})
     (root / "config.yaml").write_text(yaml.safe_dump(config))
     return root
 

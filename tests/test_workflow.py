@@ -10,7 +10,7 @@ import yaml
 
 from conftest import REPO, write_tiny_idx
 
-GRID = ["seeds=[0,1]", "epsilons=[0.0,0.2]", "epochs=2", "batch_size=32"]
+GRID = ["seeds=[0,1]", "epsilons=[0.0,0.2]", "epochs=2", "batch_size=32", "validation_size=32"]
 N_TEST = 64
 
 
@@ -59,13 +59,18 @@ def test_reliability_and_predictions_tables(workdir):
     assert len(pred) == 4 * N_TEST
     sums = pred[[f"prob_{c}" for c in range(10)]].sum(axis=1)
     assert (sums - 1).abs().max() < 1e-5
+    cal = pd.read_parquet(workdir / "results" / "calibrated.parquet")
+    assert list(cal.columns) == ["seed", "epsilon", "temperature", "ece_ts", "nll_ts", "mean_confidence_ts"]
+    assert len(cal) == 4 and cal["temperature"].between(0.05, 20).all() and cal["ece_ts"].between(0, 1).all()
 
 
 def test_report_is_self_contained(workdir):
     html = (workdir / "report" / "index.html").read_text()
-    for section in ('id="summary"', 'id="vs-epsilon"', 'id="curves"', 'id="reliability"', 'id="sample"'):
+    for section in ('id="summary"', 'id="vs-epsilon"', 'id="curves"', 'id="temperature"', 'id="reliability"',
+                    'id="sample"'):
         assert section in html
     assert html.count("data:image/png;base64,") == 4
+    assert "ece_ts" in html.split('id="temperature"')[1].split("</section>")[0]
     assert "http://" not in html and "https://" not in html
 
 

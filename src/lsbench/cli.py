@@ -31,6 +31,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=defaults.model)
     p.add_argument("--device", default=defaults.device)
     p.add_argument("--threads", type=int, default=defaults.threads)
+    p.add_argument("--validation-size", type=int, default=defaults.validation_size,
+                   help="training images held out to fit a temperature (0: none)")
     p.add_argument("--keep-checkpoint", action="store_true")
 
 
@@ -59,7 +61,8 @@ def run(args: argparse.Namespace) -> None:
         pipeline.prepare_data(args.data_dir, args.out, log)
     elif args.command == "train":
         cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                          model=args.model, device=args.device, threads=args.threads)
+                          model=args.model, device=args.device, threads=args.threads,
+                          validation_size=args.validation_size)
         pipeline.train_one(args.data, args.out_dir, args.seed, args.epsilon, cfg, args.keep_checkpoint, log, started)
     elif args.command == "collect":
         pipeline.collect(args.run_dirs, args.out_dir, log)

@@ -29,6 +29,7 @@ class TrainConfig:
     model: str = "mlp"
     device: str = "auto"
     threads: int = 1
+    validation_size: int = 0  # 0 trains on the whole training set, as the seed experiment did
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,7 @@ def to_workflow_config(config: Mapping[str, Any]) -> WorkflowConfig:
         model=config["model"],
         device=config["device"],
         threads=config["threads"],
+        validation_size=config["validation_size"],
     )
     return WorkflowConfig(
         seeds=tuple(int(s) for s in config["seeds"]),

@@ -19,7 +19,8 @@ METRIC_COLUMNS = [
     "mean_confidence", "overconfidence", "brier", "entropy", "epoch_seconds", "diverged",
 ]
 RELIABILITY_COLUMNS = ["seed", "epsilon", "bin", "bin_lower", "bin_upper", "count", "mean_confidence", "accuracy"]
-TABLES = ("metrics", "reliability", "predictions")
+CALIBRATED_COLUMNS = ["seed", "epsilon", "temperature", "ece_ts", "nll_ts", "mean_confidence_ts"]
+TABLES = ("metrics", "reliability", "predictions", "calibrated")
 
 
 @contextmanager
@@ -67,6 +68,10 @@ def reliability_frame(seed: int, epsilon: float, table: dict[str, list]) -> pd.D
     df.insert(0, "epsilon", float(epsilon))
     df.insert(0, "seed", int(seed))
     return df[RELIABILITY_COLUMNS]
+
+
+def calibrated_frame(seed: int, epsilon: float, record: dict[str, float]) -> pd.DataFrame:
+    return pd.DataFrame([{"seed": int(seed), "epsilon": float(epsilon), **record}], columns=CALIBRATED_COLUMNS)
 
 
 def predictions_frame(seed: int, epsilon: float, labels: torch.Tensor, probs: torch.Tensor) -> pd.DataFrame:

@@ -16,7 +16,7 @@ import torch
 from lsbench import io
 from lsbench.config import TrainConfig
 from lsbench.data import load_dataset, resolve_dataset, save_dataset
-from lsbench.metrics import reliability_table
+from lsbench.metrics import reliability_table, temperature_scaled
 from lsbench.train import (DeviceData, configure_cpu, new_state, predict_logits, resolve_device,
                            run_epochs)
 
@@ -39,7 +39,7 @@ def prepare_data(data_dir: str | None, out_path: Path, log: Log) -> dict:
 def _run_key(seed: int, epsilon: float, cfg: TrainConfig, data_sha256: str) -> dict:
     """What a checkpoint must match to be resumed (epochs may grow; device may change)."""
     return {"seed": seed, "epsilon": epsilon, "model": cfg.model, "batch_size": cfg.batch_size,
-            "lr": cfg.lr, "data_sha256": data_sha256}
+            "lr": cfg.lr, "validation_size": cfg.validation_size, "data_sha256": data_sha256}
 
 
 def format_record(r: dict, epochs: int) -> str:
@@ -59,7 +59,7 @@ def train_one(data_path: Path, run_dir: Path, seed: int, epsilon: float, cfg: Tr
     configure_cpu(cfg.threads)
     device = resolve_device(cfg.device)
     ds = load_dataset(Path(data_path))
-    data = DeviceData.from_dataset(ds, device)
+    data = DeviceData.from_dataset(ds, device, seed, cfg.validation_size)
     state = new_state(seed, cfg, device)
     key = _run_key(seed, epsilon, cfg, ds.sha256)
     ckpt_path = Path(run_dir) / CHECKPOINT_NAME
@@ -74,8 +74,11 @@ def train_one(data_path: Path, run_dir: Path, seed: int, epsilon: float, cfg: Tr
     for record in run_epochs(state, data, seed, epsilon, cfg):
         io.save_checkpoint({**state.state_dict(), "run_key": key}, ckpt_path)
         log(format_record(record, cfg.epochs))
-    probs = torch.softmax(predict_logits(state.model, data.test_x).float(), dim=1)
+    test_logits = predict_logits(state.model, data.test_x).float()
+    probs = torch.softmax(test_logits, dim=1)
+    calibrated = temperature_scaled(predict_logits(state.model, data.val_x), data.val_y, test_logits, data.test_y)
     paths = io.run_paths(Path(run_dir))
+    io.write_parquet(io.calibrated_frame(seed, epsilon, calibrated), paths["calibrated"])
     io.write_parquet(io.reliability_frame(seed, epsilon, reliability_table(probs, data.test_y)),
                      paths["reliability"])
     io.write_parquet(io.predictions_frame(seed, epsilon, data.test_y, probs), paths["predictions"])

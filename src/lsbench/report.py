@@ -20,16 +20,21 @@ SUMMARY_METRICS = ("accuracy", "test_nll", "ece", "mean_confidence", "overconfid
 CURVE_METRICS = ("accuracy", "test_nll", "ece", "overconfidence")
 
 
+TS_METRICS = ("ece", "ece_ts", "test_nll", "nll_ts", "mean_confidence", "mean_confidence_ts", "temperature")
+
+
 @dataclass(frozen=True)
 class Tables:
     metrics: pd.DataFrame
     reliability: pd.DataFrame
     predictions: pd.DataFrame
+    calibrated: pd.DataFrame
 
     @classmethod
     def read(cls, results_dir: Path) -> "Tables":
         d = Path(results_dir)
-        return cls(*(pd.read_parquet(d / f"{name}.parquet") for name in ("metrics", "reliability", "predictions")))
+        names = ("metrics", "reliability", "predictions", "calibrated")
+        return cls(*(pd.read_parquet(d / f"{name}.parquet") for name in names))
 
 
 def final_epoch(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -43,15 +48,27 @@ def diverged_runs(metrics: pd.DataFrame) -> pd.DataFrame:
     return final.loc[final["diverged"], ["seed", "epsilon", "epoch"]].reset_index(drop=True)
 
 
-def summary_rows(final: pd.DataFrame) -> list[dict]:
-    """Per epsilon: n seeds and mean/std of each summary metric (diverged runs excluded)."""
+def summary_rows(final: pd.DataFrame, metrics: tuple[str, ...] = SUMMARY_METRICS) -> list[dict]:
+    """Per epsilon: n seeds and mean/std of each metric (diverged runs excluded)."""
     ok = final[~final["diverged"]]
     rows = []
     for eps, group in ok.groupby("epsilon"):
         cells = {m: (group[m].mean(), group[m].std(ddof=1) if len(group) > 1 else float("nan"))
-                 for m in SUMMARY_METRICS}
+                 for m in metrics}
         rows.append({"epsilon": eps, "n": len(group), "cells": cells})
     return rows
+
+
+def temperature_rows(final: pd.DataFrame, calibrated: pd.DataFrame) -> list[dict]:
+    """Final-epoch calibration before and after temperature scaling, per epsilon.
+
+    The eps=0 row after scaling is "temperature scaling alone"; other rows are "eps alone"
+    (before) and "eps + temperature scaling" (after). Empty when no temperature was fitted.
+    """
+    fitted = calibrated.dropna(subset=["temperature"])
+    if fitted.empty:
+        return []
+    return summary_rows(final.merge(fitted, on=["seed", "epsilon"]), TS_METRICS)
 
 
 def pooled_reliability(reliability: pd.DataFrame, epsilon: float) -> pd.DataFrame:
@@ -135,6 +152,8 @@ def render(tables: Tables, title: str = "lsbench: label smoothing vs overconfide
         title=title,
         metrics=SUMMARY_METRICS,
         summary=summary_rows(final),
+        ts_metrics=TS_METRICS,
+        temperature=temperature_rows(final, tables.calibrated),
         seeds=sorted(int(s) for s in final["seed"].unique()),
         epsilons=sorted(float(e) for e in final["epsilon"].unique()),
         epochs=int(tables.metrics["epoch"].max()),

@@ -24,14 +24,16 @@ from typing import Any, Iterator
 import torch
 import torch.nn.functional as F
 
-from lsbench.config import TrainConfig
+from lsbench.config import ConfigError, TrainConfig
 from lsbench.data import Dataset
 from lsbench.metrics import evaluate_logits
 from lsbench.model import MLP, build_model
 
 EVAL_CHUNK = 8192
-# Offset of the data-order stream from the init stream: keeps them independent for one seed.
+# Offsets of the data-order and validation-split streams from the init stream: independent
+# streams for one seed, none of which depends on epsilon.
 DATA_SEED_OFFSET = 2**32
+SPLIT_SEED_OFFSET = 2**33
 
 
 def resolve_device(name: str) -> torch.device:
@@ -56,8 +58,18 @@ def configure_cpu(threads: int) -> None:
 
 def to_inputs(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     """uint8 (N, 28, 28) -> float32 (N, 784) in [-1, 1], as ToTensor + Normalize(0.5, 0.5)."""
-    x = images.to(device).reshape(images.shape[0], -1).float()
+    x = images.to(device).flatten(1).float()
     return x.div_(255).sub_(0.5).div_(0.5)
+
+
+def validation_split(n: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train indices, validation indices), both sorted: `size` of `n` images held out, chosen by
+    the seed alone so every epsilon of a seed trains on the same images."""
+    if not 0 <= size < n:
+        raise ConfigError(f"config key 'validation_size' = {size}: must be >= 0 and smaller than "
+                          f"the training set ({n} images)")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(SPLIT_SEED_OFFSET + seed))
+    return order[size:].sort().values, order[:size].sort().values
 
 
 @dataclass(frozen=True)
@@ -66,11 +78,16 @@ class DeviceData:
     train_y: torch.Tensor
     test_x: torch.Tensor
     test_y: torch.Tensor
+    val_x: torch.Tensor  # (0, 784) when validation_size is 0
+    val_y: torch.Tensor
 
     @classmethod
-    def from_dataset(cls, ds: Dataset, device: torch.device) -> "DeviceData":
-        return cls(to_inputs(ds.train_images, device), ds.train_labels.to(device),
-                   to_inputs(ds.test_images, device), ds.test_labels.to(device))
+    def from_dataset(cls, ds: Dataset, device: torch.device, seed: int = 0,
+                     validation_size: int = 0) -> "DeviceData":
+        train_idx, val_idx = validation_split(len(ds.train_labels), validation_size, seed)
+        return cls(to_inputs(ds.train_images[train_idx], device), ds.train_labels[train_idx].to(device),
+                   to_inputs(ds.test_images, device), ds.test_labels.to(device),
+                   to_inputs(ds.train_images[val_idx], device), ds.train_labels[val_idx].to(device))
 
 
 class FlatAdam:
@@ -196,8 +213,8 @@ def train_epoch(state: TrainState, data: DeviceData, epsilon: float, batch_size:
 
 @torch.inference_mode()
 def predict_logits(model: MLP, x: torch.Tensor, chunk: int = EVAL_CHUNK) -> torch.Tensor:
-    """Logits (N, C) float32, evaluated in large chunks."""
-    return torch.cat([model(x[i:i + chunk]) for i in range(0, x.shape[0], chunk)])
+    """Logits (N, C) float32, evaluated in large chunks; (0, C) for an empty x."""
+    return torch.cat([model(x[i:i + chunk]) for i in range(0, max(x.shape[0], 1), chunk)])
 
 
 def _sync(device: torch.device) -> None:

@@ -3,6 +3,7 @@ rule collect:
         metrics=get_run_tables(LSB, "metrics"),
         reliability=get_run_tables(LSB, "reliability"),
         predictions=get_run_tables(LSB, "predictions"),
+        calibrated=get_run_tables(LSB, "calibrated"),
     output:
         metrics="results/metrics.parquet",
         reliability="results/reliability.parquet",

@@ -5,6 +5,7 @@ rule train:
         metrics="results/runs/seed{seed}/eps{eps}/metrics.parquet",
         reliability="results/runs/seed{seed}/eps{eps}/reliability.parquet",
         predictions="results/runs/seed{seed}/eps{eps}/predictions.parquet",
+        calibrated="results/runs/seed{seed}/eps{eps}/calibrated.parquet",
     log:
         "results/logs/train/seed{seed}_eps{eps}.log",
     conda:
@@ -20,9 +21,11 @@ rule train:
         lr=LSB.train.lr,
         model=LSB.train.model,
         device=LSB.train.device,
+        validation_size=LSB.train.validation_size,
         keep="--keep-checkpoint" if LSB.keep_checkpoints else "",
     shell:
         "lsbench train --data {input.data} --out-dir {params.run_dir} --seed {wildcards.seed}"
         " --epsilon {wildcards.eps} --epochs {params.epochs} --batch-size {params.batch_size}"
         " --lr {params.lr} --model {params.model} --device {params.device} --threads {threads}"
+        " --validation-size {params.validation_size}"
         " {params.keep} > {log} 2>&1"

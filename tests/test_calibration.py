@@ -1,0 +1,73 @@
+"""Temperature scaling and the validation split it is fitted on."""
+
+import math
+
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lsbench.config import ConfigError, TrainConfig
+from lsbench.metrics import fit_temperature, temperature_scaled
+from lsbench.pipeline import train_one
+from lsbench.train import validation_split
+
+
+def calibrated_logits(n=20000, seed=0):
+    """Logits z with labels drawn from softmax(z): calibrated by construction, so T=1 is optimal."""
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, 10, generator=g) * 2
+    labels = torch.multinomial(torch.softmax(z, 1), 1, generator=g).squeeze(1)
+    return z, labels
+
+
+def test_recovers_a_known_temperature():
+    z, labels = calibrated_logits()
+    assert fit_temperature(z, labels) == pytest.approx(1.0, abs=0.05)
+    assert fit_temperature(z * 3, labels) == pytest.approx(3.0, rel=0.05)  # overconfident by 3x
+    assert fit_temperature(z / 2, labels) == pytest.approx(0.5, rel=0.05)  # underconfident
+
+
+def test_is_the_nll_minimum_on_a_grid():
+    z, labels = calibrated_logits(n=3000, seed=1)
+    z = z * 1.7
+    t = fit_temperature(z, labels)
+    grid = torch.linspace(0.5, 4.0, 701)
+    nll = torch.stack([F.cross_entropy(z.double() / s, labels) for s in grid])
+    assert t == pytest.approx(float(grid[nll.argmin()]), abs=0.01)
+
+
+def test_temperature_scaled_metrics_and_empty_validation():
+    z, labels = calibrated_logits(n=4000, seed=2)
+    out = temperature_scaled(z[:2000] * 3, labels[:2000], z[2000:] * 3, labels[2000:])
+    assert out["temperature"] == pytest.approx(3.0, rel=0.1)
+    assert out["nll_ts"] < F.cross_entropy(z[2000:] * 3, labels[2000:]).item()
+    assert out["ece_ts"] < 0.03
+    empty = temperature_scaled(z[:0], labels[:0], z, labels)
+    assert all(math.isnan(v) for v in empty.values())
+
+
+def test_validation_split_depends_on_seed_only():
+    train, val = validation_split(1000, 100, seed=3)
+    assert len(val) == 100 and len(train) == 900
+    assert set(train.tolist()).isdisjoint(val.tolist()) and len(set(train.tolist()) | set(val.tolist())) == 1000
+    assert torch.equal(val, validation_split(1000, 100, seed=3)[1])
+    assert not torch.equal(val, validation_split(1000, 100, seed=4)[1])
+    full, none = validation_split(1000, 0, seed=3)
+    assert torch.equal(full, torch.arange(1000)) and len(none) == 0
+
+
+def test_validation_size_too_large_names_the_key():
+    with pytest.raises(ConfigError, match="validation_size.*1000.*1000 images"):
+        validation_split(1000, 1000, seed=0)
+
+
+def test_train_one_writes_calibrated_table(tmp_path, tiny_dataset_file):
+    cfg = TrainConfig(epochs=2, batch_size=32, device="cpu", validation_size=64)
+    train_one(tiny_dataset_file, tmp_path / "ts", 1, 0.1, cfg, False, lambda m: None)
+    row = pd.read_parquet(tmp_path / "ts" / "calibrated.parquet")
+    assert list(row.columns) == ["seed", "epsilon", "temperature", "ece_ts", "nll_ts", "mean_confidence_ts"]
+    assert len(row) == 1 and row["seed"].iloc[0] == 1 and 0.05 <= row["temperature"].iloc[0] <= 20
+    off = TrainConfig(epochs=1, batch_size=32, device="cpu", validation_size=0)
+    train_one(tiny_dataset_file, tmp_path / "off", 1, 0.1, off, False, lambda m: None)
+    assert pd.read_parquet(tmp_path / "off" / "calibrated.parquet")["temperature"].isna().all()
