@@ -25,3 +25,18 @@ def get_wildcard_run_dir(wildcards):
 
 def get_data_dir_arg(lsb):
     return "" if lsb.data_dir is None else f"--data-dir '{lsb.data_dir}'"
+
+
+def get_train_mem_mb(lsb):
+    # Measured peak RSS of one train job: 924 MiB on CPU, 1257 MiB with a CUDA context.
+    return 3000 if lsb.train.device == "cuda" else 1500
+
+
+def get_train_runtime(lsb):
+    # Minutes. About 4 s per epoch measured on one core; one minute per epoch leaves room for slow nodes.
+    return 10 + lsb.train.epochs
+
+
+def get_train_gpus(lsb):
+    # The SLURM plugin turns `gpu: 1` into `--gpus=1`.
+    return 1 if lsb.train.device == "cuda" else 0

@@ -8,12 +8,15 @@ rule train:
         calibrated="results/runs/seed{seed}/eps{eps}/calibrated.parquet",
     log:
         "results/logs/train/seed{seed}_eps{eps}.log",
+    group:
+        "train"
     conda:
         "../envs/lsbench.yaml"
     threads: LSB.train.threads
     resources:
-        mem_mb=2000,
-        runtime=60,
+        mem_mb=get_train_mem_mb(LSB),
+        runtime=get_train_runtime(LSB),
+        gpu=get_train_gpus(LSB),
     params:
         run_dir=get_wildcard_run_dir,
         epochs=LSB.train.epochs,

@@ -1,0 +1,77 @@
+"""The workflow submitted to a real one-node SLURM through profiles/slurm.
+
+Starts munged, slurmctld and slurmd on this machine (root, Debian's slurm-wlm), runs the tiny
+2 seeds x 2 eps x 2 epochs grid with `snakemake --profile profiles/slurm`, and checks that the
+tables equal a local run's. Test-only settings (status command, poll delay, 2-CPU groups for the
+2-CPU test node) are passed on the command line so the site profile stays as users get it.
+"""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+import slurm_cluster
+from conftest import REPO, write_tiny_idx
+
+GRID = ["seeds=[0,1]", "epsilons=[0.0,0.2]", "epochs=2", "batch_size=32", "validation_size=32"]
+TEST_ONLY = ["--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "5",
+             "--group-components", "train=2"]  # the test node has 2 CPUs: 2 one-thread jobs per group
+
+pytestmark = pytest.mark.slurm
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    c = slurm_cluster.start(cpus=2, memory_mb=8000)
+    yield c
+    c.stop()
+
+
+def make_workdir(root: Path) -> Path:
+    root.mkdir(parents=True)
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    config["data_dir"] = str(write_tiny_idx(root / "idx", n_test=64))
+    (root / "config.yaml").write_text(yaml.safe_dump(config))
+    return root
+
+
+def snakemake(workdir: Path, *args: str, config: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+           "--directory", str(workdir), *args, "--config", *GRID, *config]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+
+
+def test_slurm_results_equal_local_results(cluster, tmp_path):
+    on_slurm = make_workdir(tmp_path / "slurm")
+    run = snakemake(on_slurm, "--profile", str(REPO / "profiles" / "slurm"), "--verbose", *TEST_ONLY)
+    log = run.stdout + run.stderr
+    (tmp_path / "slurm.log").write_text(log)
+    assert run.returncode == 0, log[-5000:]
+    sbatch = [line for line in log.splitlines() if "sbatch call" in line]
+    print("\n".join(sbatch))
+    # prepare_data alone, then the 4 train jobs as 2 groups of 2; collect and report run locally.
+    assert len(sbatch) == 3, sbatch
+    groups = [line for line in sbatch if "group_train" in line or "--cpus-per-task=2" in line]
+    assert len(groups) == 2 and all(re.search(r"--mem 3000\b", line) for line in groups), sbatch
+
+    local = make_workdir(tmp_path / "local")
+    run = snakemake(local, "--cores", "2")
+    assert run.returncode == 0, run.stderr[-3000:]
+    for table in ("metrics", "reliability", "predictions", "calibrated"):
+        a = pd.read_parquet(on_slurm / "results" / f"{table}.parquet").drop(columns="epoch_seconds", errors="ignore")
+        b = pd.read_parquet(local / "results" / f"{table}.parquet").drop(columns="epoch_seconds", errors="ignore")
+        pd.testing.assert_frame_equal(a, b, check_exact=True)
+    assert (on_slurm / "report" / "index.html").exists()
+
+
+def test_gpu_resource_becomes_gpus_flag(cluster, tmp_path):
+    workdir = make_workdir(tmp_path / "gpu")
+    # A dry run prints the sbatch-relevant resources without running on a (fake) GPU.
+    run = snakemake(workdir, "--profile", str(REPO / "profiles" / "slurm"), "-n", config=("device=cuda",))
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "gpu=1" in run.stdout
