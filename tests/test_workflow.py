@@ -87,10 +87,26 @@ def test_default_grid_has_15_train_jobs(workdir):
     assert line.split()[1] == "15"
 
 
-def test_bad_config_fails_before_any_job(tmp_path):
+@pytest.mark.parametrize("override,needles", [
+    ("epsilons=[0.0,1.5]", ["epsilons[1]", "1.5", "[0, 1)"]),
+    ("epsilons=[0.1,0.1]", ["epsilons", "non-unique"]),
+    ("seeds=[0,-2]", ["seeds[1]", "-2", "non-negative"]),
+    ("seeds=[3,3]", ["seeds", "non-unique"]),
+    ("epochs=0", ["epochs", "0", ">= 1"]),
+    ("batch_size=0", ["batch_size", "0", ">= 1"]),
+    ("lr=-1", ["lr", "-1", "> 0"]),
+    ("validation_size=60000", ["validation_size", "60000", "smaller than the training set"]),
+    ("model=resnet", ["model", "'resnet'", "mlp, linear"]),
+    ("device=gpu", ["device", "'gpu'", "auto, cpu, cuda"]),
+    ("epoch=3", ["'epoch' was unexpected", "Allowed keys"]),
+])
+def test_bad_config_fails_before_any_job(tmp_path, override, needles):
     (tmp_path / "config.yaml").write_text((REPO / "config.yaml").read_text())
-    run = snakemake(tmp_path, "-n", "--config", "epsilons=[0.0,1.5]")
+    # A real run for two cases, a dry run (`snakemake -n`) for the rest: both validate first.
+    dry_run = override not in ("epsilons=[0.0,1.5]", "epoch=3")
+    run = snakemake(tmp_path, *(["-n"] if dry_run else []), "--config", override)
     out = run.stdout + run.stderr  # Snakemake prints workflow errors on stdout
     assert run.returncode != 0
-    assert "epsilons[1]" in out and "1.5" in out and "[0, 1)" in out
+    for needle in needles:
+        assert needle in out, (needle, out[-2000:])
     assert not (tmp_path / "results").exists()
