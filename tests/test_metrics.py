@@ -103,3 +103,45 @@ def test_evaluate_logits_against_direct_formulas():
     assert m["overconfidence"] == pytest.approx(m["mean_confidence"] - m["accuracy"])
     ref = multiclass_calibration_error(torch.softmax(logits, 1), labels, num_classes=10, n_bins=15)
     assert m["ece"] == pytest.approx(float(ref), abs=1e-6)
+
+
+def reference_adaptive_ece(conf: np.ndarray, correct: np.ndarray, n_bins: int) -> float:
+    order = np.argsort(conf, kind="stable")
+    total = 0.0
+    for chunk in np.array_split(order, n_bins):  # equal mass, sizes differ by at most one
+        if len(chunk):
+            total += len(chunk) / len(conf) * abs(conf[chunk].mean() - correct[chunk].mean())
+    return total
+
+
+def test_adaptive_ece_matches_reference_loop():
+    probs, labels = random_probs(n=1500, seed=7)
+    conf, pred = probs.max(1)
+    correct = (pred == labels)
+    from lsbench.metrics import adaptive_ece
+
+    ref = reference_adaptive_ece(conf.double().numpy(), correct.double().numpy(), 15)
+    assert adaptive_ece(conf, correct) == pytest.approx(ref, abs=1e-12)
+    # Equal mass: with N a multiple of n_bins every bin holds N / n_bins samples.
+    assert adaptive_ece(torch.full((30,), 0.7), torch.ones(30)) == pytest.approx(0.3)
+
+
+def test_classwise_ece_matches_reference_loop():
+    probs, labels = random_probs(n=1200, c=4, seed=8)
+    from lsbench.metrics import classwise_ece
+
+    expected = np.mean([reference_ece_loop(probs[:, c].double().numpy(), (labels == c).double().numpy(), 15)[0]
+                        for c in range(4)])
+    assert classwise_ece(probs, labels) == pytest.approx(expected, abs=1e-12)
+
+
+def test_ece_over_and_under_add_up():
+    for seed, scale in ((0, 4.0), (1, 0.5)):
+        g = torch.Generator().manual_seed(seed)
+        logits, labels = torch.randn(800, 10, generator=g) * scale, torch.randint(0, 10, (800,), generator=g)
+        m = evaluate_logits(logits, labels, epsilon=0.0)
+        assert m["ece_over"] + m["ece_under"] == pytest.approx(m["ece"], abs=1e-12)
+        assert m["ece_over"] >= 0 and m["ece_under"] >= 0
+    # Random labels with sharp logits: confident and wrong, so the ECE is all overconfidence.
+    sharp = evaluate_logits(torch.randn(800, 10, generator=g) * 20, labels, epsilon=0.0)
+    assert sharp["ece_under"] == pytest.approx(0.0, abs=1e-3) and sharp["ece_over"] > 0.5

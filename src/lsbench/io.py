@@ -17,6 +17,7 @@ import torch
 METRIC_COLUMNS = [
     "seed", "epsilon", "epoch", "train_loss", "test_loss", "test_nll", "accuracy", "ece", "mce",
     "mean_confidence", "overconfidence", "brier", "entropy", "epoch_seconds", "diverged",
+    "ece_over", "ece_under", "ece_adaptive", "ece_classwise",
 ]
 RELIABILITY_COLUMNS = ["seed", "epsilon", "bin", "bin_lower", "bin_upper", "count", "mean_confidence", "accuracy"]
 CALIBRATED_COLUMNS = ["seed", "epsilon", "temperature", "ece_ts", "nll_ts", "mean_confidence_ts"]

@@ -56,6 +56,54 @@ def ece_from_bins(count: torch.Tensor, conf_sum: torch.Tensor, correct_sum: torc
     return float((bin_gaps(count, conf_sum, correct_sum).abs() * count).sum() / count.sum())
 
 
+def ece_split_from_bins(count: torch.Tensor, conf_sum: torch.Tensor,
+                        correct_sum: torch.Tensor) -> tuple[float, float]:
+    """ECE split by the direction of miscalibration: (over, under), over + under = ECE.
+
+    over sums the weighted gaps of bins whose mean confidence exceeds their accuracy; under those
+    of bins where it falls short.
+
+    Two bins of 2 samples, 1 correct each: confidence .3 (gap -.2) and .9 (gap +.4), weight 1/2.
+
+    >>> f64 = lambda *v: torch.tensor(v, dtype=torch.float64)
+    >>> ece_split_from_bins(f64(2., 2.), f64(0.6, 1.8), f64(1., 1.))
+    (0.2, 0.1)
+    """
+    weighted = bin_gaps(count, conf_sum, correct_sum) * count / count.sum()
+    return float(weighted.clamp(min=0).sum()), float((-weighted).clamp(min=0).sum())
+
+
+def adaptive_ece(confidences: torch.Tensor, correct: torch.Tensor, n_bins: int = N_BINS) -> float:
+    """Equal-mass ECE: sort by confidence, cut into `n_bins` bins of (nearly) equal count
+    (sample of rank r goes to bin floor(r * n_bins / N); ties broken by a stable sort), then
+    sum |mean confidence - accuracy| weighted by each bin's share, as for ECE.
+
+    By hand: bins {.2 wrong, .3 right} (gap |.25 - .5|) and {.8 wrong, .9 right} (gap .35), each 1/2.
+
+    >>> round(adaptive_ece(torch.tensor([0.9, 0.2, 0.8, 0.3]), torch.tensor([1, 0, 0, 1]), n_bins=2), 4)
+    0.3
+    """
+    order = torch.sort(confidences.detach(), stable=True).indices
+    n = confidences.shape[0]
+    index = torch.empty_like(order)
+    index[order] = torch.arange(n, device=order.device) * n_bins // max(n, 1)
+    zeros = torch.zeros(n_bins, dtype=torch.float64, device=confidences.device)
+    count = zeros.clone().scatter_add_(0, index, torch.ones(n, dtype=torch.float64, device=confidences.device))
+    conf_sum = zeros.clone().scatter_add_(0, index, confidences.detach().double())
+    correct_sum = zeros.clone().scatter_add_(0, index, correct.detach().double())
+    return ece_from_bins(count, conf_sum, correct_sum)
+
+
+def classwise_ece(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = N_BINS) -> float:
+    """Classwise ECE (Kull et al. 2019): for every class c, the ECE of p_c against 1[label = c]
+    over all samples, with the same `n_bins` equal-width bins as `calibration_bins`; then the mean
+    over classes.
+    """
+    per_class = [ece_from_bins(*calibration_bins(probs[:, c].contiguous(), labels == c, n_bins))
+                 for c in range(probs.shape[1])]
+    return sum(per_class) / len(per_class)
+
+
 def mce_from_bins(count: torch.Tensor, conf_sum: torch.Tensor, correct_sum: torch.Tensor) -> float:
     """Maximum calibration error: the largest |conf - acc| over non-empty bins."""
     return float(bin_gaps(count, conf_sum, correct_sum).abs().max())
@@ -81,7 +129,8 @@ def evaluate_logits(logits: torch.Tensor, labels: torch.Tensor, epsilon: float,
 
     test_loss is the smoothed cross-entropy that training optimises; test_nll is plain NLL.
     brier sums squared error over classes and averages over samples (range [0, 2]);
-    entropy is the mean predictive entropy in nats.
+    entropy is the mean predictive entropy in nats. ece_over + ece_under = ece (see
+    `ece_split_from_bins`); ece_adaptive and ece_classwise use 15 bins too.
     """
     logits = logits.float()
     log_probs = F.log_softmax(logits, dim=1)
@@ -92,12 +141,17 @@ def evaluate_logits(logits: torch.Tensor, labels: torch.Tensor, epsilon: float,
     bins = calibration_bins(conf, correct, n_bins)
     accuracy = float(correct.double().mean())
     mean_conf = float(conf.double().mean())
+    ece_over, ece_under = ece_split_from_bins(*bins)
     return {
         "test_loss": float(F.cross_entropy(logits, labels, label_smoothing=epsilon)),
         "test_nll": float(F.nll_loss(log_probs, labels)),
         "accuracy": accuracy,
         "ece": ece_from_bins(*bins),
         "mce": mce_from_bins(*bins),
+        "ece_over": ece_over,
+        "ece_under": ece_under,
+        "ece_adaptive": adaptive_ece(conf, correct, n_bins),
+        "ece_classwise": classwise_ece(probs, labels, n_bins),
         "mean_confidence": mean_conf,
         "overconfidence": mean_conf - accuracy,
         "brier": float(((probs - onehot) ** 2).sum(dim=1).double().mean()),

@@ -16,7 +16,10 @@ import pandas as pd
 
 from lsbench import plots
 
-SUMMARY_METRICS = ("accuracy", "test_nll", "ece", "mean_confidence", "overconfidence", "brier", "entropy")
+ACCURACY_METRICS = ("accuracy", "test_nll", "brier", "entropy")
+CALIBRATION_METRICS = ("ece", "ece_over", "ece_under", "ece_adaptive", "ece_classwise", "mce",
+                       "mean_confidence", "overconfidence")
+SUMMARY_METRICS = ACCURACY_METRICS + CALIBRATION_METRICS
 CURVE_METRICS = ("accuracy", "test_nll", "ece", "overconfidence")
 
 
@@ -150,7 +153,7 @@ def render(tables: Tables, title: str = "lsbench: label smoothing vs overconfide
     final = final_epoch(tables.metrics)
     return environment().get_template("index.html.j2").render(
         title=title,
-        metrics=SUMMARY_METRICS,
+        summary_tables={"Accuracy and loss": ACCURACY_METRICS, "Calibration": CALIBRATION_METRICS},
         summary=summary_rows(final),
         ts_metrics=TS_METRICS,
         temperature=temperature_rows(final, tables.calibrated),
