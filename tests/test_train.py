@@ -76,11 +76,14 @@ def test_training_learns_the_tiny_task(tiny_dataset_file):
     assert records[-1]["train_loss"] < records[0]["train_loss"]
 
 
-def test_divergence_stops_the_run(tiny_dataset_file):
+@pytest.mark.parametrize("lr", [10.0, 1e30])  # a finite but absurd loss, and NaN
+def test_divergence_stops_the_run(tiny_dataset_file, lr):
     data = DeviceData.from_dataset(load_dataset(tiny_dataset_file), CPU)
-    _, records = _train(data, 0, 0.0, TrainConfig(epochs=50, batch_size=32, lr=1e30, device="cpu"))
+    _, records = _train(data, 0, 0.0, TrainConfig(epochs=50, batch_size=32, lr=lr, device="cpu"))
     assert records[-1]["diverged"] and len(records) < 50
     assert not any(r["diverged"] for r in records[:-1])
+    _, healthy = _train(data, 0, 0.0, TrainConfig(epochs=3, batch_size=32, device="cpu"))
+    assert not any(r["diverged"] for r in healthy)
 
 
 def test_resume_from_checkpoint_equals_uninterrupted(tmp_path, tiny_dataset_file):

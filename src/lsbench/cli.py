@@ -63,7 +63,8 @@ def run(args: argparse.Namespace) -> None:
         cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                           model=args.model, device=args.device, threads=args.threads,
                           validation_size=args.validation_size)
-        pipeline.train_one(args.data, args.out_dir, args.seed, args.epsilon, cfg, args.keep_checkpoint, log, started)
+        pipeline.train_one(args.data, args.out_dir, args.seed, args.epsilon, cfg, args.keep_checkpoint,
+                           log, started)
     elif args.command == "collect":
         pipeline.collect(args.run_dirs, args.out_dir, log)
     elif args.command == "report":

@@ -36,6 +36,10 @@ class DataError(ValueError):
     """An IDX file is missing, truncated or inconsistent; the message names the file."""
 
 
+class MissingDataError(DataError):
+    """A directory lacks some of the four IDX files (or does not exist)."""
+
+
 @dataclass(frozen=True)
 class Dataset:
     """Fashion-MNIST as tensors: images uint8 (N, 28, 28), labels int64 (N,)."""
@@ -114,7 +118,7 @@ def find_idx_files(directory: Path) -> dict[str, Path]:
         else:
             found[role] = hit
     if missing:
-        raise DataError(f"{directory}: missing IDX file(s): {', '.join(missing)}")
+        raise MissingDataError(f"{directory}: missing IDX file(s): {', '.join(missing)}")
     return found
 
 
@@ -186,10 +190,8 @@ def resolve_dataset(data_dir: str | None, download_root: Path,
     if data_dir is not None:
         try:
             return load_idx_dir(Path(data_dir), real_sizes=False)
-        except DataError as exc:
-            if not Path(data_dir).is_dir() or "missing IDX" in str(exc):
-                raise DataError(f"data_dir: {exc}\n{NO_DATA_HELP}") from exc
-            raise
+        except MissingDataError as exc:
+            raise MissingDataError(f"data_dir: {exc}\n{NO_DATA_HELP}") from exc
     if debian_dir.is_dir():
         return load_idx_dir(debian_dir, real_sizes=True)
     try:

@@ -17,8 +17,8 @@ from lsbench import io
 from lsbench.config import TrainConfig
 from lsbench.data import load_dataset, resolve_dataset, save_dataset
 from lsbench.metrics import reliability_table, temperature_scaled
-from lsbench.train import (DeviceData, configure_cpu, new_state, predict_logits, resolve_device,
-                           run_epochs)
+from lsbench.train import (DeviceData, TrainState, configure_cpu, new_state, predict_logits,
+                           resolve_device, run_epochs)
 
 Log = Callable[[str], None]
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -49,9 +49,34 @@ def format_record(r: dict, epochs: int) -> str:
             f"ece {r['ece']:.4f} conf {r['mean_confidence']:.4f} ({r['epoch_seconds']:.2f} s){status}")
 
 
+def resume(state: TrainState, ckpt_path: Path, key: dict, cfg: TrainConfig, log: Log) -> None:
+    """Load a checkpoint left by an interrupted job into `state` if it belongs to this run."""
+    blob = io.load_checkpoint(ckpt_path)
+    if blob is None:
+        return
+    if blob.get("run_key") == key and blob["epoch"] <= cfg.epochs:
+        state.load_state_dict(blob)
+        log(f"resuming from {ckpt_path} after epoch {state.epoch}")
+    else:
+        log(f"ignoring {ckpt_path}: it belongs to another run configuration")
+
+
+def write_run_tables(run_dir: Path, seed: int, epsilon: float, state: TrainState, data: DeviceData) -> None:
+    """The final model's four tables: metrics (all epochs), reliability, predictions, calibrated."""
+    test_logits = predict_logits(state.model, data.test_x).float()
+    probs = torch.softmax(test_logits, dim=1)
+    calibrated = temperature_scaled(predict_logits(state.model, data.val_x), data.val_y, test_logits, data.test_y)
+    paths = io.run_paths(run_dir)
+    io.write_parquet(io.calibrated_frame(seed, epsilon, calibrated), paths["calibrated"])
+    io.write_parquet(io.reliability_frame(seed, epsilon, reliability_table(probs, data.test_y)),
+                     paths["reliability"])
+    io.write_parquet(io.predictions_frame(seed, epsilon, data.test_y, probs), paths["predictions"])
+    io.write_parquet(io.metrics_frame(state.records), paths["metrics"])
+
+
 def train_one(data_path: Path, run_dir: Path, seed: int, epsilon: float, cfg: TrainConfig,
               keep_checkpoint: bool, log: Log, started: float | None = None) -> None:
-    """Train one (seed, epsilon) run, checkpointing every epoch; write its three tables.
+    """Train one (seed, epsilon) run, checkpointing every epoch; write its four tables.
 
     A checkpoint left by an interrupted job is resumed when it belongs to the same run, so the
     finished tables equal those of an uninterrupted run (timing columns aside).
@@ -63,32 +88,19 @@ def train_one(data_path: Path, run_dir: Path, seed: int, epsilon: float, cfg: Tr
     state = new_state(seed, cfg, device)
     key = _run_key(seed, epsilon, cfg, ds.sha256)
     ckpt_path = Path(run_dir) / CHECKPOINT_NAME
-    blob = io.load_checkpoint(ckpt_path)
-    if blob is not None and blob.get("run_key") == key and blob["epoch"] <= cfg.epochs:
-        state.load_state_dict(blob)
-        log(f"resuming from {ckpt_path} after epoch {state.epoch}")
-    elif blob is not None:
-        log(f"ignoring {ckpt_path}: it belongs to another run configuration")
+    resume(state, ckpt_path, key, cfg, log)
     setup = f" after {time.perf_counter() - started:.2f} s of start-up (imports + data)" if started else ""
     log(f"training seed {seed} eps {epsilon:g} on {device} with {cfg.threads} thread(s){setup}: {asdict(cfg)}")
     for record in run_epochs(state, data, seed, epsilon, cfg):
         io.save_checkpoint({**state.state_dict(), "run_key": key}, ckpt_path)
         log(format_record(record, cfg.epochs))
-    test_logits = predict_logits(state.model, data.test_x).float()
-    probs = torch.softmax(test_logits, dim=1)
-    calibrated = temperature_scaled(predict_logits(state.model, data.val_x), data.val_y, test_logits, data.test_y)
-    paths = io.run_paths(Path(run_dir))
-    io.write_parquet(io.calibrated_frame(seed, epsilon, calibrated), paths["calibrated"])
-    io.write_parquet(io.reliability_frame(seed, epsilon, reliability_table(probs, data.test_y)),
-                     paths["reliability"])
-    io.write_parquet(io.predictions_frame(seed, epsilon, data.test_y, probs), paths["predictions"])
-    io.write_parquet(io.metrics_frame(state.records), paths["metrics"])
+    write_run_tables(Path(run_dir), seed, epsilon, state, data)
     if not keep_checkpoint:
         ckpt_path.unlink(missing_ok=True)
 
 
 def collect(run_dirs: list[Path], out_dir: Path, log: Log) -> None:
-    """Concatenate each per-run table into out_dir/{metrics,reliability,predictions}.parquet."""
+    """Concatenate each per-run table into out_dir/{metrics,reliability,predictions,calibrated}.parquet."""
     for table in io.TABLES:
         df = io.concat_parquet([io.run_paths(Path(d))[table] for d in run_dirs])
         io.write_parquet(df, Path(out_dir) / f"{table}.parquet")

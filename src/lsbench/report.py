@@ -1,4 +1,4 @@
-"""The HTML report, rendered from the three parquet tables alone (no training state needed).
+"""The HTML report, rendered from the four parquet tables alone (no training state needed).
 
 Section data comes from small pure functions; the template receives it through one render()
 call. Images are embedded as base64 PNGs so the file is self-contained and makes no requests.
@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from lsbench import plots
+from lsbench.io import write_text
 
 ACCURACY_METRICS = ("accuracy", "test_nll", "brier", "entropy")
 CALIBRATION_METRICS = ("ece", "ece_over", "ece_under", "ece_adaptive", "ece_classwise", "mce",
@@ -103,33 +104,48 @@ def _img(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def figures(tables: Tables) -> dict[str, str]:
-    """Every figure of the report as a data URI."""
-    final = final_epoch(tables.metrics)
-    final = final[~final["diverged"]]
-    ok = tables.metrics.merge(final[["seed", "epsilon"]], on=["seed", "epsilon"])
-    out = {}
+def figure_vs_epsilon(final: pd.DataFrame) -> str:
     fig, axes = plots.grid(2, 2, size=4.5)
     plots.metric_vs_epsilon(final, ["accuracy"], axes[0], "test accuracy")
     plots.metric_vs_epsilon(final, ["ece", "overconfidence"], axes[1], "calibration")
     axes[1].axhline(0, color="black", linewidth=0.8)
-    out["vs_epsilon"] = _img(plots.png_bytes(fig))
+    return _img(plots.png_bytes(fig))
+
+
+def figure_curves(metrics: pd.DataFrame) -> str:
     fig, axes = plots.grid(len(CURVE_METRICS), 2, size=4.5)
     for metric, ax in zip(CURVE_METRICS, axes):
-        plots.epoch_curves(ok, metric, ax)
-    out["curves"] = _img(plots.png_bytes(fig))
-    epsilons = sorted(final["epsilon"].unique())
+        plots.epoch_curves(metrics, metric, ax)
+    return _img(plots.png_bytes(fig))
+
+
+def figure_reliability(reliability: pd.DataFrame, epsilons: list[float]) -> str:
     fig, axes = plots.grid(len(epsilons), 3)
     for eps, ax in zip(epsilons, axes):
-        plots.reliability_diagram(pooled_reliability(tables.reliability, eps), ax, f"ε = {eps:g}")
-    out["reliability"] = _img(plots.png_bytes(fig))
-    pair = sample_pair(tables.predictions)
+        plots.reliability_diagram(pooled_reliability(reliability, eps), ax, f"ε = {eps:g}")
+    return _img(plots.png_bytes(fig))
+
+
+def figure_sample(predictions: pd.DataFrame) -> str:
+    pair = sample_pair(predictions)
     fig, axes = plots.grid(len(pair), 2, size=4)
     for item, ax in zip(pair, axes):
-        plots.sample_probabilities(item["probs"], item["label"], ax,
-                                   f"ε = {item['epsilon']:g} (seed {item['seed']}), max p = {item['probs'].max():.2f}")
-    out["sample"] = _img(plots.png_bytes(fig))
-    return out
+        title = f"ε = {item['epsilon']:g} (seed {item['seed']}), max p = {item['probs'].max():.2f}"
+        plots.sample_probabilities(item["probs"], item["label"], ax, title)
+    return _img(plots.png_bytes(fig))
+
+
+def figures(tables: Tables) -> dict[str, str]:
+    """Every figure of the report as a data URI; diverged runs are left out of all of them."""
+    final = final_epoch(tables.metrics)
+    final = final[~final["diverged"]]
+    converged = tables.metrics.merge(final[["seed", "epsilon"]], on=["seed", "epsilon"])
+    return {
+        "vs_epsilon": figure_vs_epsilon(final),
+        "curves": figure_curves(converged),
+        "reliability": figure_reliability(tables.reliability, sorted(final["epsilon"].unique())),
+        "sample": figure_sample(tables.predictions),
+    }
 
 
 def format_number(value: float, digits: int = 4) -> str:
@@ -166,6 +182,4 @@ def render(tables: Tables, title: str = "lsbench: label smoothing vs overconfide
 
 
 def write_report(results_dir: Path, out_path: Path) -> None:
-    from lsbench.io import write_text
-
     write_text(render(Tables.read(results_dir)), Path(out_path))

@@ -1,3 +1,5 @@
+import shlex
+
 from lsbench.config import format_epsilon
 
 
@@ -24,7 +26,7 @@ def get_wildcard_run_dir(wildcards):
 
 
 def get_data_dir_arg(lsb):
-    return "" if lsb.data_dir is None else f"--data-dir '{lsb.data_dir}'"
+    return "" if lsb.data_dir is None else f"--data-dir {shlex.quote(lsb.data_dir)}"
 
 
 def get_train_mem_mb(lsb):
