@@ -16,12 +16,14 @@ import pandas as pd
 
 from lsbench import plots
 from lsbench.io import write_text
+from lsbench.stats import WILCOXON_MIN_N, Interval, final_epoch_intervals, paired_against
 
 ACCURACY_METRICS = ("accuracy", "test_nll", "brier", "entropy")
 CALIBRATION_METRICS = ("ece", "ece_over", "ece_under", "ece_adaptive", "ece_classwise", "mce",
                        "mean_confidence", "overconfidence")
 SUMMARY_METRICS = ACCURACY_METRICS + CALIBRATION_METRICS
 CURVE_METRICS = ("accuracy", "test_nll", "ece", "overconfidence")
+STATS_METRICS = ("accuracy", "test_nll", "ece", "overconfidence")
 
 
 TS_METRICS = ("ece", "ece_ts", "test_nll", "nll_ts", "mean_confidence", "mean_confidence_ts", "temperature")
@@ -148,6 +150,26 @@ def figures(tables: Tables) -> dict[str, str]:
     }
 
 
+def statistics(final: pd.DataFrame) -> dict:
+    """Intervals per epsilon and paired tests against the smallest epsilon, for the template."""
+    baseline = float(final["epsilon"].min())
+    return {"metrics": STATS_METRICS, "baseline": baseline,
+            "intervals": final_epoch_intervals(final, STATS_METRICS),
+            "paired": paired_against(final, STATS_METRICS, baseline),
+            "n_pairs": int(final.loc[~final["diverged"], "seed"].nunique()),
+            "wilcoxon_min_n": WILCOXON_MIN_N}
+
+
+def format_interval(i: Interval, digits: int = 4) -> str:
+    if i.n < 2:
+        return f"{format_number(i.mean, digits)} (n={i.n}, no interval)"
+    return f"{i.mean:.{digits}f} [{i.lo:.{digits}f}, {i.hi:.{digits}f}]"
+
+
+def format_p(p: float) -> str:
+    return "–" if np.isnan(p) else f"{p:.3g}"
+
+
 def format_number(value: float, digits: int = 4) -> str:
     return "–" if value is None or np.isnan(value) else f"{value:.{digits}f}"
 
@@ -162,6 +184,8 @@ def environment() -> jinja2.Environment:
                              autoescape=True, undefined=jinja2.StrictUndefined)
     env.filters["num"] = format_number
     env.filters["pm"] = format_mean_std
+    env.filters["ci"] = format_interval
+    env.filters["p"] = format_p
     return env
 
 
@@ -173,6 +197,7 @@ def render(tables: Tables, title: str = "lsbench: label smoothing vs overconfide
         summary=summary_rows(final),
         ts_metrics=TS_METRICS,
         temperature=temperature_rows(final, tables.calibrated),
+        stats=statistics(final),
         seeds=sorted(int(s) for s in final["seed"].unique()),
         epsilons=sorted(float(e) for e in final["epsilon"].unique()),
         epochs=int(tables.metrics["epoch"].max()),
