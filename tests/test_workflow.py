@@ -66,10 +66,10 @@ def test_reliability_and_predictions_tables(workdir):
 
 def test_report_is_self_contained(workdir):
     html = (workdir / "report" / "index.html").read_text()
-    for section in ('id="summary"', 'id="statistics"', 'id="vs-epsilon"', 'id="curves"', 'id="temperature"',
-                    'id="reliability"', 'id="sample"'):
+    for section in ('id="headline"', 'id="summary"', 'id="statistics"', 'id="vs-epsilon"', 'id="curves"',
+                    'id="temperature"', 'id="reliability"', 'id="confidence"', 'id="sample"'):
         assert section in html
-    assert html.count("data:image/png;base64,") == 4
+    assert html.count("data:image/png;base64,") == 6
     assert "ece_ts" in html.split('id="temperature"')[1].split("</section>")[0]
     assert "http://" not in html and "https://" not in html
 

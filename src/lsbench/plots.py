@@ -25,6 +25,33 @@ def png_bytes(fig: plt.Figure) -> bytes:
     return buf.getvalue()
 
 
+def accuracy_vs_overconfidence(final: pd.DataFrame, intervals: dict, ax: plt.Axes) -> None:
+    """The headline: accuracy (y) against overconfidence (x) per epsilon, 95 % intervals over
+    seeds on both axes, individual seeds as faint points, perfect calibration at x = 0."""
+    ax.scatter(final["overconfidence"], final["accuracy"], color="gray", alpha=0.3, s=14, label="single seeds")
+    colors = sns.color_palette("viridis", len(intervals))
+    for color, (eps, cells) in zip(colors, sorted(intervals.items())):
+        acc, over = cells["accuracy"], cells["overconfidence"]
+        xerr = [[over.mean - over.lo], [over.hi - over.mean]] if over.n > 1 else None
+        yerr = [[acc.mean - acc.lo], [acc.hi - acc.mean]] if acc.n > 1 else None
+        ax.errorbar(over.mean, acc.mean, xerr=xerr, yerr=yerr, fmt="o", capsize=3, color=color)
+        ax.annotate(f"ε={eps:g}", (over.mean, acc.mean), textcoords="offset points", xytext=(6, 6))
+    ax.axvline(0, color="black", linestyle="--", linewidth=0.8)
+    ax.set_xlabel("overconfidence = mean confidence − accuracy  (← underconfident | overconfident →)")
+    ax.set_ylabel("test accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left")
+
+
+def confidence_histogram(confidences: np.ndarray, ax: plt.Axes, title: str) -> None:
+    """Distribution of the max softmax probability over the test set (pooled over seeds)."""
+    ax.hist(confidences, bins=np.linspace(0, 1, 16), color="tab:blue", edgecolor="black")
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("confidence (max probability)")
+    ax.set_ylabel("images")
+    ax.set_title(title)
+
+
 def metric_vs_epsilon(final: pd.DataFrame, metrics: Sequence[str], ax: plt.Axes, ylabel: str) -> None:
     """Mean +- std over seeds of each metric against epsilon, seeds as faint points."""
     for metric in metrics:
@@ -53,8 +80,11 @@ def reliability_diagram(bins: pd.DataFrame, ax: plt.Axes, title: str) -> None:
            bottom=bins["accuracy"][filled], width=width[filled], align="edge",
            color="tab:red", alpha=0.3, label="gap to confidence")
     ax.plot([0, 1], [0, 1], "k--", linewidth=1)
+    for lower, w, acc, n in zip(bins["bin_lower"][filled], width[filled], bins["accuracy"][filled],
+                                bins["count"][filled]):
+        ax.text(lower + w / 2, min(acc, 0.93) + 0.02, f"{int(n)}", ha="center", fontsize=6, rotation=90)
     ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
+    ax.set_ylim(0, 1.05)
     ax.set_title(title)
     ax.set_xlabel("confidence")
     ax.set_ylabel("accuracy")
@@ -72,7 +102,7 @@ def sample_probabilities(probs: np.ndarray, label: int, ax: plt.Axes, title: str
 
 def grid(n: int, cols: int, size: float = 3.2) -> tuple[plt.Figure, np.ndarray]:
     rows = max(1, -(-n // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows), squeeze=False, layout="constrained")
     for ax in axes.flat[n:]:
         ax.set_visible(False)
     return fig, axes.flat

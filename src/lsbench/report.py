@@ -106,6 +106,21 @@ def _img(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
+def figure_headline(final: pd.DataFrame) -> str:
+    fig, axes = plots.grid(1, 1, size=6.5)
+    plots.accuracy_vs_overconfidence(final, final_epoch_intervals(final, ("accuracy", "overconfidence")), axes[0])
+    return _img(plots.png_bytes(fig))
+
+
+def figure_confidence(predictions: pd.DataFrame, epsilons: list[float]) -> str:
+    prob_cols = [c for c in predictions.columns if c.startswith("prob_")]
+    fig, axes = plots.grid(len(epsilons), 3)
+    for eps, ax in zip(epsilons, axes):
+        conf = predictions.loc[predictions["epsilon"] == eps, prob_cols].to_numpy().max(axis=1)
+        plots.confidence_histogram(conf, ax, f"ε = {eps:g}")
+    return _img(plots.png_bytes(fig))
+
+
 def figure_vs_epsilon(final: pd.DataFrame) -> str:
     fig, axes = plots.grid(2, 2, size=4.5)
     plots.metric_vs_epsilon(final, ["accuracy"], axes[0], "test accuracy")
@@ -142,10 +157,14 @@ def figures(tables: Tables) -> dict[str, str]:
     final = final_epoch(tables.metrics)
     final = final[~final["diverged"]]
     converged = tables.metrics.merge(final[["seed", "epsilon"]], on=["seed", "epsilon"])
+    converged_predictions = tables.predictions.merge(final[["seed", "epsilon"]], on=["seed", "epsilon"])
+    epsilons = sorted(final["epsilon"].unique())
     return {
+        "headline": figure_headline(final),
+        "confidence": figure_confidence(converged_predictions, epsilons),
         "vs_epsilon": figure_vs_epsilon(final),
         "curves": figure_curves(converged),
-        "reliability": figure_reliability(tables.reliability, sorted(final["epsilon"].unique())),
+        "reliability": figure_reliability(tables.reliability, epsilons),
         "sample": figure_sample(tables.predictions),
     }
 
