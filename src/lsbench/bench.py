@@ -31,7 +31,7 @@ from lsbench.config import TrainConfig
 from lsbench.data import Dataset, load_dataset, resolve_dataset
 from lsbench.metrics import evaluate_logits
 from lsbench.model import MODELS, MLPConfig
-from lsbench.train import DeviceData, configure_cpu, new_state, resolve_device, run_epochs
+from lsbench.train import DeviceData, configure_cpu, new_state, resolve_device, run_epochs, sync_device
 
 
 def subset(ds: Dataset, n_train: int | None, n_test: int | None) -> Dataset:
@@ -53,17 +53,12 @@ def matmul_peak_gflops(device: torch.device, batch: int, k: int, n: int, repeats
     a, b = torch.randn(batch, k, device=device), torch.randn(k, n, device=device)
     for _ in range(10):
         a @ b
-    sync(device)
+    sync_device(device)
     start = time.perf_counter()
     for _ in range(repeats):
         a @ b
-    sync(device)
+    sync_device(device)
     return 2 * batch * k * n * repeats / (time.perf_counter() - start) / 1e9
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 class NotebookDataset(torch.utils.data.Dataset):
@@ -116,7 +111,7 @@ def notebook_epochs(ds: Dataset, cfg: TrainConfig, epsilon: float, seed: int,
         with torch.no_grad():
             logits = torch.cat([model(x.to(device)) for x, _ in test])
         metrics = evaluate_logits(logits, ds.test_labels.to(device), epsilon)
-        sync(device)
+        sync_device(device)
         yield {"epoch": epoch, **metrics, "epoch_seconds": time.perf_counter() - start}
 
 

@@ -34,10 +34,16 @@ def calibration_bins(confidences: torch.Tensor, correct: torch.Tensor,
     >>> c.tolist(), s.tolist(), k.tolist()
     ([1.0, 3.0], [0.25, 2.25], [1.0, 2.0])
     """
-    conf = confidences.detach().to(torch.float64)
-    edges = torch.linspace(0, 1, n_bins + 1, dtype=confidences.dtype, device=conf.device)
+    edges = torch.linspace(0, 1, n_bins + 1, dtype=confidences.dtype, device=confidences.device)
     # Bucketize against edges in the input dtype so bin membership matches torchmetrics bit for bit.
     index = (torch.bucketize(confidences.detach(), edges, right=True) - 1).clamp_(0, n_bins - 1)
+    return bin_sums(index, confidences, correct, n_bins)
+
+
+def bin_sums(index: torch.Tensor, confidences: torch.Tensor, correct: torch.Tensor,
+             n_bins: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-bin (count, sum of confidence, number correct) in float64, given each sample's bin."""
+    conf = confidences.detach().to(torch.float64)
     zeros = torch.zeros(n_bins, dtype=torch.float64, device=conf.device)
     count = zeros.clone().scatter_add_(0, index, torch.ones_like(conf))
     conf_sum = zeros.clone().scatter_add_(0, index, conf)
@@ -87,11 +93,7 @@ def adaptive_ece(confidences: torch.Tensor, correct: torch.Tensor, n_bins: int =
     n = confidences.shape[0]
     index = torch.empty_like(order)
     index[order] = torch.arange(n, device=order.device) * n_bins // max(n, 1)
-    zeros = torch.zeros(n_bins, dtype=torch.float64, device=confidences.device)
-    count = zeros.clone().scatter_add_(0, index, torch.ones(n, dtype=torch.float64, device=confidences.device))
-    conf_sum = zeros.clone().scatter_add_(0, index, confidences.detach().double())
-    correct_sum = zeros.clone().scatter_add_(0, index, correct.detach().double())
-    return ece_from_bins(count, conf_sum, correct_sum)
+    return ece_from_bins(*bin_sums(index, confidences, correct, n_bins))
 
 
 def classwise_ece(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = N_BINS) -> float:

@@ -63,6 +63,8 @@ def resume(state: TrainState, ckpt_path: Path, key: dict, cfg: TrainConfig, log:
 
 def write_run_tables(run_dir: Path, seed: int, epsilon: float, state: TrainState, data: DeviceData) -> None:
     """The final model's four tables: metrics (all epochs), reliability, predictions, calibrated."""
+    # Recomputed from the model rather than kept from the last epoch's evaluation, so that a job
+    # resumed from its final checkpoint (killed while writing) produces the same tables.
     test_logits = predict_logits(state.model, data.test_x).float()
     probs = torch.softmax(test_logits, dim=1)
     calibrated = temperature_scaled(predict_logits(state.model, data.val_x), data.val_y, test_logits, data.test_y)

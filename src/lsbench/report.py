@@ -49,23 +49,17 @@ def final_epoch(metrics: pd.DataFrame) -> pd.DataFrame:
     return metrics[metrics["epoch"] == last].reset_index(drop=True)
 
 
-def diverged_runs(metrics: pd.DataFrame) -> pd.DataFrame:
-    final = final_epoch(metrics)
-    return final.loc[final["diverged"], ["seed", "epsilon", "epoch"]].reset_index(drop=True)
-
-
-def summary_rows(final: pd.DataFrame, metrics: tuple[str, ...] = SUMMARY_METRICS) -> list[dict]:
-    """Per epsilon: n seeds and mean/std of each metric (diverged runs excluded)."""
-    ok = final[~final["diverged"]]
+def summary_rows(converged: pd.DataFrame, metrics: tuple[str, ...] = SUMMARY_METRICS) -> list[dict]:
+    """Per epsilon: n seeds and mean/std of each metric, over the converged runs given."""
     rows = []
-    for eps, group in ok.groupby("epsilon"):
+    for eps, group in converged.groupby("epsilon"):
         cells = {m: (group[m].mean(), group[m].std(ddof=1) if len(group) > 1 else float("nan"))
                  for m in metrics}
         rows.append({"epsilon": eps, "n": len(group), "cells": cells})
     return rows
 
 
-def temperature_rows(final: pd.DataFrame, calibrated: pd.DataFrame) -> list[dict]:
+def temperature_rows(converged: pd.DataFrame, calibrated: pd.DataFrame) -> list[dict]:
     """Final-epoch calibration before and after temperature scaling, per epsilon.
 
     The eps=0 row after scaling is "temperature scaling alone"; other rows are "eps alone"
@@ -74,7 +68,7 @@ def temperature_rows(final: pd.DataFrame, calibrated: pd.DataFrame) -> list[dict
     fitted = calibrated.dropna(subset=["temperature"])
     if fitted.empty:
         return []
-    return summary_rows(final.merge(fitted, on=["seed", "epsilon"]), TS_METRICS)
+    return summary_rows(converged.merge(fitted, on=["seed", "epsilon"]), TS_METRICS)
 
 
 def pooled_reliability(reliability: pd.DataFrame, epsilon: float) -> pd.DataFrame:
@@ -106,9 +100,9 @@ def _img(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def figure_headline(final: pd.DataFrame) -> str:
+def figure_headline(converged: pd.DataFrame, intervals: dict) -> str:
     fig, axes = plots.grid(1, 1, size=6.5)
-    plots.accuracy_vs_overconfidence(final, final_epoch_intervals(final, ("accuracy", "overconfidence")), axes[0])
+    plots.accuracy_vs_overconfidence(converged, intervals, axes[0])
     return _img(plots.png_bytes(fig))
 
 
@@ -152,30 +146,32 @@ def figure_sample(predictions: pd.DataFrame) -> str:
     return _img(plots.png_bytes(fig))
 
 
-def figures(tables: Tables) -> dict[str, str]:
-    """Every figure of the report as a data URI; diverged runs are left out of all of them."""
-    final = final_epoch(tables.metrics)
-    final = final[~final["diverged"]]
-    converged = tables.metrics.merge(final[["seed", "epsilon"]], on=["seed", "epsilon"])
-    converged_predictions = tables.predictions.merge(final[["seed", "epsilon"]], on=["seed", "epsilon"])
-    epsilons = sorted(final["epsilon"].unique())
+def figures(tables: Tables, converged: pd.DataFrame, intervals: dict) -> dict[str, str]:
+    """Every figure of the report as a data URI, drawn from the converged runs only.
+
+    converged: the final-epoch rows of runs that did not diverge; intervals: their per-epsilon
+    t-intervals (from `statistics`), shared with the statistics table.
+    """
+    runs = converged[["seed", "epsilon"]]
+    epsilons = sorted(converged["epsilon"].unique())
+    predictions = tables.predictions.merge(runs, on=["seed", "epsilon"])
     return {
-        "headline": figure_headline(final),
-        "confidence": figure_confidence(converged_predictions, epsilons),
-        "vs_epsilon": figure_vs_epsilon(final),
-        "curves": figure_curves(converged),
+        "headline": figure_headline(converged, intervals),
+        "confidence": figure_confidence(predictions, epsilons),
+        "vs_epsilon": figure_vs_epsilon(converged),
+        "curves": figure_curves(tables.metrics.merge(runs, on=["seed", "epsilon"])),
         "reliability": figure_reliability(tables.reliability, epsilons),
-        "sample": figure_sample(tables.predictions),
+        "sample": figure_sample(predictions),
     }
 
 
-def statistics(final: pd.DataFrame) -> dict:
+def statistics(converged: pd.DataFrame) -> dict:
     """Intervals per epsilon and paired tests against the smallest epsilon, for the template."""
-    baseline = float(final["epsilon"].min())
+    baseline = float(converged["epsilon"].min())
     return {"metrics": STATS_METRICS, "baseline": baseline,
-            "intervals": final_epoch_intervals(final, STATS_METRICS),
-            "paired": paired_against(final, STATS_METRICS, baseline),
-            "n_pairs": int(final.loc[~final["diverged"], "seed"].nunique()),
+            "intervals": final_epoch_intervals(converged, STATS_METRICS),
+            "paired": paired_against(converged, STATS_METRICS, baseline),
+            "n_pairs": int(converged["seed"].nunique()),
             "wilcoxon_min_n": WILCOXON_MIN_N}
 
 
@@ -210,18 +206,20 @@ def environment() -> jinja2.Environment:
 
 def render(tables: Tables, title: str = "lsbench: label smoothing vs overconfidence") -> str:
     final = final_epoch(tables.metrics)
+    converged = final[~final["diverged"]]  # diverged runs are listed, and left out of all the rest
+    stats = statistics(converged)
     return environment().get_template("index.html.j2").render(
         title=title,
         summary_tables={"Accuracy and loss": ACCURACY_METRICS, "Calibration": CALIBRATION_METRICS},
-        summary=summary_rows(final),
+        summary=summary_rows(converged),
         ts_metrics=TS_METRICS,
-        temperature=temperature_rows(final, tables.calibrated),
-        stats=statistics(final),
+        temperature=temperature_rows(converged, tables.calibrated),
+        stats=stats,
         seeds=sorted(int(s) for s in final["seed"].unique()),
         epsilons=sorted(float(e) for e in final["epsilon"].unique()),
         epochs=int(tables.metrics["epoch"].max()),
-        diverged=diverged_runs(tables.metrics).to_dict("records"),
-        figures=figures(tables),
+        diverged=final.loc[final["diverged"], ["seed", "epsilon", "epoch"]].to_dict("records"),
+        figures=figures(tables, converged, stats["intervals"]),
     )
 
 

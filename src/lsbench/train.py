@@ -223,7 +223,8 @@ def predict_logits(model: MLP, x: torch.Tensor, chunk: int = EVAL_CHUNK) -> torc
     return torch.cat([model(x[i:i + chunk]) for i in range(0, max(x.shape[0], 1), chunk)])
 
 
-def _sync(device: torch.device) -> None:
+def sync_device(device: torch.device) -> None:
+    """Wait for queued GPU work, so wall-clock timings are real; a no-op on CPU."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -241,7 +242,7 @@ def run_epochs(state: TrainState, data: DeviceData, seed: int, epsilon: float,
         start = time.perf_counter()
         train_loss = float(train_epoch(state, data, epsilon, cfg.batch_size))  # one sync per epoch
         metrics = evaluate_logits(predict_logits(state.model, data.test_x), data.test_y, epsilon)
-        _sync(device)
+        sync_device(device)
         state.epoch += 1
         state.diverged = not (math.isfinite(train_loss) and train_loss <= loss_limit)
         record = {"seed": seed, "epsilon": epsilon, "epoch": state.epoch, "train_loss": train_loss,
