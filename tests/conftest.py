@@ -47,3 +47,22 @@ def tiny_dataset_file(tmp_path: Path, tiny_idx_dir: Path) -> Path:
     out = tmp_path / "data" / "tiny.pt"
     prepare_data(str(tiny_idx_dir), out, log=lambda m: None)
     return out
+
+
+@pytest.fixture(scope="session")
+def report_results(tmp_path_factory) -> Path:
+    """A results directory from 2 seeds x 2 epsilons on tiny data, as `collect` writes it."""
+    from lsbench.config import TrainConfig
+    from lsbench.pipeline import collect, prepare_data, train_one
+
+    root = tmp_path_factory.mktemp("report")
+    data = root / "data.pt"
+    prepare_data(str(write_tiny_idx(root / "idx")), data, lambda m: None)
+    cfg = TrainConfig(epochs=2, batch_size=32, device="cpu", validation_size=32)
+    runs = []
+    for seed in (0, 1):
+        for eps in (0.0, 0.3):
+            runs.append(root / f"runs/s{seed}e{eps}")
+            train_one(data, runs[-1], seed, eps, cfg, False, lambda m: None)
+    collect(runs, root / "results", lambda m: None, config={"epochs": 2, "seeds": [0, 1]}, source_dir=REPO)
+    return root / "results"

@@ -75,7 +75,9 @@ def test_kill_minus_9_mid_run_then_rerun_resumes_exactly(tmp_path):
 
     straight = workflow_dir(tmp_path / "straight", epochs=6)
     run_ok(straight)
-    for table in io.TABLES:
+    env = pd.read_parquet(killed / "results" / "environment.parquet")
+    assert env.loc[0, "resumed_after_epoch"] == done_before  # provenance says the run was resumed
+    for table in io.RESULT_TABLES:
         a = pd.read_parquet(killed / "results" / f"{table}.parquet").drop(columns="epoch_seconds", errors="ignore")
         b = pd.read_parquet(straight / "results" / f"{table}.parquet").drop(columns="epoch_seconds", errors="ignore")
         pd.testing.assert_frame_equal(a, b, check_exact=True)

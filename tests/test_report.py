@@ -2,58 +2,79 @@
 
 from pathlib import Path
 
-import pytest
-
+from conftest import REPO
 from lsbench.cli import main as cli_main
-from lsbench.config import TrainConfig
-from lsbench.pipeline import collect, train_one
-from lsbench.report import Tables, render
+from lsbench.io import PROVENANCE, TABLES
+from lsbench.report import SECTIONS, Tables, render
 
 
-@pytest.fixture(scope="module")
-def results_dir(tmp_path_factory) -> Path:
-    from conftest import write_tiny_idx
-    from lsbench.pipeline import prepare_data
-
-    root = tmp_path_factory.mktemp("report")
-    data = root / "data.pt"
-    prepare_data(str(write_tiny_idx(root / "idx")), data, lambda m: None)
-    cfg = TrainConfig(epochs=2, batch_size=32, device="cpu", validation_size=32)
-    runs = []
-    for seed in (0, 1):
-        for eps in (0.0, 0.3):
-            runs.append(root / f"runs/s{seed}e{eps}")
-            train_one(data, runs[-1], seed, eps, cfg, False, lambda m: None)
-    collect(runs, root / "results", lambda m: None)
-    return root / "results"
-
-
-def test_same_tables_give_byte_identical_report(results_dir, tmp_path):
+def test_same_tables_give_byte_identical_report(report_results, tmp_path):
     a, b = tmp_path / "a.html", tmp_path / "b.html"
-    assert cli_main(["report", str(results_dir), "-o", str(a)]) == 0
-    assert cli_main(["report", str(results_dir), "-o", str(b)]) == 0
+    assert cli_main(["report", str(report_results), "-o", str(a)]) == 0
+    assert cli_main(["report", str(report_results), "-o", str(b)]) == 0
     assert a.read_bytes() == b.read_bytes()
 
 
-def test_report_needs_only_the_parquet_files(results_dir, tmp_path):
+def test_report_needs_only_the_parquet_files(report_results, tmp_path):
     import shutil
 
     published = tmp_path / "published"
     published.mkdir()
-    for table in ("metrics", "reliability", "predictions", "calibrated"):
-        shutil.copy(results_dir / f"{table}.parquet", published)
+    for table in (*TABLES, PROVENANCE):
+        shutil.copy(report_results / f"{table}.parquet", published)
     assert cli_main(["report", str(published), "-o", str(tmp_path / "r.html")]) == 0
     html = (tmp_path / "r.html").read_text()
     for column in ("ece_over", "ece_under", "ece_adaptive", "ece_classwise", "ece_ts"):
         assert f"<th>{column}</th>" in html
 
 
-def test_strings_are_escaped(results_dir):
-    html = render(Tables.read(results_dir), title='<script>alert("x")</script>')
+def test_strings_are_escaped(report_results):
+    html = render(Tables.read(report_results), title='<script>alert("x")</script>')
     assert "<script>" not in html
     assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in html
 
 
-def test_missing_table_is_a_clear_error(results_dir, tmp_path, capsys):
+def test_missing_table_is_a_clear_error(report_results, tmp_path, capsys):
     assert cli_main(["report", str(tmp_path), "-o", str(tmp_path / "r.html")]) == 1
     assert "metrics.parquet" in capsys.readouterr().err
+
+
+def test_provenance_comes_from_the_tables(report_results):
+    import subprocess
+
+    import pandas as pd
+    import torch
+
+    from lsbench.provenance import cpu_model
+
+    env = pd.read_parquet(report_results / "environment.parquet")
+    assert len(env) == 4 and (env["job_seconds"] > 0).all() and (env["resumed_after_epoch"] == 0).all()
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert pd.read_parquet(report_results / "provenance.parquet").loc[0, "git_commit"].startswith(head)
+
+    html = render(Tables.read(report_results))
+    section = html[html.index('<section id="provenance">'):]
+    assert head in section
+    for text in (torch.__version__, env.loc[0, "data_sha256"], cpu_model(), "epochs: 2", "seeds:\n- 0\n- 1",
+                 "snakemake", "torchvision", "pandas", "python", "total training time"):
+        assert text in section, text
+    # Provenance is what the tables say, not what the rendering machine has.
+    tables = Tables.read(report_results)
+    tables.environment["torch"] = "9.9.9-published"
+    assert "9.9.9-published" in render(tables)
+
+
+def test_format_duration_and_distinct():
+    import pandas as pd
+
+    from lsbench.report import distinct
+
+    assert distinct(pd.Series(["a", "a"])) == "a"
+    assert distinct(pd.Series(["b", "a", "b"])) == "a (1 runs); b (2 runs)"
+
+
+def test_sections_in_order(report_results):
+    import re
+
+    html = render(Tables.read(report_results))
+    assert tuple(re.findall(r'<section id="([^"]+)"', html)) == SECTIONS

@@ -17,6 +17,7 @@ import yaml
 
 import slurm_cluster
 from conftest import REPO, write_tiny_idx
+from lsbench.io import RESULT_TABLES
 
 GRID = ["seeds=[0,1]", "epsilons=[0.0,0.2]", "epochs=2", "batch_size=32", "validation_size=32"]
 TEST_ONLY = ["--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "5",
@@ -62,7 +63,7 @@ def test_slurm_results_equal_local_results(cluster, tmp_path):
     local = make_workdir(tmp_path / "local")
     run = snakemake(local, "--cores", "2")
     assert run.returncode == 0, run.stderr[-3000:]
-    for table in ("metrics", "reliability", "predictions", "calibrated"):
+    for table in RESULT_TABLES:
         a = pd.read_parquet(on_slurm / "results" / f"{table}.parquet").drop(columns="epoch_seconds", errors="ignore")
         b = pd.read_parquet(local / "results" / f"{table}.parquet").drop(columns="epoch_seconds", errors="ignore")
         pd.testing.assert_frame_equal(a, b, check_exact=True)

@@ -1,5 +1,6 @@
 """End to end: the real Snakefile on tiny IDX data, in a temporary working directory."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -67,11 +68,29 @@ def test_reliability_and_predictions_tables(workdir):
 def test_report_is_self_contained(workdir):
     html = (workdir / "report" / "index.html").read_text()
     for section in ('id="headline"', 'id="summary"', 'id="statistics"', 'id="vs-epsilon"', 'id="curves"',
-                    'id="temperature"', 'id="reliability"', 'id="confidence"', 'id="sample"'):
+                    'id="temperature"', 'id="reliability"', 'id="confidence"', 'id="sample"',
+                    'id="provenance"'):
         assert section in html
     assert html.count("data:image/png;base64,") == 6
     assert "ece_ts" in html.split('id="temperature"')[1].split("</section>")[0]
     assert "http://" not in html and "https://" not in html
+
+
+def test_provenance_tables(workdir):
+    env = pd.read_parquet(workdir / "results" / "environment.parquet")
+    assert len(env) == 4 and set(env["device"]) == {"cpu"}
+    for column in ("python", "torch", "torchvision", "pandas", "cpu_model", "data_sha256", "job_seconds"):
+        assert env[column].notna().all(), column
+    data = json.loads((workdir / "results" / "data" / "fashion_mnist.json").read_text())
+    assert set(env["data_sha256"]) == {data["sha256"]}
+    prov = pd.read_parquet(workdir / "results" / "provenance.parquet")
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert len(prov) == 1 and prov.loc[0, "git_commit"].startswith(head)
+    config = yaml.safe_load(prov.loc[0, "config_yaml"])
+    # The config as validated: the --config strings arrive typed, defaults are filled in.
+    assert config["seeds"] == [0, 1] and config["epsilons"] == [0.0, 0.2] and config["epochs"] == 2
+    assert config["lr"] == 0.001 and config["model"] == "mlp"
+    assert prov.loc[0, "snakemake"].startswith("9.")
 
 
 def test_second_run_does_nothing(workdir):

@@ -7,6 +7,7 @@ instead of a traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -43,11 +44,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None, help="directory with the four IDX files (optional)")
     p.add_argument("--out", type=Path, required=True, help="cache file to write (.pt)")
     _add_train_args(sub.add_parser("train", help="train one (seed, epsilon) run"))
-    p = sub.add_parser("collect", help="concatenate per-run tables")
+    p = sub.add_parser("collect", help="concatenate per-run tables and record the workflow's provenance")
     p.add_argument("--out-dir", type=Path, required=True)
+    p.add_argument("--config-json", type=json.loads, default=None,
+                   help="the validated workflow config, recorded in provenance.parquet")
+    p.add_argument("--source-dir", type=Path, default=None,
+                   help="the workflow's checkout, whose git commit is recorded")
     p.add_argument("run_dirs", type=Path, nargs="+")
     p = sub.add_parser("report", help="render the HTML report from a results directory")
-    p.add_argument("results_dir", type=Path, help="directory with metrics/reliability/predictions.parquet")
+    p.add_argument("results_dir", type=Path, help="directory with the parquet files written by collect")
     p.add_argument("-o", "--out", type=Path, default=Path("report/index.html"))
     return parser
 
@@ -66,7 +71,7 @@ def run(args: argparse.Namespace) -> None:
         pipeline.train_one(args.data, args.out_dir, args.seed, args.epsilon, cfg, args.keep_checkpoint,
                            log, started)
     elif args.command == "collect":
-        pipeline.collect(args.run_dirs, args.out_dir, log)
+        pipeline.collect(args.run_dirs, args.out_dir, log, args.config_json, args.source_dir)
     elif args.command == "report":
         from lsbench.report import write_report
 

@@ -21,7 +21,12 @@ METRIC_COLUMNS = [
 ]
 RELIABILITY_COLUMNS = ["seed", "epsilon", "bin", "bin_lower", "bin_upper", "count", "mean_confidence", "accuracy"]
 CALIBRATED_COLUMNS = ["seed", "epsilon", "temperature", "ece_ts", "nll_ts", "mean_confidence_ts"]
-TABLES = ("metrics", "reliability", "predictions", "calibrated")
+# Per-run tables, each collected into results/{name}.parquet. The results proper are equal between
+# reruns (timing columns aside); `environment` is provenance: the software, hardware and wall
+# time of the job that produced the run.
+RESULT_TABLES = ("metrics", "reliability", "predictions", "calibrated")
+TABLES = (*RESULT_TABLES, "environment")
+PROVENANCE = "provenance"  # results/provenance.parquet: one workflow-level row, written by collect
 
 
 @contextmanager
@@ -73,6 +78,10 @@ def reliability_frame(seed: int, epsilon: float, table: dict[str, list]) -> pd.D
 
 def calibrated_frame(seed: int, epsilon: float, record: dict[str, float]) -> pd.DataFrame:
     return pd.DataFrame([{"seed": int(seed), "epsilon": float(epsilon), **record}], columns=CALIBRATED_COLUMNS)
+
+
+def environment_frame(seed: int, epsilon: float, record: dict[str, Any]) -> pd.DataFrame:
+    return pd.DataFrame([{"seed": int(seed), "epsilon": float(epsilon), **record}])
 
 
 def predictions_frame(seed: int, epsilon: float, labels: torch.Tensor, probs: torch.Tensor) -> pd.DataFrame:

@@ -11,9 +11,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
+import pandas as pd
 import torch
 
-from lsbench import io
+from lsbench import io, provenance
 from lsbench.config import TrainConfig
 from lsbench.data import load_dataset, resolve_dataset, save_dataset
 from lsbench.metrics import reliability_table, temperature_scaled
@@ -61,8 +62,9 @@ def resume(state: TrainState, ckpt_path: Path, key: dict, cfg: TrainConfig, log:
         log(f"ignoring {ckpt_path}: it belongs to another run configuration")
 
 
-def write_run_tables(run_dir: Path, seed: int, epsilon: float, state: TrainState, data: DeviceData) -> None:
-    """The final model's four tables: metrics (all epochs), reliability, predictions, calibrated."""
+def write_run_tables(run_dir: Path, seed: int, epsilon: float, state: TrainState, data: DeviceData,
+                     environment: dict) -> None:
+    """The final model's tables: metrics (all epochs), reliability, predictions, calibrated, environment."""
     # Recomputed from the model rather than kept from the last epoch's evaluation, so that a job
     # resumed from its final checkpoint (killed while writing) produces the same tables.
     test_logits = predict_logits(state.model, data.test_x).float()
@@ -73,16 +75,18 @@ def write_run_tables(run_dir: Path, seed: int, epsilon: float, state: TrainState
     io.write_parquet(io.reliability_frame(seed, epsilon, reliability_table(probs, data.test_y)),
                      paths["reliability"])
     io.write_parquet(io.predictions_frame(seed, epsilon, data.test_y, probs), paths["predictions"])
+    io.write_parquet(io.environment_frame(seed, epsilon, environment), paths["environment"])
     io.write_parquet(io.metrics_frame(state.records), paths["metrics"])
 
 
 def train_one(data_path: Path, run_dir: Path, seed: int, epsilon: float, cfg: TrainConfig,
               keep_checkpoint: bool, log: Log, started: float | None = None) -> None:
-    """Train one (seed, epsilon) run, checkpointing every epoch; write its four tables.
+    """Train one (seed, epsilon) run, checkpointing every epoch; write its tables.
 
     A checkpoint left by an interrupted job is resumed when it belongs to the same run, so the
     finished tables equal those of an uninterrupted run (timing columns aside).
     """
+    started = time.perf_counter() if started is None else started
     configure_cpu(cfg.threads)
     device = resolve_device(cfg.device)
     ds = load_dataset(Path(data_path))
@@ -91,19 +95,28 @@ def train_one(data_path: Path, run_dir: Path, seed: int, epsilon: float, cfg: Tr
     key = _run_key(seed, epsilon, cfg, ds.sha256)
     ckpt_path = Path(run_dir) / CHECKPOINT_NAME
     resume(state, ckpt_path, key, cfg, log)
-    setup = f" after {time.perf_counter() - started:.2f} s of start-up (imports + data)" if started else ""
-    log(f"training seed {seed} eps {epsilon:g} on {device} with {cfg.threads} thread(s){setup}: {asdict(cfg)}")
+    environment = {**provenance.run_environment(device, ds.sha256, ds.source), "resumed_after_epoch": state.epoch}
+    log(f"training seed {seed} eps {epsilon:g} on {device} ({environment['device_name']}, "
+        f"{environment['cpu_model']}) with {cfg.threads} thread(s) after "
+        f"{time.perf_counter() - started:.2f} s of start-up (imports + data): {asdict(cfg)}")
     for record in run_epochs(state, data, seed, epsilon, cfg):
         io.save_checkpoint({**state.state_dict(), "run_key": key}, ckpt_path)
         log(format_record(record, cfg.epochs))
-    write_run_tables(Path(run_dir), seed, epsilon, state, data)
+    # The job's wall time up to its outputs (a resumed job counts only its own part).
+    environment["job_seconds"] = time.perf_counter() - started
+    write_run_tables(Path(run_dir), seed, epsilon, state, data, environment)
     if not keep_checkpoint:
         ckpt_path.unlink(missing_ok=True)
 
 
-def collect(run_dirs: list[Path], out_dir: Path, log: Log) -> None:
-    """Concatenate each per-run table into out_dir/{metrics,reliability,predictions,calibrated}.parquet."""
+def collect(run_dirs: list[Path], out_dir: Path, log: Log, config: dict | None = None,
+            source_dir: Path | None = None) -> None:
+    """Concatenate each per-run table into out_dir/{table}.parquet (see io.TABLES), and write
+    out_dir/provenance.parquet: the workflow's config, git commit and Snakemake version."""
     for table in io.TABLES:
         df = io.concat_parquet([io.run_paths(Path(d))[table] for d in run_dirs])
         io.write_parquet(df, Path(out_dir) / f"{table}.parquet")
         log(f"{table}: {len(df)} rows from {len(run_dirs)} runs")
+    record = provenance.workflow_provenance(config, source_dir)
+    io.write_parquet(pd.DataFrame([record]), Path(out_dir) / f"{io.PROVENANCE}.parquet")
+    log(f"provenance: git {record['git_commit']}, snakemake {record['snakemake']}")

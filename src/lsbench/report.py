@@ -1,4 +1,4 @@
-"""The HTML report, rendered from the four parquet tables alone (no training state needed).
+"""The HTML report, rendered from the parquet tables of `collect` alone (no training state needed).
 
 Section data comes from small pure functions; the template receives it through one render()
 call. Images are embedded as base64 PNGs so the file is self-contained and makes no requests.
@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from lsbench import plots
-from lsbench.io import write_text
+from lsbench.io import PROVENANCE, TABLES, write_text
 from lsbench.stats import WILCOXON_MIN_N, Interval, final_epoch_intervals, paired_against
 
 ACCURACY_METRICS = ("accuracy", "test_nll", "brier", "entropy")
@@ -24,8 +24,9 @@ CALIBRATION_METRICS = ("ece", "ece_over", "ece_under", "ece_adaptive", "ece_clas
 SUMMARY_METRICS = ACCURACY_METRICS + CALIBRATION_METRICS
 CURVE_METRICS = ("accuracy", "test_nll", "ece", "overconfidence")
 STATS_METRICS = ("accuracy", "test_nll", "ece", "overconfidence")
-
-
+# The report's <section id>s in page order ("diverged" appears only when a run diverged).
+SECTIONS = ("headline", "summary", "statistics", "vs-epsilon", "curves", "temperature", "reliability",
+            "confidence", "sample", "provenance")
 TS_METRICS = ("ece", "ece_ts", "test_nll", "nll_ts", "mean_confidence", "mean_confidence_ts", "temperature")
 
 
@@ -35,12 +36,13 @@ class Tables:
     reliability: pd.DataFrame
     predictions: pd.DataFrame
     calibrated: pd.DataFrame
+    environment: pd.DataFrame
+    provenance: pd.DataFrame
 
     @classmethod
     def read(cls, results_dir: Path) -> "Tables":
         d = Path(results_dir)
-        names = ("metrics", "reliability", "predictions", "calibrated")
-        return cls(*(pd.read_parquet(d / f"{name}.parquet") for name in names))
+        return cls(*(pd.read_parquet(d / f"{name}.parquet") for name in (*TABLES, PROVENANCE)))
 
 
 def final_epoch(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -94,6 +96,54 @@ def sample_pair(predictions: pd.DataFrame, index: int = 0) -> list[dict]:
         picked.append({"seed": int(seed), "epsilon": float(eps), "label": int(row["label"]),
                        "probs": row[prob_cols].to_numpy(dtype=float)})
     return picked
+
+
+SOFTWARE = ("python", "torch", "torch_cuda", "torchvision", "numpy", "pandas", "pyarrow", "lsbench")
+
+
+def distinct(values: pd.Series) -> str:
+    """The distinct values of a column, sorted; with a run count each when they differ."""
+    counts = values.astype(str).value_counts()
+    if len(counts) == 1:
+        return str(counts.index[0])
+    return "; ".join(f"{value} ({n} runs)" for value, n in sorted(counts.items()))
+
+
+def format_duration(seconds: float) -> str:
+    """
+    >>> format_duration(745.2), format_duration(42.04), format_duration(7384)
+    ('12 min 25 s', '42.0 s', '2 h 3 min')
+    """
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes} min {secs} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
+
+
+def provenance_section(tables: Tables) -> dict:
+    """Config, software, source, data and hardware behind the results, from the parquet tables.
+
+    Training time is the sum over runs of the epochs' wall time (training and evaluation), read
+    from metrics; job time adds start-up and writing outputs, from environment.
+    """
+    env = tables.environment.merge(
+        tables.metrics.groupby(["seed", "epsilon"], as_index=False)["epoch_seconds"].sum(), on=["seed", "epsilon"])
+    hardware = []
+    for (cpu, device, threads), group in env.groupby(["cpu_model", "device_name", "torch_threads"]):
+        hardware.append({"cpu_model": cpu, "device": device, "threads": int(threads), "runs": len(group),
+                         "train": format_duration(group["epoch_seconds"].sum())})
+    workflow = tables.provenance.iloc[0]
+    return {
+        "config_yaml": workflow["config_yaml"] or "(not recorded: collect was run without --config-json)",
+        "git_commit": workflow["git_commit"],
+        "software": [("snakemake", str(workflow["snakemake"]))] + [(n, distinct(env[n])) for n in SOFTWARE],
+        "data": [("sha256", distinct(env["data_sha256"])), ("source", distinct(env["data_source"]))],
+        "hardware": hardware,
+        "runs": len(env),
+        "resumed": int((env["resumed_after_epoch"] > 0).sum()),
+        "train_time": format_duration(env["epoch_seconds"].sum()),
+        "job_time": format_duration(env["job_seconds"].sum()),
+    }
 
 
 def _img(png: bytes) -> str:
@@ -220,6 +270,7 @@ def render(tables: Tables, title: str = "lsbench: label smoothing vs overconfide
         epochs=int(tables.metrics["epoch"].max()),
         diverged=final.loc[final["diverged"], ["seed", "epsilon", "epoch"]].to_dict("records"),
         figures=figures(tables, converged, stats["intervals"]),
+        provenance=provenance_section(tables),
     )
 
 

@@ -4,10 +4,14 @@ rule collect:
         reliability=get_run_tables(LSB, "reliability"),
         predictions=get_run_tables(LSB, "predictions"),
         calibrated=get_run_tables(LSB, "calibrated"),
+        environment=get_run_tables(LSB, "environment"),
     output:
         metrics="results/metrics.parquet",
         reliability="results/reliability.parquet",
         predictions="results/predictions.parquet",
+        calibrated="results/calibrated.parquet",
+        environment="results/environment.parquet",
+        provenance="results/provenance.parquet",
     log:
         "results/logs/collect.log",
     conda:
@@ -15,5 +19,8 @@ rule collect:
     threads: 1
     params:
         run_dirs=get_run_dirs(LSB),
+        config=get_config_json(config),
+        source_dir=workflow.basedir,
     shell:
-        "lsbench collect --out-dir results {params.run_dirs} > {log} 2>&1"
+        "lsbench collect --out-dir results --config-json {params.config:q}"
+        " --source-dir {params.source_dir:q} {params.run_dirs} > {log} 2>&1"

@@ -1,3 +1,4 @@
+import json
 import shlex
 
 from lsbench.config import format_epsilon
@@ -42,3 +43,8 @@ def get_train_runtime(lsb):
 def get_train_gpus(lsb):
     # The SLURM plugin turns `gpu: 1` into `--gpus=1`.
     return 1 if lsb.train.device == "cuda" else 0
+
+
+def get_config_json(config):
+    # The validated config (defaults filled in) as one line, recorded by collect for the report.
+    return json.dumps(config, sort_keys=True)

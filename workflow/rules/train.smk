@@ -6,6 +6,7 @@ rule train:
         reliability="results/runs/seed{seed}/eps{eps}/reliability.parquet",
         predictions="results/runs/seed{seed}/eps{eps}/predictions.parquet",
         calibrated="results/runs/seed{seed}/eps{eps}/calibrated.parquet",
+        environment="results/runs/seed{seed}/eps{eps}/environment.parquet",
     log:
         "results/logs/train/seed{seed}_eps{eps}.log",
     group:

@@ -1,0 +1,71 @@
+"""The rendered report in a real browser: headless Chromium (Debian package), via playwright.
+
+CI installs both (`.ci/run` apt-installs chromium; the test extra pip-installs playwright).
+Set LSBENCH_SCREENSHOT_DIR to keep the full-page screenshots.
+"""
+
+import base64
+import os
+import struct
+from pathlib import Path
+
+import pytest
+
+from browser import inspect_page
+from lsbench.report import SECTIONS, Tables, render
+
+
+def screenshot_path(tmp_path: Path, name: str) -> Path:
+    return Path(os.environ.get("LSBENCH_SCREENSHOT_DIR", tmp_path)) / f"{name}.png"
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    header = path.read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", header[16:24])
+
+
+@pytest.fixture(scope="module")
+def report_html(report_results, tmp_path_factory) -> str:
+    return render(Tables.read(report_results))
+
+
+def test_report_in_chromium(report_html, tmp_path):
+    page = tmp_path / "index.html"
+    page.write_text(report_html, encoding="utf-8")
+    shot = screenshot_path(tmp_path, "report")
+    result = inspect_page(page, shot)
+    assert result.problems(SECTIONS) == []
+    assert len(result.images) == 6
+    width, height = png_size(shot)
+    assert width == 1280 and height > 3000  # the whole page, not just the first screen
+
+
+# Each way a report can break in a browser, and the problem the check must report for it.
+TINY_PNG = base64.b64encode(bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c6360000002000001e221bc330000000049454e44ae426082")).decode()
+
+
+def break_image(html: str) -> str:
+    start = html.index("data:image/png;base64,") + len("data:image/png;base64,")
+    return html[:start] + "AAAA" + html[start + 4:]  # corrupt the first PNG's signature
+
+
+@pytest.mark.parametrize("breakage,expected", [
+    (break_image, "image not decoded"),
+    (lambda h: h.replace("</body>", '<img alt="remote" src="http://192.0.2.1/x.png"></body>'), "network request"),
+    (lambda h: h.replace("</body>", f'<link rel="stylesheet" href="style.css"></body>'), "network request"),
+    (lambda h: h.replace("</body>", "<script>console.error('broken')</script></body>"), "console error"),
+    (lambda h: h.replace("</body>", "<script>undefinedFunction()</script></body>"), "console error"),
+    (lambda h: h.replace('<section id="reliability">', '<section id="reliability-x">'), "sections"),
+    (lambda h: h.replace("</body>", f'<img alt="tiny ok" src="data:image/png;base64,{TINY_PNG}"></body>'), None),
+])
+def test_check_catches_a_broken_report(report_html, tmp_path, breakage, expected):
+    page = tmp_path / "index.html"
+    page.write_text(breakage(report_html), encoding="utf-8")
+    problems = inspect_page(page, tmp_path / "shot.png").problems(SECTIONS)
+    if expected is None:  # a valid extra image is not a problem: the check is not just always failing
+        assert problems == []
+    else:
+        assert any(p.startswith(expected) for p in problems), problems
