@@ -113,17 +113,25 @@ def test_checkpoint_of_another_run_is_ignored(tmp_path, tiny_dataset_file):
 
 
 def test_flat_adam_matches_torch_fused_adam():
+    """One whole-buffer step and layer-by-layer updates (as train_step does) both equal torch's bits."""
     torch.manual_seed(0)
-    a, b = build_model("mlp"), build_model("mlp")
+    a, b, c = build_model("mlp"), build_model("mlp"), build_model("mlp")
     b.load_state_dict(a.state_dict())
+    c.load_state_dict(a.state_dict())
     ref = torch.optim.Adam(a.parameters(), lr=1e-3, fused=True)
-    flat = FlatAdam(list(b.parameters()), lr=1e-3)
+    flat, by_layer = FlatAdam(list(b.parameters()), lr=1e-3), FlatAdam(list(c.parameters()), lr=1e-3)
     for _ in range(5):
         grads = [torch.randn_like(p) for p in a.parameters()]
-        for p, q, g in zip(a.parameters(), b.parameters(), grads):
+        for p, q, r, g in zip(a.parameters(), b.parameters(), c.parameters(), grads):
             p.grad = g.clone()
             q.grad.copy_(g)  # FlatAdam's grads are views of its buffer: write in place
+            r.grad.copy_(g)
         ref.step()
         flat.step()
-    for p, q in zip(a.parameters(), b.parameters()):
-        assert torch.equal(p, q)
+        by_layer.begin_step()
+        for layer in reversed(c.layers):
+            by_layer.update(layer.weight, layer.bias)
+    for p, q, r in zip(a.parameters(), b.parameters(), c.parameters()):
+        assert torch.equal(p, q) and torch.equal(p, r)
+    with pytest.raises(ValueError, match="not contiguous"):
+        by_layer.update(c.layers[0].weight, c.layers[1].weight)
