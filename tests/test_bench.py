@@ -18,9 +18,10 @@ def test_bench_runs_both_loops(tmp_path, tiny_dataset_file, capsys):
     assert main(["--data", str(tiny_dataset_file), "--epochs", "2", "--baseline-epochs", "2",
                  "--train-size", "128", "--test-size", "32", "--json", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "speed-up" in printed and "peak RSS" in printed
+    assert "speed-up" in printed and "median of per-epoch speed-ups" in printed and "peak RSS" in printed
     result = json.loads(out.read_text())
     loops = {r["loop"]: r for r in result["loops"]}
     assert set(loops) == {"lsbench", "seed notebook"}
     assert all(r["s_per_epoch"] > 0 and 0 <= r["accuracy"] <= 1 for r in loops.values())
     assert result["n_train"] == 128 and result["matmul_peak_gflops"] > 0
+    assert all(len(r["epoch_seconds"]) == 2 for r in loops.values())

@@ -136,7 +136,20 @@ def summarise(name: str, records: list[dict[str, Any]], flops: float, skip_first
     seconds = sum(r["epoch_seconds"] for r in timed) / len(timed)
     last = records[-1]
     return {"loop": name, "epochs": len(records), "s_per_epoch": seconds, "gflops": flops / seconds / 1e9,
-            "accuracy": last["accuracy"], "ece": last["ece"], "mean_confidence": last["mean_confidence"]}
+            "accuracy": last["accuracy"], "ece": last["ece"], "mean_confidence": last["mean_confidence"],
+            "epoch_seconds": [r["epoch_seconds"] for r in records]}
+
+
+def median_epoch_ratio(slow: list[float], fast: list[float]) -> float:
+    """Median over the timed epochs (the first is skipped) of slow[i] / fast[i]: epoch i of each
+    loop ran back to back, so a slow spell of the shared host hits both sides of a ratio alike.
+
+    >>> median_epoch_ratio([9.0, 20.0, 30.0, 24.0], [1.0, 4.0, 5.0, 3.0])
+    6.0
+    """
+    ratios = sorted(s / f for s, f in zip(slow[1:], fast[1:]))
+    mid = len(ratios) // 2
+    return ratios[mid] if len(ratios) % 2 else (ratios[mid - 1] + ratios[mid]) / 2
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -156,13 +169,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     base_cfg = TrainConfig(**{**cfg.__dict__, "epochs": args.baseline_epochs})
     slow_loop = notebook_epochs(ds, base_cfg, args.epsilon, args.seed, device, args.loader_workers)
     fast, slow = [], []
-    for _ in range(max(cfg.epochs, args.baseline_epochs)):  # one epoch of each in turn
+    for epoch in range(1, max(cfg.epochs, args.baseline_epochs) + 1):  # one epoch of each in turn
         # Denormal flushing is process-wide: on for lsbench's epochs (it sets it), off for the
         # notebook's, which never did, so each loop runs as it would on its own.
         torch.set_flush_denormal(True)
         fast.extend(islice(fast_loop, 1))
         torch.set_flush_denormal(False)
         slow.extend(islice(slow_loop, 1))
+        times = [f"{name} {rs[-1]['epoch_seconds']:.2f} s" for name, rs in (("lsbench", fast), ("notebook", slow))
+                 if len(rs) == epoch]
+        print(f"epoch {epoch}: " + ", ".join(times), file=sys.stderr, flush=True)  # progress on long runs
     torch.set_flush_denormal(True)
     rows = [summarise("lsbench", fast, flops, skip_first=True)]
     if slow:
@@ -185,8 +201,12 @@ def report(result: dict[str, Any]) -> str:
         lines.append(f"{r['loop']:<14} {r['epochs']:>6} {r['s_per_epoch']:>9.3f} {r['gflops']:>8.1f} "
                      f"{r['gflops'] / result['matmul_peak_gflops']:>8.0%} {r['accuracy']:>9.4f} {r['ece']:>7.4f}")
     if len(result["loops"]) == 2:
-        ratio = result["loops"][1]["s_per_epoch"] / result["loops"][0]["s_per_epoch"]
+        fast, slow = result["loops"]
+        ratio = slow["s_per_epoch"] / fast["s_per_epoch"]
         lines.append(f"speed-up (seed notebook s/epoch / lsbench s/epoch): {ratio:.2f}x")
+        if min(fast["epochs"], slow["epochs"]) > 1:
+            lines.append(f"median of per-epoch speed-ups: "
+                         f"{median_epoch_ratio(slow['epoch_seconds'], fast['epoch_seconds']):.2f}x")
     lines.append(f"peak RSS of this process: {result['peak_rss_mib_total']:.0f} MiB (both loops)")
     return "\n".join(lines)
 

@@ -27,6 +27,8 @@ STATS_METRICS = ("accuracy", "test_nll", "ece", "overconfidence")
 # The report's <section id>s in page order ("diverged" appears only when a run diverged).
 SECTIONS = ("headline", "summary", "statistics", "vs-epsilon", "curves", "temperature", "reliability",
             "confidence", "sample", "provenance")
+# Versions shown in the provenance section, as recorded per run in environment.parquet.
+SOFTWARE = ("python", "torch", "torch_cuda", "torchvision", "numpy", "pandas", "pyarrow", "lsbench")
 TS_METRICS = ("ece", "ece_ts", "test_nll", "nll_ts", "mean_confidence", "mean_confidence_ts", "temperature")
 
 
@@ -96,9 +98,6 @@ def sample_pair(predictions: pd.DataFrame, index: int = 0) -> list[dict]:
         picked.append({"seed": int(seed), "epsilon": float(eps), "label": int(row["label"]),
                        "probs": row[prob_cols].to_numpy(dtype=float)})
     return picked
-
-
-SOFTWARE = ("python", "torch", "torch_cuda", "torchvision", "numpy", "pandas", "pyarrow", "lsbench")
 
 
 def distinct(values: pd.Series) -> str:
