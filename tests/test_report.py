@@ -1,11 +1,22 @@
 """The report: rendered from the parquet tables alone, deterministic, escaped."""
 
+import base64
+import io
+import re
+import shutil
+import subprocess
 from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
 
 from conftest import REPO
 from lsbench.cli import main as cli_main
 from lsbench.io import PROVENANCE, TABLES
-from lsbench.report import SECTIONS, Tables, render
+from lsbench.provenance import cpu_model
+from lsbench.report import SECTIONS, Tables, distinct, render
 
 
 def test_same_tables_give_byte_identical_report(report_results, tmp_path):
@@ -16,8 +27,6 @@ def test_same_tables_give_byte_identical_report(report_results, tmp_path):
 
 
 def test_report_needs_only_the_parquet_files(report_results, tmp_path):
-    import shutil
-
     published = tmp_path / "published"
     published.mkdir()
     for table in (*TABLES, PROVENANCE):
@@ -40,13 +49,6 @@ def test_missing_table_is_a_clear_error(report_results, tmp_path, capsys):
 
 
 def test_provenance_comes_from_the_tables(report_results):
-    import subprocess
-
-    import pandas as pd
-    import torch
-
-    from lsbench.provenance import cpu_model
-
     env = pd.read_parquet(report_results / "environment.parquet")
     assert len(env) == 4 and (env["job_seconds"] > 0).all() and (env["resumed_after_epoch"] == 0).all()
     head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
@@ -64,17 +66,28 @@ def test_provenance_comes_from_the_tables(report_results):
     assert "9.9.9-published" in render(tables)
 
 
-def test_format_duration_and_distinct():
-    import pandas as pd
-
-    from lsbench.report import distinct
-
+def test_distinct():
     assert distinct(pd.Series(["a", "a"])) == "a"
     assert distinct(pd.Series(["b", "a", "b"])) == "a (1 runs); b (2 runs)"
 
 
 def test_sections_in_order(report_results):
-    import re
-
     html = render(Tables.read(report_results))
     assert tuple(re.findall(r'<section id="([^"]+)"', html)) == SECTIONS
+
+
+def embedded_pngs(html: str) -> list[bytes]:
+    return [base64.b64decode(b64) for b64 in re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)]
+
+
+def test_embedded_images_are_complete_pngs(report_results):
+    """Chromium draws a truncated PNG partially (naturalWidth > 0), so check each one whole here."""
+    pngs = embedded_pngs(render(Tables.read(report_results)))
+    assert len(pngs) == 6
+    for png in pngs:
+        Image.open(io.BytesIO(png)).verify()  # chunk CRCs and the IEND chunk
+        with Image.open(io.BytesIO(png)) as img:
+            img.load()  # every row of pixels decompresses
+            assert img.width > 100 and img.height > 100
+    with pytest.raises((SyntaxError, OSError)):  # the check above can fail: a truncated PNG
+        Image.open(io.BytesIO(pngs[0][:-200])).verify()
