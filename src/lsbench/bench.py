@@ -31,6 +31,7 @@ from lsbench.config import TrainConfig
 from lsbench.data import Dataset, load_dataset, resolve_dataset
 from lsbench.metrics import evaluate_logits
 from lsbench.model import MODELS, MLPConfig
+from lsbench.provenance import cpu_model
 from lsbench.train import DeviceData, configure_cpu, new_state, resolve_device, run_epochs, sync_device
 
 
@@ -116,12 +117,7 @@ def notebook_epochs(ds: Dataset, cfg: TrainConfig, epsilon: float, seed: int,
 
 
 def machine() -> dict[str, str]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    info = {"cpu": cpu, "python": platform.python_version(), "torch": torch.__version__}
+    info = {"cpu": cpu_model(), "python": platform.python_version(), "torch": torch.__version__}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
