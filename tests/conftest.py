@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from lsbench.data import STEMS, write_idx
 
@@ -33,6 +35,22 @@ def write_tiny_idx(directory: Path, n_train: int = 256, n_test: int = 64, compre
         name = f"{stem}.gz" if compress else stem
         write_idx(directory / name, arrays[role], compress=compress)
     return directory
+
+
+def workflow_dir(root: Path, idx: dict | None = None, **config) -> Path:
+    """A working directory for the real Snakefile: the repo's config.yaml with `config` applied,
+    and data_dir pointing at tiny IDX files (write_tiny_idx(**idx)) inside it."""
+    root.mkdir(parents=True, exist_ok=True)
+    merged = yaml.safe_load((REPO / "config.yaml").read_text())
+    merged.update({"data_dir": str(write_tiny_idx(root / "idx", **(idx or {}))), **config})
+    (root / "config.yaml").write_text(yaml.safe_dump(merged))
+    return root
+
+
+def snakemake_cmd(workdir: Path, *args: str) -> list[str]:
+    """`snakemake` on the repo's Snakefile, run in `workdir`, with this Python."""
+    return [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+            "--directory", str(workdir), *args]
 
 
 @pytest.fixture

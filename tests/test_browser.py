@@ -26,7 +26,7 @@ def png_size(path: Path) -> tuple[int, int]:
 
 
 @pytest.fixture(scope="module")
-def report_html(report_results, tmp_path_factory) -> str:
+def report_html(report_results) -> str:
     return render(Tables.read(report_results))
 
 
@@ -55,7 +55,7 @@ def break_image(html: str) -> str:
 @pytest.mark.parametrize("breakage,expected", [
     (break_image, "image not decoded"),
     (lambda h: h.replace("</body>", '<img alt="remote" src="http://192.0.2.1/x.png"></body>'), "network request"),
-    (lambda h: h.replace("</body>", f'<link rel="stylesheet" href="style.css"></body>'), "network request"),
+    (lambda h: h.replace("</body>", '<link rel="stylesheet" href="style.css"></body>'), "network request"),
     (lambda h: h.replace("</body>", "<script>console.error('broken')</script></body>"), "console error"),
     (lambda h: h.replace("</body>", "<script>undefinedFunction()</script></body>"), "console error"),
     (lambda h: h.replace('<section id="reliability">', '<section id="reliability-x">'), "sections"),

@@ -1,5 +1,3 @@
-from pathlib import Path
-
 import pytest
 
 from lsbench.config import ConfigError, format_epsilon, load_schema, to_workflow_config, validate_config

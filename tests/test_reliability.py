@@ -3,34 +3,28 @@
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
-import yaml
 
 from lsbench import io
 from lsbench.cli import main as cli_main
 from lsbench.report import Tables, render
 
-from conftest import REPO, write_tiny_idx
+import conftest
+from conftest import write_tiny_idx
 
 
 def workflow_dir(root: Path, **overrides) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    config = yaml.safe_load((REPO / "config.yaml").read_text())
-    config.update({"data_dir": str(write_tiny_idx(root / "idx", n_train=2048, n_test=64)),
-                   "seeds": [0], "epsilons": [0.1], "batch_size": 8, "validation_size": 256, **overrides})
-    (root / "config.yaml").write_text(yaml.safe_dump(config))
-    return root
+    return conftest.workflow_dir(root, idx={"n_train": 2048, "n_test": 64}, seeds=[0], epsilons=[0.1],
+                                 batch_size=8, validation_size=256, **overrides)
 
 
 def snakemake_cmd(workdir: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
-            "--directory", str(workdir), "--cores", "1", *args]
+    return conftest.snakemake_cmd(workdir, "--cores", "1", *args)
 
 
 def run_ok(workdir: Path, *args: str) -> None:

@@ -8,15 +8,13 @@ tables equal a local run's. Test-only settings (status command, poll delay, 2-CP
 
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
 import slurm_cluster
-from conftest import REPO, write_tiny_idx
+from conftest import REPO, snakemake_cmd, workflow_dir
 from lsbench.io import RESULT_TABLES
 
 GRID = ["seeds=[0,1]", "epsilons=[0.0,0.2]", "epochs=2", "batch_size=32", "validation_size=32"]
@@ -34,16 +32,11 @@ def cluster():
 
 
 def make_workdir(root: Path) -> Path:
-    root.mkdir(parents=True)
-    config = yaml.safe_load((REPO / "config.yaml").read_text())
-    config["data_dir"] = str(write_tiny_idx(root / "idx", n_test=64))
-    (root / "config.yaml").write_text(yaml.safe_dump(config))
-    return root
+    return workflow_dir(root, idx={"n_test": 64})
 
 
 def snakemake(workdir: Path, *args: str, config: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
-           "--directory", str(workdir), *args, "--config", *GRID, *config]
+    cmd = snakemake_cmd(workdir, *args, "--config", *GRID, *config)
     return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
 
 

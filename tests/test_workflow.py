@@ -2,31 +2,26 @@
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO, write_tiny_idx
+from conftest import REPO, snakemake_cmd, workflow_dir
 
 GRID = ["seeds=[0,1]", "epsilons=[0.0,0.2]", "epochs=2", "batch_size=32", "validation_size=32"]
 N_TEST = 64
 
 
 def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
-           "--directory", str(workdir), "--cores", "2", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    return subprocess.run(snakemake_cmd(workdir, "--cores", "2", *args), capture_output=True, text=True,
+                          timeout=600)
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
-    wd = tmp_path_factory.mktemp("wf")
-    config = yaml.safe_load((REPO / "config.yaml").read_text())
-    config["data_dir"] = str(write_tiny_idx(wd / "idx", n_test=N_TEST))
-    (wd / "config.yaml").write_text(yaml.safe_dump(config))
+    wd = workflow_dir(tmp_path_factory.mktemp("wf"), idx={"n_test": N_TEST})
     # The grid comes in as `--config` strings, exactly as a user overrides it.
     run = snakemake(wd, "--config", *GRID)
     assert run.returncode == 0, run.stderr[-3000:]

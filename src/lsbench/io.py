@@ -76,12 +76,10 @@ def reliability_frame(seed: int, epsilon: float, table: dict[str, list]) -> pd.D
     return df[RELIABILITY_COLUMNS]
 
 
-def calibrated_frame(seed: int, epsilon: float, record: dict[str, float]) -> pd.DataFrame:
-    return pd.DataFrame([{"seed": int(seed), "epsilon": float(epsilon), **record}], columns=CALIBRATED_COLUMNS)
-
-
-def environment_frame(seed: int, epsilon: float, record: dict[str, Any]) -> pd.DataFrame:
-    return pd.DataFrame([{"seed": int(seed), "epsilon": float(epsilon), **record}])
+def run_row_frame(seed: int, epsilon: float, record: dict[str, Any],
+                  columns: list[str] | None = None) -> pd.DataFrame:
+    """One row keyed by (seed, epsilon): a run's calibrated or environment record."""
+    return pd.DataFrame([{"seed": int(seed), "epsilon": float(epsilon), **record}], columns=columns)
 
 
 def predictions_frame(seed: int, epsilon: float, labels: torch.Tensor, probs: torch.Tensor) -> pd.DataFrame:

@@ -71,11 +71,11 @@ def write_run_tables(run_dir: Path, seed: int, epsilon: float, state: TrainState
     probs = torch.softmax(test_logits, dim=1)
     calibrated = temperature_scaled(predict_logits(state.model, data.val_x), data.val_y, test_logits, data.test_y)
     paths = io.run_paths(run_dir)
-    io.write_parquet(io.calibrated_frame(seed, epsilon, calibrated), paths["calibrated"])
+    io.write_parquet(io.run_row_frame(seed, epsilon, calibrated, io.CALIBRATED_COLUMNS), paths["calibrated"])
     io.write_parquet(io.reliability_frame(seed, epsilon, reliability_table(probs, data.test_y)),
                      paths["reliability"])
     io.write_parquet(io.predictions_frame(seed, epsilon, data.test_y, probs), paths["predictions"])
-    io.write_parquet(io.environment_frame(seed, epsilon, environment), paths["environment"])
+    io.write_parquet(io.run_row_frame(seed, epsilon, environment), paths["environment"])
     io.write_parquet(io.metrics_frame(state.records), paths["metrics"])
 
 
