@@ -6,8 +6,8 @@ from torch import nn
 from lsbench.config import TrainConfig
 from lsbench.data import load_dataset
 from lsbench.model import build_model
-from lsbench.pipeline import CHECKPOINT_NAME, train_one
-from lsbench.train import (DeviceData, FlatAdam, backward_, new_state, run_epochs, smoothed_targets,
+from lsbench.pipeline import CHECKPOINT_FORMAT, CHECKPOINT_NAME, train_one
+from lsbench.train import (DeviceData, FlatAdam, backward_, new_state, run_epochs, target_table,
                            to_inputs, train_step)
 
 CPU = torch.device("cpu")
@@ -24,11 +24,24 @@ def test_manual_backward_matches_autograd(epsilon, model):
     expected = [p.grad.clone() for p in net.parameters()]
     with torch.no_grad():
         acts = net.activations(x)
-        target = smoothed_targets(y, 10, epsilon)
+        target = target_table(10, epsilon, CPU)[y]
         grad = (torch.softmax(acts[-1], 1) - target) / x.shape[0]
         backward_(net, acts, grad)
     for got, want in zip((p.grad for p in net.parameters()), expected):
         assert torch.allclose(got, want, atol=1e-6, rtol=1e-4)
+
+
+def test_init_draws_nn_linears_numbers():
+    """A seed gives the weights nn.Linear's init would draw from the same generator, transposed."""
+    net = build_model("mlp", torch.Generator().manual_seed(3))
+    g = torch.Generator().manual_seed(3)
+    for layer in net.layers:
+        ref = nn.Linear(layer.in_features, layer.out_features)
+        bound = 1 / layer.in_features ** 0.5
+        with torch.no_grad():
+            ref.weight.uniform_(-bound, bound, generator=g)
+            ref.bias.uniform_(-bound, bound, generator=g)
+        assert torch.equal(layer.weight, ref.weight.t()) and torch.equal(layer.bias, ref.bias)
 
 
 def test_train_step_loss_is_label_smoothed_cross_entropy():
@@ -37,7 +50,7 @@ def test_train_step_loss_is_label_smoothed_cross_entropy():
     x, y = torch.randn(8, 784, generator=g), torch.randint(0, 10, (8,), generator=g)
     want = nn.CrossEntropyLoss(label_smoothing=0.2)(state.model(x), y).detach()
     with torch.no_grad():
-        got = train_step(state, x, y, 0.2)
+        got = train_step(state, x, y, target_table(10, 0.2, CPU))
     assert float(got) == pytest.approx(want.item(), rel=1e-6)
 
 
@@ -110,6 +123,20 @@ def test_checkpoint_of_another_run_is_ignored(tmp_path, tiny_dataset_file):
     train_one(tiny_dataset_file, tmp_path / "r", 0, 0.2, one, False, messages.append)
     assert any("ignoring" in m for m in messages)
     assert pd.read_parquet(tmp_path / "r" / "metrics.parquet")["epsilon"].tolist() == [0.2]
+
+
+def test_checkpoint_of_an_older_format_is_ignored(tmp_path, tiny_dataset_file):
+    """A checkpoint written before the weight layout changed is retrained, not misloaded."""
+    one = TrainConfig(**{**TINY.__dict__, "epochs": 1})
+    train_one(tiny_dataset_file, tmp_path, 0, 0.1, one, True, lambda m: None)
+    blob = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)
+    blob["run_key"]["format"] = CHECKPOINT_FORMAT - 1
+    blob["model"] = {k: v.t() if v.ndim == 2 else v for k, v in blob["model"].items()}  # (out, in)
+    torch.save(blob, tmp_path / CHECKPOINT_NAME)
+    messages = []
+    train_one(tiny_dataset_file, tmp_path, 0, 0.1, TINY, False, messages.append)
+    assert any("ignoring" in m for m in messages) and not any("resuming" in m for m in messages)
+    assert pd.read_parquet(tmp_path / "metrics.parquet")["epoch"].tolist() == [1, 2, 3]
 
 
 def test_flat_adam_matches_torch_fused_adam():

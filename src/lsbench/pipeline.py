@@ -23,6 +23,9 @@ from lsbench.train import (DeviceData, TrainState, configure_cpu, new_state, pre
 
 Log = Callable[[str], None]
 CHECKPOINT_NAME = "checkpoint.pt"
+# Bumped when a checkpoint's contents change meaning, so an older one is ignored, not misloaded.
+# 2: weights stored (in, out) (model.Dense), no longer nn.Linear's (out, in).
+CHECKPOINT_FORMAT = 2
 
 
 def prepare_data(data_dir: str | None, out_path: Path, log: Log) -> dict:
@@ -39,7 +42,7 @@ def prepare_data(data_dir: str | None, out_path: Path, log: Log) -> dict:
 
 def _run_key(seed: int, epsilon: float, cfg: TrainConfig, data_sha256: str) -> dict:
     """What a checkpoint must match to be resumed (epochs may grow; device may change)."""
-    return {"seed": seed, "epsilon": epsilon, "model": cfg.model, "batch_size": cfg.batch_size,
+    return {"format": CHECKPOINT_FORMAT, "seed": seed, "epsilon": epsilon, "model": cfg.model, "batch_size": cfg.batch_size,
             "lr": cfg.lr, "validation_size": cfg.validation_size, "data_sha256": data_sha256}
 
 
