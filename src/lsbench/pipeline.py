@@ -42,8 +42,9 @@ def prepare_data(data_dir: str | None, out_path: Path, log: Log) -> dict:
 
 def _run_key(seed: int, epsilon: float, cfg: TrainConfig, data_sha256: str) -> dict:
     """What a checkpoint must match to be resumed (epochs may grow; device may change)."""
-    return {"format": CHECKPOINT_FORMAT, "seed": seed, "epsilon": epsilon, "model": cfg.model, "batch_size": cfg.batch_size,
-            "lr": cfg.lr, "validation_size": cfg.validation_size, "data_sha256": data_sha256}
+    return {"format": CHECKPOINT_FORMAT, "seed": seed, "epsilon": epsilon, "model": cfg.model,
+            "batch_size": cfg.batch_size, "lr": cfg.lr, "validation_size": cfg.validation_size,
+            "data_sha256": data_sha256}
 
 
 def format_record(r: dict, epochs: int) -> str:
