@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from lsbench.config import ConfigError, TrainConfig
 from lsbench.data import Dataset
 from lsbench.metrics import evaluate_logits
-from lsbench.model import MLP, build_model
+from lsbench.model import MLP, Dense, build_model
 
 EVAL_CHUNK = 8192
 # A run has diverged when its mean training loss is not finite or exceeds this many times the loss
@@ -219,7 +219,7 @@ def target_table(num_classes: int, epsilon: float, device: torch.device) -> torc
 
 
 def backward_(model: MLP, acts: list[torch.Tensor], grad_logits: torch.Tensor,
-              layer_done: Callable[[torch.nn.Linear], None] | None = None) -> None:
+              layer_done: Callable[[Dense], None] | None = None) -> None:
     """Write d(loss)/d(param) into each parameter's .grad, given d(loss)/d(logits) (B, C).
 
     layer_done(layer), if given, runs once the layer's gradients are written and its weight is no
