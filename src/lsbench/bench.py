@@ -18,6 +18,7 @@ import argparse
 import json
 import platform
 import resource
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -138,14 +139,12 @@ def summarise(name: str, records: list[dict[str, Any]], flops: float, skip_first
 
 def median_epoch_ratio(slow: list[float], fast: list[float]) -> float:
     """Median over the timed epochs (the first is skipped) of slow[i] / fast[i]: epoch i of each
-    loop ran back to back, so a slow spell of the shared host hits both sides of a ratio alike.
+    loop ran back to back, so a slow spell of the shared host falls on both sides of one ratio.
 
     >>> median_epoch_ratio([9.0, 20.0, 30.0, 24.0], [1.0, 4.0, 5.0, 3.0])
     6.0
     """
-    ratios = sorted(s / f for s, f in zip(slow[1:], fast[1:]))
-    mid = len(ratios) // 2
-    return ratios[mid] if len(ratios) % 2 else (ratios[mid - 1] + ratios[mid]) / 2
+    return statistics.median(s / f for s, f in zip(slow[1:], fast[1:]))
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

@@ -237,12 +237,12 @@ def backward_(model: MLP, acts: list[torch.Tensor], grad_logits: torch.Tensor,
             layer_done(layer)
 
 
-def train_step(state: TrainState, x: torch.Tensor, y: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """One Adam step on the smoothed cross-entropy, `targets` being `target_table(C, eps, device)`;
+def train_step(state: TrainState, x: torch.Tensor, y: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """One Adam step on the smoothed cross-entropy, `table` being `target_table(C, eps, device)`;
     returns the batch loss as a device scalar."""
     acts = state.model.activations(x)
     log_probs = F.log_softmax(acts[-1], dim=1)
-    target = targets.index_select(0, y)
+    target = table.index_select(0, y)
     batch = x.shape[0]
     loss = torch.dot(target.view(-1), log_probs.view(-1)).div_(-batch)
     optimizer = state.optimizer
@@ -259,12 +259,12 @@ def train_epoch(state: TrainState, data: DeviceData, epsilon: float, batch_size:
     n, device = data.train_x.shape[0], data.train_x.device
     # The permutation is drawn on the CPU generator so CPU and GPU runs see the same order.
     order = torch.randperm(n, generator=state.data_generator).to(device)
-    targets = target_table(state.model.layers[-1].out_features, epsilon, device)
+    table = target_table(state.model.layers[-1].out_features, epsilon, device)
     total = torch.zeros((), device=device)
     for start in range(0, n, batch_size):
         idx = order[start:start + batch_size]
         # index_select: the same rows as train_x[idx], gathered faster.
-        total += train_step(state, data.train_x.index_select(0, idx), data.train_y.index_select(0, idx), targets)
+        total += train_step(state, data.train_x.index_select(0, idx), data.train_y.index_select(0, idx), table)
     return total / math.ceil(n / batch_size)
 
 
