@@ -4,6 +4,7 @@ import json
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -44,6 +45,25 @@ def test_metrics_table(workdir):
     assert not df["diverged"].any()
 
 
+def test_final_metrics_recompute_from_predictions_alone(workdir):
+    """One probability path: every final-epoch number follows from predictions.parquet exactly."""
+    from lsbench.metrics import evaluate_logits, probabilities, reliability_table
+
+    pred = pd.read_parquet(workdir / "results" / "predictions.parquet")
+    metrics = pd.read_parquet(workdir / "results" / "metrics.parquet")
+    rel = pd.read_parquet(workdir / "results" / "reliability.parquet")
+    for (seed, eps), run in pred.groupby(["seed", "epsilon"]):
+        logits = run[[f"logit_{c}" for c in range(10)]].to_numpy()
+        probs = run[[f"prob_{c}" for c in range(10)]].to_numpy()
+        assert np.array_equal(probabilities(logits), probs)
+        final = metrics[(metrics["seed"] == seed) & (metrics["epsilon"] == eps)].iloc[-1]
+        again = evaluate_logits(logits, run["label"].to_numpy(), eps)
+        for name, value in again.items():
+            assert final[name] == value, name
+        bins = rel[(rel["seed"] == seed) & (rel["epsilon"] == eps)]
+        assert bins["count"].tolist() == reliability_table(probs, run["label"].to_numpy())["count"]
+
+
 def test_reliability_and_predictions_tables(workdir):
     rel = pd.read_parquet(workdir / "results" / "reliability.parquet")
     assert list(rel.columns) == ["seed", "epsilon", "bin", "bin_lower", "bin_upper", "count",
@@ -51,7 +71,9 @@ def test_reliability_and_predictions_tables(workdir):
     assert len(rel) == 4 * 15
     assert (rel.groupby(["seed", "epsilon"])["count"].sum() == N_TEST).all()
     pred = pd.read_parquet(workdir / "results" / "predictions.parquet")
-    assert list(pred.columns) == ["seed", "epsilon", "index", "label"] + [f"prob_{c}" for c in range(10)]
+    assert list(pred.columns) == (["seed", "epsilon", "index", "label"] + [f"logit_{c}" for c in range(10)]
+                                  + [f"prob_{c}" for c in range(10)])
+    assert pred["logit_0"].dtype == "float32" and pred["prob_0"].dtype == "float64"
     assert len(pred) == 4 * N_TEST
     sums = pred[[f"prob_{c}" for c in range(10)]].sum(axis=1)
     assert (sums - 1).abs().max() < 1e-5

@@ -112,7 +112,7 @@ def notebook_epochs(ds: Dataset, cfg: TrainConfig, epsilon: float, seed: int,
         model.eval()
         with torch.no_grad():
             logits = torch.cat([model(x.to(device)) for x, _ in test])
-        metrics = evaluate_logits(logits, ds.test_labels.to(device), epsilon)
+        metrics = evaluate_logits(logits.cpu().numpy(), ds.test_labels.numpy(), epsilon)
         sync_device(device)
         yield {"epoch": epoch, **metrics, "epoch_seconds": time.perf_counter() - start}
 

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -82,11 +83,15 @@ def run_row_frame(seed: int, epsilon: float, record: dict[str, Any],
     return pd.DataFrame([{"seed": int(seed), "epsilon": float(epsilon), **record}], columns=columns)
 
 
-def predictions_frame(seed: int, epsilon: float, labels: torch.Tensor, probs: torch.Tensor) -> pd.DataFrame:
-    """One row per test image: seed, epsilon, index, label, prob_0 .. prob_{C-1} (float32)."""
-    probs_np = probs.detach().cpu().float().numpy()
-    df = pd.DataFrame({f"prob_{c}": probs_np[:, c] for c in range(probs_np.shape[1])})
-    df.insert(0, "label", labels.cpu().numpy().astype("int64"))
+def predictions_frame(seed: int, epsilon: float, labels: np.ndarray, logits: np.ndarray,
+                      probs: np.ndarray) -> pd.DataFrame:
+    """One row per test image: seed, epsilon, index, label, logit_0 .. logit_{C-1} (float32, as the
+    network gave them), prob_0 .. prob_{C-1} (float64, `metrics.probabilities` of those logits: the
+    very values every metric of the run was computed from)."""
+    columns = {f"logit_{c}": logits[:, c].astype(np.float32) for c in range(logits.shape[1])}
+    columns.update({f"prob_{c}": probs[:, c].astype(np.float64) for c in range(probs.shape[1])})
+    df = pd.DataFrame(columns)
+    df.insert(0, "label", np.asarray(labels).astype("int64"))
     df.insert(0, "index", range(len(df)))
     df.insert(0, "epsilon", float(epsilon))
     df.insert(0, "seed", int(seed))

@@ -1,11 +1,18 @@
-"""Accuracy and calibration metrics, computed from logits on any device.
+"""Accuracy and calibration metrics, computed in float64 NumPy from one set of probabilities.
 
-Binning convention (top-label calibration, `n_bins` equal-width bins over [0, 1]):
-bin b holds confidences in [b/n, (b+1)/n), closed on the left like torchmetrics
-(`bucketize(..., right=True) - 1`). The last bin is closed on both sides: a confidence of
-exactly 1.0 goes to bin n-1. torchmetrics instead gives 1.0 a bin of its own; the two agree
-whenever no confidence equals 1.0. (In float32 a softmax often *is* exactly 1.0 for an
-unsmoothed network, so the choice matters.)
+One probability path. A run's logits (float32, as the network produced them) are cast to float64
+once, and `probabilities` (softmax) and `log_probabilities` (log-softmax) of those float64 logits
+feed every number: the per-epoch metrics, the reliability table, `predictions.parquet` (which
+stores both the logits and these probabilities) and temperature scaling. So the final-epoch
+metrics can be recomputed from `predictions.parquet` alone, bit for bit (tested). The module
+imports no torch: `lsbench report` uses it on published tables.
+
+Binning convention (top-label calibration, `n_bins` equal-width bins over [0, 1]): bin b holds
+the float64 confidences c with b/n <= c < (b+1)/n, compared against float64 edges b/n (so a
+float32 softmax value of 0.2, i.e. 0.200000003, lands in [3/15, 4/15)); the last bin is closed on
+both sides, so a confidence of exactly 1.0 goes to bin n-1. torchmetrics differs in two places:
+it compares in the input's dtype against float32 edges (`linspace(0, 1)` in float32 makes edge
+3/15 0.20000002, so float32 0.2 falls into [2/15, 3/15) there), and it gives 1.0 a bin of its own.
 
 `calibration_bins` is the single source for ECE, MCE and the reliability diagram, so they
 cannot disagree.
@@ -15,55 +22,78 @@ from __future__ import annotations
 
 import math
 
-import torch
-import torch.nn.functional as F
+import numpy as np
+from scipy import special
 
 N_BINS = 15
 
 
-def calibration_bins(confidences: torch.Tensor, correct: torch.Tensor,
-                     n_bins: int = N_BINS) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def probabilities(logits: np.ndarray) -> np.ndarray:
+    """Softmax of logits (N, C), any float dtype, computed in float64: (N, C) float64."""
+    return special.softmax(_as_float64(logits), axis=1)
+
+
+def log_probabilities(logits: np.ndarray) -> np.ndarray:
+    """Log-softmax of the same float64 logits: (N, C) float64, finite where a probability underflows."""
+    return special.log_softmax(_as_float64(logits), axis=1)
+
+
+def _as_float64(logits: np.ndarray) -> np.ndarray:
+    # C order too: NumPy's reductions round differently on a strided array (columns read back
+    # from parquet are), and the same logits must give the same bits wherever they come from.
+    return np.ascontiguousarray(logits, dtype=np.float64)
+
+
+def bin_index(confidences: np.ndarray, n_bins: int = N_BINS) -> np.ndarray:
+    """Bin of each confidence (N,) under the module's convention: (N,) int64 in [0, n_bins).
+
+    >>> bin_index(np.array([0.0, 0.2, np.float32(0.2), 0.5333332, 8 / 15, 1.0]), 15).tolist()
+    [0, 3, 3, 7, 8, 14]
+    """
+    edges = np.arange(n_bins + 1, dtype=np.float64) / n_bins
+    index = np.searchsorted(edges, np.asarray(confidences, dtype=np.float64), side="right") - 1
+    return np.clip(index, 0, n_bins - 1)
+
+
+def bin_sums(index: np.ndarray, confidences: np.ndarray, correct: np.ndarray,
+             n_bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-bin (count, sum of confidence, number correct), each float64 (n_bins,), given each
+    sample's bin `index` (N,) int."""
+    conf = np.asarray(confidences, dtype=np.float64)
+    hit = np.asarray(correct, dtype=np.float64)
+    return (np.bincount(index, minlength=n_bins).astype(np.float64),
+            np.bincount(index, weights=conf, minlength=n_bins),
+            np.bincount(index, weights=hit, minlength=n_bins))
+
+
+def calibration_bins(confidences: np.ndarray, correct: np.ndarray,
+                     n_bins: int = N_BINS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-bin (count, sum of confidence, number correct), each float64 of shape (n_bins,).
 
     confidences: (N,) float in [0, 1]; correct: (N,) bool or 0/1.
 
     Bins [0, 0.5) and [0.5, 1]: 0.5 opens the upper bin, and 1.0 stays in it.
 
-    >>> c, s, k = calibration_bins(torch.tensor([0.25, 0.75, 1.0, 0.5]),
-    ...                            torch.tensor([1, 1, 0, 1]), n_bins=2)
+    >>> c, s, k = calibration_bins(np.array([0.25, 0.75, 1.0, 0.5]), np.array([1, 1, 0, 1]), n_bins=2)
     >>> c.tolist(), s.tolist(), k.tolist()
     ([1.0, 3.0], [0.25, 2.25], [1.0, 2.0])
     """
-    edges = torch.linspace(0, 1, n_bins + 1, dtype=confidences.dtype, device=confidences.device)
-    # Bucketize against edges in the input dtype so bin membership matches torchmetrics bit for bit.
-    index = (torch.bucketize(confidences.detach(), edges, right=True) - 1).clamp_(0, n_bins - 1)
-    return bin_sums(index, confidences, correct, n_bins)
+    return bin_sums(bin_index(confidences, n_bins), confidences, correct, n_bins)
 
 
-def bin_sums(index: torch.Tensor, confidences: torch.Tensor, correct: torch.Tensor,
-             n_bins: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-bin (count, sum of confidence, number correct) in float64, given each sample's bin."""
-    conf = confidences.detach().to(torch.float64)
-    zeros = torch.zeros(n_bins, dtype=torch.float64, device=conf.device)
-    count = zeros.clone().scatter_add_(0, index, torch.ones_like(conf))
-    conf_sum = zeros.clone().scatter_add_(0, index, conf)
-    correct_sum = zeros.clone().scatter_add_(0, index, correct.detach().to(torch.float64))
-    return count, conf_sum, correct_sum
-
-
-def bin_gaps(count: torch.Tensor, conf_sum: torch.Tensor, correct_sum: torch.Tensor) -> torch.Tensor:
+def bin_gaps(count: np.ndarray, conf_sum: np.ndarray, correct_sum: np.ndarray) -> np.ndarray:
     """Per-bin mean confidence minus accuracy; 0 for an empty bin."""
-    safe = count.clamp(min=1)
-    return torch.where(count > 0, (conf_sum - correct_sum) / safe, torch.zeros_like(count))
+    return np.where(count > 0, (conf_sum - correct_sum) / np.maximum(count, 1), 0.0)
 
 
-def ece_from_bins(count: torch.Tensor, conf_sum: torch.Tensor, correct_sum: torch.Tensor) -> float:
-    """Expected calibration error: sum over bins of |conf - acc| weighted by the bin's share."""
-    return float((bin_gaps(count, conf_sum, correct_sum).abs() * count).sum() / count.sum())
+def ece_from_bins(count: np.ndarray, conf_sum: np.ndarray, correct_sum: np.ndarray) -> float:
+    """Expected calibration error (Naeini et al. 2015; Guo et al. 2017): the sum over bins of
+    |mean confidence - accuracy| weighted by the bin's share of the samples."""
+    return float((np.abs(bin_gaps(count, conf_sum, correct_sum)) * count).sum() / count.sum())
 
 
-def ece_split_from_bins(count: torch.Tensor, conf_sum: torch.Tensor,
-                        correct_sum: torch.Tensor) -> tuple[float, float]:
+def ece_split_from_bins(count: np.ndarray, conf_sum: np.ndarray,
+                        correct_sum: np.ndarray) -> tuple[float, float]:
     """ECE split by the direction of miscalibration: (over, under), over + under = ECE.
 
     over sums the weighted gaps of bins whose mean confidence exceeds their accuracy; under those
@@ -71,82 +101,97 @@ def ece_split_from_bins(count: torch.Tensor, conf_sum: torch.Tensor,
 
     Two bins of 2 samples, 1 correct each: confidence .3 (gap -.2) and .9 (gap +.4), weight 1/2.
 
-    >>> f64 = lambda *v: torch.tensor(v, dtype=torch.float64)
-    >>> ece_split_from_bins(f64(2., 2.), f64(0.6, 1.8), f64(1., 1.))
+    >>> ece_split_from_bins(np.array([2., 2.]), np.array([0.6, 1.8]), np.array([1., 1.]))
     (0.2, 0.1)
     """
     weighted = bin_gaps(count, conf_sum, correct_sum) * count / count.sum()
-    return float(weighted.clamp(min=0).sum()), float((-weighted).clamp(min=0).sum())
+    return float(np.clip(weighted, 0, None).sum()), float(np.clip(-weighted, 0, None).sum())
 
 
-def adaptive_ece(confidences: torch.Tensor, correct: torch.Tensor, n_bins: int = N_BINS) -> float:
-    """Equal-mass ECE: sort by confidence, cut into `n_bins` bins of (nearly) equal count
-    (sample of rank r goes to bin floor(r * n_bins / N); ties broken by a stable sort), then
-    sum |mean confidence - accuracy| weighted by each bin's share, as for ECE.
+def mce_from_bins(count: np.ndarray, conf_sum: np.ndarray, correct_sum: np.ndarray) -> float:
+    """Maximum calibration error: the largest |conf - acc| over non-empty bins."""
+    return float(np.abs(bin_gaps(count, conf_sum, correct_sum)).max())
+
+
+def adaptive_ece(confidences: np.ndarray, correct: np.ndarray, n_bins: int = N_BINS) -> float:
+    """Equal-mass ECE (Nixon et al. 2019): bins of (nearly) equal count, weighted as for ECE.
+
+    A confidence's bin is floor(r * n_bins / N), r being the rank of the first sample with that
+    confidence in ascending order. Equal confidences therefore always share a bin, and the result
+    does not depend on the order of the rows (a bin may hold more than N / n_bins samples, or none).
 
     By hand: bins {.2 wrong, .3 right} (gap |.25 - .5|) and {.8 wrong, .9 right} (gap .35), each 1/2.
 
-    >>> round(adaptive_ece(torch.tensor([0.9, 0.2, 0.8, 0.3]), torch.tensor([1, 0, 0, 1]), n_bins=2), 4)
+    >>> round(adaptive_ece(np.array([0.9, 0.2, 0.8, 0.3]), np.array([1, 0, 0, 1]), n_bins=2), 4)
     0.3
+    >>> round(adaptive_ece(np.full(30, 0.6), np.arange(30) % 2), 4)  # ties: one bin, |0.6 - 0.5|
+    0.1
     """
-    order = torch.sort(confidences.detach(), stable=True).indices
-    n = confidences.shape[0]
-    index = torch.empty_like(order)
-    index[order] = torch.arange(n, device=order.device) * n_bins // max(n, 1)
-    return ece_from_bins(*bin_sums(index, confidences, correct, n_bins))
+    conf = np.asarray(confidences, dtype=np.float64)
+    first_rank = np.searchsorted(np.sort(conf), conf, side="left")
+    index = first_rank * n_bins // max(len(conf), 1)
+    return ece_from_bins(*bin_sums(index, conf, correct, n_bins))
 
 
-def classwise_ece(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = N_BINS) -> float:
+def classwise_ece(probs: np.ndarray, labels: np.ndarray, n_bins: int = N_BINS) -> float:
     """Classwise ECE (Kull et al. 2019): for every class c, the ECE of p_c against 1[label = c]
     over all samples, with the same `n_bins` equal-width bins as `calibration_bins`; then the mean
-    over classes.
-    """
-    per_class = [ece_from_bins(*calibration_bins(probs[:, c].contiguous(), labels == c, n_bins))
+    over classes. probs (N, C) float, labels (N,) int."""
+    per_class = [ece_from_bins(*calibration_bins(probs[:, c], labels == c, n_bins))
                  for c in range(probs.shape[1])]
-    return sum(per_class) / len(per_class)
+    return float(np.mean(per_class))
 
 
-def mce_from_bins(count: torch.Tensor, conf_sum: torch.Tensor, correct_sum: torch.Tensor) -> float:
-    """Maximum calibration error: the largest |conf - acc| over non-empty bins."""
-    return float(bin_gaps(count, conf_sum, correct_sum).abs().max())
-
-
-def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = N_BINS) -> float:
-    """Top-label ECE of probs (N, C) against labels (N,) int64.
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: int = N_BINS) -> float:
+    """Top-label ECE of probs (N, C) against labels (N,) int.
 
     By hand, bins [0, .5) and [.5, 1]: bin 0 holds conf .4 (correct): gap .6, weight 1/3;
     bin 1 holds .9 (wrong) and .6 (correct): gap .75 - .5 = .25, weight 2/3. ECE = .2 + .1667.
 
-    >>> p = torch.tensor([[0.4, 0.3, 0.3], [0.9, 0.05, 0.05], [0.2, 0.2, 0.6]])
-    >>> round(expected_calibration_error(p, torch.tensor([0, 1, 2]), n_bins=2), 4)
+    >>> p = np.array([[0.4, 0.3, 0.3], [0.9, 0.05, 0.05], [0.2, 0.2, 0.6]])
+    >>> round(expected_calibration_error(p, np.array([0, 1, 2]), n_bins=2), 4)
     0.3667
     """
-    conf, pred = probs.max(dim=1)
-    return ece_from_bins(*calibration_bins(conf, pred == labels, n_bins))
+    conf, correct = top_label(probs, labels)
+    return ece_from_bins(*calibration_bins(conf, correct, n_bins))
 
 
-def evaluate_logits(logits: torch.Tensor, labels: torch.Tensor, epsilon: float,
+def top_label(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(confidence = max probability, whether the argmax is the label), both (N,)."""
+    return probs.max(axis=1), probs.argmax(axis=1) == labels
+
+
+def evaluate_logits(logits: np.ndarray, labels: np.ndarray, epsilon: float,
                     n_bins: int = N_BINS) -> dict[str, float]:
-    """All per-epoch test metrics from logits (N, C) float32 and labels (N,) int64.
+    """All per-epoch test metrics from logits (N, C) (float32 as the network gives them; cast to
+    float64 here) and labels (N,) int; see the module docstring for the one probability path.
 
-    test_loss is the smoothed cross-entropy that training optimises; test_nll is plain NLL.
-    brier sums squared error over classes and averages over samples (range [0, 2]);
-    entropy is the mean predictive entropy in nats. ece_over + ece_under = ece (see
-    `ece_split_from_bins`); ece_adaptive and ece_classwise use 15 bins too.
+    test_loss is the smoothed cross-entropy that training optimises,
+    (1 - eps) * NLL + eps * mean_c(-log p_c), as `torch.nn.CrossEntropyLoss(label_smoothing=eps)`;
+    test_nll is plain NLL (nats). brier sums squared error over classes and averages over samples
+    (range [0, 2]); entropy is the mean predictive entropy in nats. ece_over + ece_under = ece
+    (see `ece_split_from_bins`); ece_adaptive and ece_classwise use 15 bins too.
     """
-    logits = logits.float()
-    log_probs = F.log_softmax(logits, dim=1)
-    probs = log_probs.exp()
-    conf, pred = probs.max(dim=1)
-    correct = pred == labels
-    onehot = F.one_hot(labels, probs.shape[1]).to(probs.dtype)
+    labels = np.asarray(labels)
+    log_probs = log_probabilities(logits)
+    probs = probabilities(logits)
+    return evaluate_probabilities(probs, log_probs, labels, epsilon, n_bins)
+
+
+def evaluate_probabilities(probs: np.ndarray, log_probs: np.ndarray, labels: np.ndarray, epsilon: float,
+                           n_bins: int = N_BINS) -> dict[str, float]:
+    """`evaluate_logits` given `probabilities(logits)` and `log_probabilities(logits)`."""
+    n, num_classes = probs.shape
+    conf, correct = top_label(probs, labels)
     bins = calibration_bins(conf, correct, n_bins)
-    accuracy = float(correct.double().mean())
-    mean_conf = float(conf.double().mean())
+    nll_each = -log_probs[np.arange(n), labels]
+    accuracy = float(correct.mean())
+    mean_conf = float(conf.mean())
     ece_over, ece_under = ece_split_from_bins(*bins)
+    onehot = np.eye(num_classes)[labels]
     return {
-        "test_loss": float(F.cross_entropy(logits, labels, label_smoothing=epsilon)),
-        "test_nll": float(F.nll_loss(log_probs, labels)),
+        "test_loss": float(((1 - epsilon) * nll_each - epsilon * log_probs.mean(axis=1)).mean()),
+        "test_nll": float(nll_each.mean()),
         "accuracy": accuracy,
         "ece": ece_from_bins(*bins),
         "mce": mce_from_bins(*bins),
@@ -156,59 +201,63 @@ def evaluate_logits(logits: torch.Tensor, labels: torch.Tensor, epsilon: float,
         "ece_classwise": classwise_ece(probs, labels, n_bins),
         "mean_confidence": mean_conf,
         "overconfidence": mean_conf - accuracy,
-        "brier": float(((probs - onehot) ** 2).sum(dim=1).double().mean()),
-        "entropy": float(-(probs * log_probs).sum(dim=1).double().mean()),
+        "brier": float(((probs - onehot) ** 2).sum(axis=1).mean()),
+        # p log p with 0 log 0 = 0, using the log-softmax so tiny probabilities keep their exact log.
+        "entropy": float(-(probs * np.where(probs > 0, log_probs, 0.0)).sum(axis=1).mean()),
     }
 
 
-def reliability_table(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = N_BINS) -> dict[str, list]:
+def reliability_table(probs: np.ndarray, labels: np.ndarray, n_bins: int = N_BINS) -> dict[str, list]:
     """Columns bin, bin_lower, bin_upper, count, mean_confidence, accuracy (NaN for empty bins)."""
-    conf, pred = probs.max(dim=1)
-    count, conf_sum, correct_sum = calibration_bins(conf, pred == labels, n_bins)
-    nan = torch.full_like(count, float("nan"))
+    count, conf_sum, correct_sum = calibration_bins(*top_label(probs, labels), n_bins)
     has = count > 0
+    safe = np.maximum(count, 1)
     return {
         "bin": list(range(n_bins)),
         "bin_lower": [b / n_bins for b in range(n_bins)],
         "bin_upper": [(b + 1) / n_bins for b in range(n_bins)],
-        "count": count.long().tolist(),
-        "mean_confidence": torch.where(has, conf_sum / count.clamp(min=1), nan).tolist(),
-        "accuracy": torch.where(has, correct_sum / count.clamp(min=1), nan).tolist(),
+        "count": count.astype(np.int64).tolist(),
+        "mean_confidence": np.where(has, conf_sum / safe, np.nan).tolist(),
+        "accuracy": np.where(has, correct_sum / safe, np.nan).tolist(),
     }
 
 
-def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
+def mean_nll(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Mean negative log-likelihood (nats) of labels (N,) under softmax(logits (N, C)), float64."""
+    log_probs = log_probabilities(logits)
+    return float(-log_probs[np.arange(len(labels)), labels].mean())
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     """The temperature T > 0 minimising the NLL of softmax(logits / T) (Guo et al. 2017).
 
-    logits: (N, C) float, labels: (N,) int64. One scalar, so a bounded 1-D search on log T over
+    logits: (N, C) float, labels: (N,) int. One scalar, so a bounded 1-D search on log T over
     [0.05, 20] (scipy's `minimize_scalar`) in float64 is exact enough and deterministic.
 
-    >>> z = torch.tensor([[4.0, 0.0], [0.0, 4.0], [4.0, 0.0], [0.0, 4.0]])
-    >>> round(fit_temperature(z, torch.tensor([0, 1, 1, 0])), 1)  # half wrong: flatten fully
+    >>> z = np.array([[4.0, 0.0], [0.0, 4.0], [4.0, 0.0], [0.0, 4.0]])
+    >>> round(fit_temperature(z, np.array([0, 1, 1, 0])), 1)  # half wrong: flatten fully
     20.0
     """
     from scipy.optimize import minimize_scalar
 
-    z, y = logits.detach().double().cpu(), labels.detach().cpu()
-
-    def nll(log_t: float) -> float:
-        return float(F.cross_entropy(z / math.exp(log_t), y))
-
-    result = minimize_scalar(nll, bounds=(math.log(0.05), math.log(20.0)), method="bounded",
+    z, y = np.asarray(logits, dtype=np.float64), np.asarray(labels)
+    result = minimize_scalar(lambda log_t: mean_nll(z / math.exp(log_t), y),
+                             bounds=(math.log(0.05), math.log(20.0)), method="bounded",
                              options={"xatol": 1e-6})
     return math.exp(result.x)
 
 
-def temperature_scaled(val_logits: torch.Tensor, val_labels: torch.Tensor, test_logits: torch.Tensor,
-                       test_labels: torch.Tensor) -> dict[str, float]:
-    """Fit T on validation logits; test ECE, NLL and mean confidence of softmax(test_logits / T).
+def temperature_scaled(val_logits: np.ndarray, val_labels: np.ndarray, test_logits: np.ndarray,
+                       test_labels: np.ndarray) -> dict[str, float]:
+    """Fit T on validation logits; test ECE, NLL and mean confidence of softmax(test_logits / T),
+    the logits divided in float64 and passed through the same `evaluate_logits`.
 
     All NaN when there is no validation set or the logits are not finite (a diverged run).
     """
     nan = float("nan")
-    if len(val_labels) == 0 or not bool(torch.isfinite(val_logits).all()):
+    if len(val_labels) == 0 or not np.isfinite(val_logits).all():
         return {"temperature": nan, "ece_ts": nan, "nll_ts": nan, "mean_confidence_ts": nan}
     t = fit_temperature(val_logits, val_labels)
-    scaled = evaluate_logits(test_logits.float() / t, test_labels, epsilon=0.0)
+    scaled = evaluate_logits(np.asarray(test_logits, dtype=np.float64) / t, test_labels, epsilon=0.0)
     return {"temperature": t, "ece_ts": scaled["ece"], "nll_ts": scaled["test_nll"],
             "mean_confidence_ts": scaled["mean_confidence"]}

@@ -17,9 +17,9 @@ import torch
 from lsbench import io, provenance
 from lsbench.config import TrainConfig
 from lsbench.data import load_dataset, resolve_dataset, save_dataset
-from lsbench.metrics import reliability_table, temperature_scaled
+from lsbench.metrics import probabilities, reliability_table, temperature_scaled
 from lsbench.train import (DeviceData, TrainState, configure_cpu, new_state, predict_logits,
-                           resolve_device, run_epochs)
+                           resolve_device, run_epochs, to_numpy)
 
 Log = Callable[[str], None]
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -71,14 +71,16 @@ def write_run_tables(run_dir: Path, seed: int, epsilon: float, state: TrainState
     """The final model's tables: metrics (all epochs), reliability, predictions, calibrated, environment."""
     # Recomputed from the model rather than kept from the last epoch's evaluation, so that a job
     # resumed from its final checkpoint (killed while writing) produces the same tables.
-    test_logits = predict_logits(state.model, data.test_x).float()
-    probs = torch.softmax(test_logits, dim=1)
-    calibrated = temperature_scaled(predict_logits(state.model, data.val_x), data.val_y, test_logits, data.test_y)
+    # One probability path (see lsbench.metrics): float64 softmax of the float32 logits.
+    test_logits, test_labels = to_numpy(predict_logits(state.model, data.test_x)), to_numpy(data.test_y)
+    probs = probabilities(test_logits)
+    calibrated = temperature_scaled(to_numpy(predict_logits(state.model, data.val_x)), to_numpy(data.val_y),
+                                    test_logits, test_labels)
     paths = io.run_paths(run_dir)
     io.write_parquet(io.run_row_frame(seed, epsilon, calibrated, io.CALIBRATED_COLUMNS), paths["calibrated"])
-    io.write_parquet(io.reliability_frame(seed, epsilon, reliability_table(probs, data.test_y)),
+    io.write_parquet(io.reliability_frame(seed, epsilon, reliability_table(probs, test_labels)),
                      paths["reliability"])
-    io.write_parquet(io.predictions_frame(seed, epsilon, data.test_y, probs), paths["predictions"])
+    io.write_parquet(io.predictions_frame(seed, epsilon, test_labels, test_logits, probs), paths["predictions"])
     io.write_parquet(io.run_row_frame(seed, epsilon, environment), paths["environment"])
     io.write_parquet(io.metrics_frame(state.records), paths["metrics"])
 

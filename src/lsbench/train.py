@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -274,6 +275,11 @@ def predict_logits(model: MLP, x: torch.Tensor, chunk: int = EVAL_CHUNK) -> torc
     return torch.cat([model(x[i:i + chunk]) for i in range(0, max(x.shape[0], 1), chunk)])
 
 
+def to_numpy(t: torch.Tensor) -> np.ndarray:
+    """A tensor's values as a NumPy array on the host (the metrics are NumPy)."""
+    return t.detach().cpu().numpy()
+
+
 def sync_device(device: torch.device) -> None:
     """Wait for queued GPU work, so wall-clock timings are real; a no-op on CPU."""
     if device.type == "cuda":
@@ -292,7 +298,7 @@ def run_epochs(state: TrainState, data: DeviceData, seed: int, epsilon: float,
     while state.epoch < cfg.epochs and not state.diverged:
         start = time.perf_counter()
         train_loss = float(train_epoch(state, data, epsilon, cfg.batch_size))  # one sync per epoch
-        metrics = evaluate_logits(predict_logits(state.model, data.test_x), data.test_y, epsilon)
+        metrics = evaluate_logits(to_numpy(predict_logits(state.model, data.test_x)), to_numpy(data.test_y), epsilon)
         sync_device(device)
         state.epoch += 1
         state.diverged = not (math.isfinite(train_loss) and train_loss <= loss_limit)
