@@ -84,3 +84,11 @@ def report_results(tmp_path_factory) -> Path:
             train_one(data, runs[-1], seed, eps, cfg, False, lambda m: None)
     collect(runs, root / "results", lambda m: None, config={"epochs": 2, "seeds": [0, 1]}, source_dir=REPO)
     return root / "results"
+
+
+@pytest.fixture
+def report_tables():
+    """Build synthetic results tables: `report_tables(seeds=..., epsilons=..., diverged=...)`."""
+    from synthetic import make_tables
+
+    return make_tables

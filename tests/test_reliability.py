@@ -131,9 +131,9 @@ def test_diverged_run_is_recorded_and_reported(tmp_path, tiny_dataset_file):
     assert diverged["diverged"].iloc[-1] and len(diverged) < 5
     html = render(tables)
     assert 'id="diverged"' in html and "seed 0, ε 0.2" in html
-    # The diverged run is out of the summary table: only eps 0.00 has a row.
+    # The diverged run is out of the summary table: only eps 0.0 has a row.
     summary = html.split('id="summary"')[1].split("</section>")[0]
-    assert "<td>0.00</td>" in summary and "<td>0.20</td>" not in summary
+    assert "<td>0.0</td>" in summary and "<td>0.2</td>" not in summary
 
 
 def test_cli_reports_bad_data_without_traceback(tmp_path, capsys):

@@ -31,7 +31,31 @@ def test_paired_test_by_hand():
     assert result.p_ttest == pytest.approx(expected_p)
     # Exact Wilcoxon, n=4, all differences negative: p = 2 / 2**4.
     assert result.p_wilcoxon == pytest.approx(2 / 16)
+    assert result.n_wilcoxon == 4 and not result.wilcoxon_can_reject
     assert math.isnan(paired_test(a, a).p_ttest)
+
+
+def test_wilcoxon_with_tied_differences_is_the_sign_flip_p_value():
+    d = np.array([10, 10, -10, 20, 30, 20]) * 1e-4
+    result = paired_test(0.5 + d, np.full(6, 0.5))
+    assert result.p_wilcoxon == pytest.approx(0.125, abs=1e-12)
+    reference = scipy_stats.wilcoxon(d, method=scipy_stats.PermutationMethod()).pvalue
+    assert result.p_wilcoxon == pytest.approx(reference, abs=1e-12)
+    # By hand: average ranks |d| -> 2, 2, 2, 4.5, 6, 4.5 (W+ = 19); of the 64 sign flips, 8 have
+    # W+ >= 19 or W+ <= 2 (the distribution is symmetric about 10.5): p = 8 / 64.
+    assert result.wilcoxon_can_reject
+
+
+def test_wilcoxon_drops_zero_differences_and_counts_what_is_left():
+    base = np.full(7, 0.5)
+    d = np.array([0.0, 0.0, 0.01, 0.02, 0.03, 0.04, -0.005])
+    result = paired_test(base + d, base)
+    assert result.difference.n == 7 and result.n_wilcoxon == 5 and not result.wilcoxon_can_reject
+    nonzero = d[d != 0]
+    expected = scipy_stats.wilcoxon(nonzero, method=scipy_stats.PermutationMethod()).pvalue
+    assert result.p_wilcoxon == pytest.approx(expected, abs=1e-12)
+    # Every sign flip of 5 distinct ranks: W+ = 14 of 15 is reached by 2 of 32 flips each side.
+    assert result.p_wilcoxon == pytest.approx(4 / 32)
 
 
 def _final(rows):
@@ -61,3 +85,33 @@ def test_single_seed_report_says_no_interval(tmp_path, tiny_dataset_file):
     html = render(Tables.read(tmp_path / "results"))
     section = html.split('id="statistics"')[1].split("</section>")[0]
     assert "n=1, no interval" in section and "cannot reach p &lt; 0.05" in section
+
+
+def _paired_rows(html: str) -> list[str]:
+    section = html.split('id="statistics"')[1].split("</section>")[0]
+    return section.split("<h3>")[1].split("<tr>")[2:]
+
+
+def _rows_by_epsilon(rows: list[str]) -> dict[str, str]:
+    return {row.split("<td>")[1].split("</td>")[0]: row for row in rows}
+
+
+def test_small_n_caveat_follows_the_pairs_in_each_row(report_tables):
+    """6 seeds, one eps=0.1 run diverged: eps=0.1 has 5 pairs (no p < 0.05 possible), eps=0.2 six."""
+    from lsbench.report import render
+
+    html = render(report_tables(seeds=range(6), epsilons=(0.0, 0.1, 0.2), diverged={(3, 0.1)}))
+    rows = _rows_by_epsilon(_paired_rows(html))
+    assert set(rows) == {"0.1", "0.2"}
+    assert "<td>5</td>" in rows["0.1"] and "†" in rows["0.1"]
+    assert "<td>6</td>" in rows["0.2"] and "†" not in rows["0.2"]
+
+
+def test_close_epsilons_get_distinct_labels(report_tables):
+    from lsbench.report import render
+
+    html = render(report_tables(seeds=range(2), epsilons=(0.0, 0.001, 0.004)))
+    for section in ("summary", "statistics", "temperature"):
+        body = html.split(f'id="{section}"')[1].split("</section>")[0]
+        assert "<td>0.001</td>" in body and "<td>0.004</td>" in body, section
+    assert "<td>0.00</td>" not in html

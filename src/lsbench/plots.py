@@ -13,6 +13,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from lsbench.config import format_epsilon  # noqa: E402
+
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 
@@ -35,7 +37,7 @@ def accuracy_vs_overconfidence(final: pd.DataFrame, intervals: dict, ax: plt.Axe
         xerr = [[over.mean - over.lo], [over.hi - over.mean]] if over.n > 1 else None
         yerr = [[acc.mean - acc.lo], [acc.hi - acc.mean]] if acc.n > 1 else None
         ax.errorbar(over.mean, acc.mean, xerr=xerr, yerr=yerr, fmt="o", capsize=3, color=color)
-        ax.annotate(f"ε={eps:g}", (over.mean, acc.mean), textcoords="offset points", xytext=(6, 6))
+        ax.annotate(f"ε={format_epsilon(eps)}", (over.mean, acc.mean), textcoords="offset points", xytext=(6, 6))
     ax.axvline(0, color="black", linestyle="--", linewidth=0.8)
     ax.set_xlabel("overconfidence = mean confidence − accuracy  (← underconfident | overconfident →)")
     ax.set_ylabel("test accuracy")
@@ -64,8 +66,12 @@ def metric_vs_epsilon(final: pd.DataFrame, metrics: Sequence[str], ax: plt.Axes,
 
 def epoch_curves(metrics: pd.DataFrame, metric: str, ax: plt.Axes) -> None:
     """One line per epsilon over epochs, with a +-1 std band over seeds."""
-    sns.lineplot(data=metrics, x="epoch", y=metric, hue="epsilon", palette="viridis",
-                 errorbar="sd", ax=ax, legend="full")
+    # Categorical ε labels: with a numeric hue seaborn draws a colour bar with rounded ticks,
+    # which cannot tell 0.001 from 0.004.
+    epsilons = sorted(metrics["epsilon"].unique())
+    labelled = metrics.assign(ε=metrics["epsilon"].map(format_epsilon))
+    sns.lineplot(data=labelled, x="epoch", y=metric, hue="ε", hue_order=[format_epsilon(e) for e in epsilons],
+                 palette="viridis", errorbar="sd", ax=ax, legend="full")
     ax.set_title(metric)
     ax.grid(alpha=0.3)
 

@@ -16,7 +16,8 @@ import pandas as pd
 
 from lsbench import plots
 from lsbench.io import PROVENANCE, TABLES, write_text
-from lsbench.stats import WILCOXON_MIN_N, Interval, final_epoch_intervals, paired_against
+from lsbench.config import format_epsilon
+from lsbench.stats import WILCOXON_MIN_N, Interval, PairedTest, final_epoch_intervals, paired_against
 
 ACCURACY_METRICS = ("accuracy", "test_nll", "brier", "entropy")
 CALIBRATION_METRICS = ("ece", "ece_over", "ece_under", "ece_adaptive", "ece_classwise", "mce",
@@ -160,7 +161,7 @@ def figure_confidence(predictions: pd.DataFrame, epsilons: list[float]) -> str:
     fig, axes = plots.grid(len(epsilons), 3)
     for eps, ax in zip(epsilons, axes):
         conf = predictions.loc[predictions["epsilon"] == eps, prob_cols].to_numpy().max(axis=1)
-        plots.confidence_histogram(conf, ax, f"ε = {eps:g}")
+        plots.confidence_histogram(conf, ax, f"ε = {format_epsilon(eps)}")
     return _img(plots.png_bytes(fig))
 
 
@@ -182,7 +183,7 @@ def figure_curves(metrics: pd.DataFrame) -> str:
 def figure_reliability(reliability: pd.DataFrame, epsilons: list[float]) -> str:
     fig, axes = plots.grid(len(epsilons), 3)
     for eps, ax in zip(epsilons, axes):
-        plots.reliability_diagram(pooled_reliability(reliability, eps), ax, f"ε = {eps:g}")
+        plots.reliability_diagram(pooled_reliability(reliability, eps), ax, f"ε = {format_epsilon(eps)}")
     return _img(plots.png_bytes(fig))
 
 
@@ -190,7 +191,7 @@ def figure_sample(predictions: pd.DataFrame) -> str:
     pair = sample_pair(predictions)
     fig, axes = plots.grid(len(pair), 2, size=4)
     for item, ax in zip(pair, axes):
-        title = f"ε = {item['epsilon']:g} (seed {item['seed']}), max p = {item['probs'].max():.2f}"
+        title = f"ε = {format_epsilon(item['epsilon'])} (seed {item['seed']}), max p = {item['probs'].max():.2f}"
         plots.sample_probabilities(item["probs"], item["label"], ax, title)
     return _img(plots.png_bytes(fig))
 
@@ -220,7 +221,6 @@ def statistics(converged: pd.DataFrame) -> dict:
     return {"metrics": STATS_METRICS, "baseline": baseline,
             "intervals": final_epoch_intervals(converged, STATS_METRICS),
             "paired": paired_against(converged, STATS_METRICS, baseline),
-            "n_pairs": int(converged["seed"].nunique()),
             "wilcoxon_min_n": WILCOXON_MIN_N}
 
 
@@ -228,6 +228,11 @@ def format_interval(i: Interval, digits: int = 4) -> str:
     if i.n < 2:
         return f"{format_number(i.mean, digits)} (n={i.n}, no interval)"
     return f"{i.mean:.{digits}f} [{i.lo:.{digits}f}, {i.hi:.{digits}f}]"
+
+
+def format_wilcoxon(test: PairedTest) -> str:
+    """The Wilcoxon p-value with a dagger where its pairs cannot reach p < 0.05 at all."""
+    return format_p(test.p_wilcoxon) + ("" if test.wilcoxon_can_reject else " †")
 
 
 def format_p(p: float) -> str:
@@ -250,6 +255,8 @@ def environment() -> jinja2.Environment:
     env.filters["pm"] = format_mean_std
     env.filters["ci"] = format_interval
     env.filters["p"] = format_p
+    env.filters["wilcoxon"] = format_wilcoxon
+    env.filters["eps"] = format_epsilon
     return env
 
 
