@@ -47,6 +47,9 @@ def _corrupt(directory: Path, role: str, payload: bytes) -> Path:
     ("train_labels", encode_idx(np.full(256, 10, np.uint8)), "label 10 out of range"),
     ("test_labels", encode_idx(np.zeros(63, np.uint8)), "64 images but"),
     ("test_labels", b"\x00\x00", "too short"),
+    # The product of these sizes overflows int64 to 0, which used to pass the size check.
+    ("train_images", b"\x00\x00\x08\x03" + (4194304).to_bytes(4, "big") * 2 + (1048576).to_bytes(4, "big"),
+     "= 18446744073709551616 bytes of data, file has 0"),
 ])
 def test_corrupt_files_name_file_and_problem(tmp_path, role, payload, needle):
     d = write_tiny_idx(tmp_path / "d")
@@ -54,6 +57,16 @@ def test_corrupt_files_name_file_and_problem(tmp_path, role, payload, needle):
     with pytest.raises(DataError) as info:
         load_idx_dir(d, real_sizes=False)
     assert str(path) in str(info.value) and needle in str(info.value)
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_empty_split_is_a_data_error(tmp_path, split):
+    d = write_tiny_idx(tmp_path / "d")
+    _corrupt(d, f"{split}_labels", encode_idx(np.zeros(0, np.uint8)))
+    path = _corrupt(d, f"{split}_images", encode_idx(np.zeros((0, 28, 28), np.uint8)))
+    with pytest.raises(DataError, match="0 images: the .* split is empty") as info:
+        load_idx_dir(d, real_sizes=False)
+    assert str(path) in str(info.value)
 
 
 def test_truncated_gzip_stream(tmp_path):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
 import struct
 from dataclasses import dataclass
@@ -79,7 +80,9 @@ def decode_idx(raw: bytes, name: str, ndim: int) -> np.ndarray:
     if len(raw) < header:
         raise DataError(f"{name}: truncated header")
     shape = struct.unpack(f">{ndim}I", raw[4:header])
-    size = int(np.prod(shape))
+    # Python integers: NumPy's int64 product of three uint32 sizes can overflow (2^22 * 2^22 * 2^20
+    # wraps to 0) and let a header with no data through to a reshape error.
+    size = math.prod(shape)
     if len(raw) - header != size:
         raise DataError(
             f"{name}: truncated or padded: header says shape {shape} = {size} bytes of data, "
@@ -125,6 +128,8 @@ def find_idx_files(directory: Path) -> dict[str, Path]:
 def _check_split(images: np.ndarray, labels: np.ndarray, files: dict[str, Path], split: str,
                  expected_n: int | None) -> None:
     img_file, lbl_file = files[f"{split}_images"], files[f"{split}_labels"]
+    if images.shape[0] == 0:  # training would run and write NaN metrics that look like results
+        raise DataError(f"{img_file}: 0 images: the {split} split is empty")
     if images.shape[1:] != IMAGE_SHAPE:
         raise DataError(f"{img_file}: images are {images.shape[1:]}, expected {IMAGE_SHAPE}")
     if images.shape[0] != labels.shape[0]:
