@@ -1,10 +1,13 @@
-# lsbench: seeds x label-smoothing grid on Fashion-MNIST -> parquet -> HTML report.
+# lsbench: datasets x models x seeds x label-smoothing grid -> parquet -> HTML report.
 # This file only declares; logic lives in src/lsbench/, helpers in workflow/rules/common.smk.
-from pathlib import Path
-
 from snakemake.utils import min_version
 
-from lsbench.config import load_schema, to_workflow_config, validate_config
+from lsbench.config import (
+    load_schema,
+    raw_overrides,
+    to_workflow_config,
+    validate_config,
+)
 
 min_version("9.0")
 
@@ -12,13 +15,12 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
-# Coerce `--config` strings to the schema's types and validate once, before any rule exists.
+# Coerce `--config` values to the schema's types and validate once, before any rule exists.
 config.update(
     validate_config(
         config,
-        load_schema(
-            Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"
-        ),
+        load_schema(),
+        raw_overrides(getattr(workflow.config_settings, "config_args", None)),
     )
 )
 LSB = to_workflow_config(config)
@@ -37,7 +39,9 @@ localrules:
     report,
 
 
+# The published tables are outputs in their own right: a missing one is rebuilt.
 rule all:
     default_target: True
     input:
-        "report/index.html",
+        rules.collect.output,
+        rules.report.output,

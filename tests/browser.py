@@ -15,7 +15,7 @@ IMAGES_JS = """Array.from(document.images).map(img => ({
     alt: img.alt, complete: img.complete, naturalWidth: img.naturalWidth,
     width: img.getBoundingClientRect().width}))"""
 SECTIONS_JS = """Array.from(document.querySelectorAll('section')).map(s => ({
-    id: s.id, heading: (s.querySelector('h2') || {}).textContent || '',
+    id: s.id, heading: (s.querySelector('h2, h3') || {}).textContent || '',
     height: s.getBoundingClientRect().height}))"""
 
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny, learnable Fashion-MNIST stand-in written as real IDX files."""
+"""Shared fixtures: tiny, learnable stand-ins for each dataset format, written as real files."""
 
 from __future__ import annotations
 
@@ -9,40 +9,68 @@ import numpy as np
 import pytest
 import yaml
 
-from lsbench.data import STEMS, write_idx
+from lsbench.data import IDX_STEMS, write_cifar_batch, write_idx
 
 REPO = Path(__file__).resolve().parents[1]
+# torchvision's folder of each file-based dataset under data_root.
+LAYOUT = {"fashion_mnist": "FashionMNIST/raw", "mnist": "MNIST/raw", "kmnist": "KMNIST/raw",
+          "cifar10": "cifar-10-batches-py"}
 
 
-def make_images(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def make_images(labels: np.ndarray, rng: np.random.Generator, channels: int = 1, size: int = 28) -> np.ndarray:
     """Noise plus a bright 6x6 block whose position encodes the class, so a model can learn it."""
-    images = rng.integers(0, 80, size=(len(labels), 28, 28), dtype=np.uint8)
+    images = rng.integers(0, 80, size=(len(labels), channels, size, size), dtype=np.uint8)
     for i, c in enumerate(labels):
         r, col = 2 + 6 * (c // 4), 2 + 6 * (c % 4)
-        images[i, r:r + 6, col:col + 6] = 230
+        images[i, :, r:r + 6, col:col + 6] = 230
     return images
 
 
 def write_tiny_idx(directory: Path, n_train: int = 256, n_test: int = 64, compress: bool = True,
                    seed: int = 0) -> Path:
+    """The four IDX files of a tiny 28x28, 10-class dataset in `directory` (a torchvision raw/ folder)."""
     rng = np.random.default_rng(seed)
     directory.mkdir(parents=True, exist_ok=True)
     train_labels = np.arange(n_train, dtype=np.uint8) % 10
     test_labels = np.arange(n_test, dtype=np.uint8) % 10
-    arrays = {"train_images": make_images(train_labels, rng), "train_labels": train_labels,
-              "test_images": make_images(test_labels, rng), "test_labels": test_labels}
-    for role, stem in STEMS.items():
-        name = f"{stem}.gz" if compress else stem
-        write_idx(directory / name, arrays[role], compress=compress)
+    arrays = {"train_images": make_images(train_labels, rng)[:, 0], "train_labels": train_labels,
+              "test_images": make_images(test_labels, rng)[:, 0], "test_labels": test_labels}
+    for role, stem in IDX_STEMS.items():
+        write_idx(directory / (f"{stem}.gz" if compress else stem), arrays[role], compress=compress)
     return directory
+
+
+def write_tiny_cifar(directory: Path, n_train: int = 250, n_test: int = 50, seed: int = 0) -> Path:
+    """CIFAR-10's six pickled batches (3x32x32) in `directory`, as distributed, tiny."""
+    rng = np.random.default_rng(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    labels = np.arange(n_train) % 10
+    images = make_images(labels, rng, channels=3, size=32)
+    for i, part in enumerate(np.array_split(np.arange(n_train), 5), start=1):
+        write_cifar_batch(directory / f"data_batch_{i}", images[part], labels[part])
+    test_labels = np.arange(n_test) % 10
+    write_cifar_batch(directory / "test_batch", make_images(test_labels, rng, channels=3, size=32), test_labels)
+    return directory
+
+
+def write_tiny_root(root: Path, datasets=("fashion_mnist",), **sizes) -> Path:
+    """A data_root in torchvision's layout with tiny copies of `datasets` (digits needs none)."""
+    for name in datasets:
+        if name == "cifar10":
+            write_tiny_cifar(root / LAYOUT[name])
+        elif name in LAYOUT:
+            write_tiny_idx(root / LAYOUT[name], **sizes)
+    return root
 
 
 def workflow_dir(root: Path, idx: dict | None = None, **config) -> Path:
     """A working directory for the real Snakefile: the repo's config.yaml with `config` applied,
-    and data_dir pointing at tiny IDX files (write_tiny_idx(**idx)) inside it."""
+    and data_root "data" (relative, so a copy of the directory is still up to date) holding tiny
+    files (write_tiny_root(**idx))."""
     root.mkdir(parents=True, exist_ok=True)
     merged = yaml.safe_load((REPO / "config.yaml").read_text())
-    merged.update({"data_dir": str(write_tiny_idx(root / "idx", **(idx or {}))), **config})
+    write_tiny_root(root / "data", config.get("datasets", ("fashion_mnist",)), **(idx or {}))
+    merged.update({"data_root": "data", **config})
     (root / "config.yaml").write_text(yaml.safe_dump(merged))
     return root
 
@@ -53,17 +81,32 @@ def snakemake_cmd(workdir: Path, *args: str) -> list[str]:
             "--directory", str(workdir), *args]
 
 
-@pytest.fixture
-def tiny_idx_dir(tmp_path: Path) -> Path:
-    return write_tiny_idx(tmp_path / "idx")
+def train_run(data_file: Path, run_dir: Path, seed: int = 0, epsilon: float = 0.1, cfg=None,
+              dataset: str = "fashion_mnist", model: str = "mlp", keep: bool = False, log=None) -> None:
+    """`lsbench train` as a function call, with test defaults."""
+    from lsbench.config import TrainConfig
+    from lsbench.pipeline import train_one
+
+    cfg = cfg or TrainConfig(epochs=2, batch_size=32, device="cpu")
+    train_one(dataset, model, data_file, run_dir, seed, epsilon, cfg, keep, log or (lambda m: None))
 
 
 @pytest.fixture
-def tiny_dataset_file(tmp_path: Path, tiny_idx_dir: Path) -> Path:
+def tiny_root(tmp_path: Path) -> Path:
+    return write_tiny_root(tmp_path / "data")
+
+
+@pytest.fixture
+def tiny_idx_dir(tiny_root: Path) -> Path:
+    return tiny_root / LAYOUT["fashion_mnist"]
+
+
+@pytest.fixture
+def tiny_dataset_file(tmp_path: Path, tiny_root: Path) -> Path:
     from lsbench.pipeline import prepare_data
 
-    out = tmp_path / "data" / "tiny.pt"
-    prepare_data(str(tiny_idx_dir), out, log=lambda m: None)
+    out = tmp_path / "cache" / "fashion_mnist.npz"
+    prepare_data("fashion_mnist", str(tiny_root), out, log=lambda m: None)
     return out
 
 
@@ -71,18 +114,20 @@ def tiny_dataset_file(tmp_path: Path, tiny_idx_dir: Path) -> Path:
 def report_results(tmp_path_factory) -> Path:
     """A results directory from 2 seeds x 2 epsilons on tiny data, as `collect` writes it."""
     from lsbench.config import TrainConfig
-    from lsbench.pipeline import collect, prepare_data, train_one
+    from lsbench.pipeline import collect, prepare_data
 
     root = tmp_path_factory.mktemp("report")
-    data = root / "data.pt"
-    prepare_data(str(write_tiny_idx(root / "idx")), data, lambda m: None)
+    data = root / "fashion_mnist.npz"
+    prepare_data("fashion_mnist", str(write_tiny_root(root / "data")), data, lambda m: None)
     cfg = TrainConfig(epochs=2, batch_size=32, device="cpu", validation_size=32)
     runs = []
     for seed in (0, 1):
         for eps in (0.0, 0.3):
             runs.append(root / f"runs/s{seed}e{eps}")
-            train_one(data, runs[-1], seed, eps, cfg, False, lambda m: None)
-    collect(runs, root / "results", lambda m: None, config={"epochs": 2, "seeds": [0, 1]}, source_dir=REPO)
+            train_run(data, runs[-1], seed, eps, cfg)
+    config = {**yaml.safe_load((REPO / "config.yaml").read_text()), "seeds": [0, 1], "epsilons": [0.0, 0.3],
+              "epochs": 2, "batch_size": 32, "validation_size": 32, "device": "cpu", "data_root": str(root / "data")}
+    collect(runs, root / "results", lambda m: None, config=config, source_dir=REPO)
     return root / "results"
 
 

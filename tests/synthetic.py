@@ -1,19 +1,21 @@
 """Synthetic results tables, as `collect` writes them, without training: for report and
-statistics tests that need many seeds, chosen divergences or a known effect of epsilon."""
+statistics tests that need many seeds, chosen divergences, several studies or a known effect."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pandas as pd
 
 from lsbench import io
 from lsbench.metrics import evaluate_logits, probabilities, reliability_table, temperature_scaled
-from lsbench.report import Tables
+from lsbench.tables import Tables
 
 ENVIRONMENT = {"python": "3.11.7", "torch": "2.14.1+cpu", "torch_cuda": "none", "torchvision": "0.29.1",
                "numpy": "2.0", "pandas": "2.2", "pyarrow": "17", "lsbench": "0.1.0", "cpu_model": "Test CPU",
                "cpu_count": 2, "torch_threads": 1, "device": "cpu", "device_name": "cpu",
-               "data_sha256": "0" * 64, "data_source": "synthetic", "resumed_after_epoch": 0, "job_seconds": 1.0}
+               "data_source": "synthetic", "resumed_after_epoch": 0, "job_seconds": 1.0}
 
 
 def run_logits(rng: np.random.Generator, n: int, num_classes: int, accuracy: float,
@@ -29,32 +31,40 @@ def run_logits(rng: np.random.Generator, n: int, num_classes: int, accuracy: flo
 
 def make_tables(seeds=(0, 1), epsilons=(0.0, 0.2), epochs: int = 2, n_test: int = 60, num_classes: int = 4,
                 diverged=frozenset(), sharpness=lambda eps: 2.0 - 4 * eps, accuracy=lambda eps: 0.8,
-                validation: bool = True) -> Tables:
-    """Tables for seeds x epsilons. `sharpness(eps)` scales the logits (large: overconfident),
-    `accuracy(eps)` sets the share of right argmaxes; runs in `diverged` ((seed, eps) pairs) end
-    one epoch early with an infinite training loss."""
+                validation: bool = True, studies=(("fashion_mnist", "mlp"),)) -> Tables:
+    """Tables for studies x seeds x epsilons. `sharpness(eps)` scales the logits (large:
+    overconfident), `accuracy(eps)` sets the share of right argmaxes; runs in `diverged` ((seed,
+    eps) pairs, in every study) end one epoch early with an infinite training loss."""
     frames: dict[str, list[pd.DataFrame]] = {name: [] for name in io.TABLES}
-    for seed in seeds:
-        for eps in epsilons:
-            rng = np.random.default_rng([seed, int(eps * 1e6)])
-            bad = (seed, eps) in diverged
-            records = []
-            for epoch in range(1, epochs + 1 - bad):
-                logits, labels = run_logits(rng, n_test, num_classes, accuracy(eps), sharpness(eps))
-                last_bad = bad and epoch == epochs - 1
-                records.append({"seed": seed, "epsilon": eps, "epoch": epoch,
-                                "train_loss": float("inf") if last_bad else 1.0 / epoch,
-                                **evaluate_logits(logits, labels, eps), "epoch_seconds": 0.5,
-                                "diverged": last_bad})
-            val_logits, val_labels = run_logits(rng, n_test, num_classes, accuracy(eps), sharpness(eps))
-            calibrated = (temperature_scaled(val_logits, val_labels, logits, labels) if validation
-                          else temperature_scaled(val_logits[:0], val_labels[:0], logits, labels))
-            probs = probabilities(logits)
-            frames["metrics"].append(io.metrics_frame(records))
-            frames["reliability"].append(io.reliability_frame(seed, eps, reliability_table(probs, labels)))
-            frames["predictions"].append(io.predictions_frame(seed, eps, labels, logits, probs))
-            frames["calibrated"].append(io.run_row_frame(seed, eps, calibrated, io.CALIBRATED_COLUMNS))
-            frames["environment"].append(io.run_row_frame(seed, eps, ENVIRONMENT))
+    for dataset, model in studies:
+        for seed in seeds:
+            for eps in epsilons:
+                key = io.RunKey(dataset, model, seed, eps)
+                rng = np.random.default_rng([seed, int(eps * 1e6), len(dataset), len(model)])
+                bad = (seed, eps) in diverged
+                records = []
+                for epoch in range(1, epochs + 1 - bad):
+                    logits, labels = run_logits(rng, n_test, num_classes, accuracy(eps), sharpness(eps))
+                    last_bad = bad and epoch == epochs - 1
+                    records.append({"epoch": epoch, "train_loss": float("inf") if last_bad else 1.0 / epoch,
+                                    **evaluate_logits(logits, labels, eps), "epoch_seconds": 0.5,
+                                    "diverged": last_bad,
+                                    "divergence": "non-finite training loss (inf)" if last_bad else ""})
+                val_logits, val_labels = run_logits(rng, n_test, num_classes, accuracy(eps), sharpness(eps))
+                calibrated = (temperature_scaled(val_logits, val_labels, logits, labels) if validation
+                              else temperature_scaled(val_logits[:0], val_labels[:0], logits, labels))
+                probs = probabilities(logits)
+                run = {"epochs": epochs, "batch_size": 64, "lr": 1e-3, "validation_size": n_test * validation,
+                       "n_train": 1000, "n_validation": n_test * validation, "n_test": n_test,
+                       "num_classes": num_classes, "image_shape": "1x28x28",
+                       "class_names": json.dumps([f"class {c}" for c in range(num_classes)]),
+                       "data_sha256": "0" * 64, "parameters": 1234}
+                frames["runs"].append(io.row_frame(key, run, io.RUN_COLUMNS))
+                frames["metrics"].append(io.metrics_frame(key, records))
+                frames["reliability"].append(io.reliability_frame(key, reliability_table(probs, labels)))
+                frames["predictions"].append(io.predictions_frame(key, labels, logits, probs))
+                frames["calibrated"].append(io.row_frame(key, calibrated, io.CALIBRATED_COLUMNS))
+                frames["environment"].append(io.row_frame(key, ENVIRONMENT))
     tables = {name: pd.concat(parts, ignore_index=True) for name, parts in frames.items()}
     provenance = pd.DataFrame([{"config_yaml": "seeds: synthetic\n", "git_commit": "abc123",
                                 "snakemake": "9.0", "lsbench": "0.1.0"}])
@@ -64,5 +74,5 @@ def make_tables(seeds=(0, 1), epsilons=(0.0, 0.2), epochs: int = 2, n_test: int 
 def write_tables(tables: Tables, directory) -> None:
     """Write `tables` as a results directory (one parquet file per table)."""
     directory.mkdir(parents=True, exist_ok=True)
-    for name in (*io.TABLES, io.PROVENANCE):
+    for name in io.PUBLISHED:
         getattr(tables, name).to_parquet(directory / f"{name}.parquet", index=False)

@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lsbench.config import ConfigError, TrainConfig
+from conftest import train_run
+from lsbench.config import ConfigError, TrainConfig, validation_count
 from lsbench.metrics import fit_temperature, temperature_scaled
-from lsbench.pipeline import train_one
 from lsbench.train import validation_split
 
 
@@ -62,12 +62,20 @@ def test_validation_size_too_large_names_the_key():
         validation_split(1000, 1000, seed=0)
 
 
+def test_validation_count_images_or_fraction():
+    assert validation_count(5000, 60000) == 5000 and validation_count(0, 10) == 0
+    assert validation_count(0.1, 1437) == 143 and validation_count(2.0, 10) == 2
+    with pytest.raises(ConfigError, match="holds out 10 of the 10"):
+        validation_count(10, 10)
+
+
 def test_train_one_writes_calibrated_table(tmp_path, tiny_dataset_file):
     cfg = TrainConfig(epochs=2, batch_size=32, device="cpu", validation_size=64)
-    train_one(tiny_dataset_file, tmp_path / "ts", 1, 0.1, cfg, False, lambda m: None)
+    train_run(tiny_dataset_file, tmp_path / "ts", 1, 0.1, cfg)
     row = pd.read_parquet(tmp_path / "ts" / "calibrated.parquet")
-    assert list(row.columns) == ["seed", "epsilon", "temperature", "ece_ts", "nll_ts", "mean_confidence_ts"]
+    assert list(row.columns) == ["dataset", "model", "seed", "epsilon", "temperature", "ece_ts", "nll_ts",
+                                 "mean_confidence_ts"]
     assert len(row) == 1 and row["seed"].iloc[0] == 1 and 0.05 <= row["temperature"].iloc[0] <= 20
     off = TrainConfig(epochs=1, batch_size=32, device="cpu", validation_size=0)
-    train_one(tiny_dataset_file, tmp_path / "off", 1, 0.1, off, False, lambda m: None)
+    train_run(tiny_dataset_file, tmp_path / "off", 1, 0.1, off)
     assert pd.read_parquet(tmp_path / "off" / "calibrated.parquet")["temperature"].isna().all()

@@ -1,62 +1,103 @@
-import pytest
+import math
 
-from lsbench.config import ConfigError, format_epsilon, load_schema, to_workflow_config, validate_config
+import pytest
+import yaml
 
 from conftest import REPO
+from lsbench.cli import main as cli_main
+from lsbench.config import (ConfigError, format_epsilon, load_schema, raw_overrides, to_workflow_config,
+                            validate_config, validate_options)
 
 SCHEMA = load_schema(REPO / "workflow" / "schemas" / "config.schema.yaml")
 
 
 def base() -> dict:
-    import yaml
-
     return yaml.safe_load((REPO / "config.yaml").read_text())
+
+
+def test_the_package_reads_the_workflows_schema():
+    assert load_schema() == SCHEMA
 
 
 def test_default_config_is_valid_and_matches_seed_experiment():
     cfg = to_workflow_config(validate_config(base(), SCHEMA))
+    assert cfg.datasets == ("fashion_mnist",) and cfg.models == ("mlp",)
     assert cfg.seeds == (0, 1, 2) and cfg.epsilons == (0.0, 0.05, 0.1, 0.2, 0.3)
     t = cfg.train
-    assert (t.epochs, t.batch_size, t.lr, t.model, t.device) == (20, 64, 1e-3, "mlp", "auto")
+    assert (t.epochs, t.batch_size, t.lr, t.device) == (20, 64, 1e-3, "auto")
+    assert cfg.train_config("fashion_mnist").validation_size == 5000
 
 
 def test_command_line_strings_are_coerced():
-    # What `snakemake --config seeds=[0,1] epsilons=[0.0,0.2] data_dir=null ...` hands over.
-    raw = {**base(), "seeds": ["0", "1"], "epsilons": ["0.0", "0.2"], "epochs": "2",
-           "lr": "1e-3", "data_dir": "null", "keep_checkpoints": "true"}
+    # What `snakemake --config seeds=[0,1] epsilons=[0.0,0.2] data_root=null ...` hands over.
+    raw = {**base(), "seeds": ["0", "1"], "epsilons": ["0.0", "0.2"], "epochs": "2", "lr": "1e-3",
+           "data_root": "null", "keep_checkpoints": "true", "validation_size": {"fashion_mnist": "16", "digits": "0.1"},
+           "datasets": ["fashion_mnist", "digits"]}
     cfg = to_workflow_config(validate_config(raw, SCHEMA))
     assert cfg.seeds == (0, 1) and cfg.epsilons == (0.0, 0.2)
     assert cfg.train.epochs == 2 and cfg.train.lr == 1e-3
-    assert cfg.data_dir is None and cfg.keep_checkpoints is True
+    assert cfg.data_root is None and cfg.keep_checkpoints is True
+    assert cfg.validation_sizes == {"fashion_mnist": 16, "digits": 0.1}
     assert to_workflow_config(validate_config({**base(), "seeds": "3"}, SCHEMA)).seeds == (3,)
+
+
+def test_validation_size_mapping_leaves_unnamed_datasets_at_zero():
+    raw = {**base(), "datasets": ["fashion_mnist", "digits"], "validation_size": {"digits": 100}}
+    assert to_workflow_config(validate_config(raw, SCHEMA)).validation_sizes == {"fashion_mnist": 0, "digits": 100}
 
 
 @pytest.mark.parametrize("key,value,needles", [
     ("epsilons", [0.0, 1.0], ["epsilons[1]", "1.0", "[0, 1)"]),
     ("epsilons", [0.1, 0.1], ["epsilons", "unique"]),
     ("epsilons", ["abc"], ["epsilons[0]", "'abc'", "not of type"]),
-    ("seeds", [-1], ["seeds[0]", "-1", "non-negative"]),
+    ("seeds", [-1], ["seeds[0]", "-1", "[0, 2^32 - 1]"]),
+    ("seeds", [2**63], ["seeds[0]", str(2**63), "[0, 2^32 - 1]"]),
     ("seeds", [1, 1], ["seeds", "non-unique"]),
     ("seeds", [], ["seeds", "non-empty"]),
-    ("epochs", 0, ["epochs", "0", ">= 1"]),
+    ("epochs", 0, ["epochs", "0", "[1, 100000]"]),
+    ("epochs", 2.5, ["epochs", "2.5", "integer"]),
     ("batch_size", "big", ["batch_size", "'big'", "integer"]),
     ("lr", 0, ["lr", "> 0"]),
-    ("model", "resnet", ["model", "'resnet'", "mlp, linear"]),
+    ("lr", float("nan"), ["'lr' = nan", "not a finite number"]),
+    ("lr", "inf", ["'lr' = inf", "not a finite number"]),
+    ("epsilons", [0.1, float("-inf")], ["'epsilons[1]' = -inf", "not a finite number"]),
+    ("validation_size", {"digits": float("nan")}, ["validation_size[digits]", "not a finite number"]),
+    ("models", ["resnet"], ["models[0]", "'resnet'", "linear, mlp, lenet, resnet20"]),
+    ("models", ["my.mod:"], ["models[0]", "'package.module:function'"]),
+    ("datasets", ["svhn"], ["datasets[0]", "'svhn'", "fashion_mnist, mnist, kmnist, cifar10, digits"]),
     ("device", "gpu", ["device", "'gpu'", "auto, cpu, cuda"]),
-    ("validation_size", -1, ["validation_size", "-1", "smaller than the training set"]),
-    ("validation_size", 60000, ["validation_size", "60000", "smaller than the training set"]),
+    ("validation_size", -1, ["validation_size", "-1", "at least one training image"]),
+    ("validation_size", 1.5, ["validation_size", "1.5", "fraction in (0, 1)"]),
+    ("validation_size", {"svhn": 10}, ["validation_size", "svhn"]),
 ])
 def test_bad_values_name_key_value_and_allowed(key, value, needles):
     with pytest.raises(ConfigError) as info:
         validate_config({**base(), key: value}, SCHEMA)
     for needle in needles:
-        assert needle in str(info.value)
+        assert needle in str(info.value), (needle, str(info.value))
 
 
-def test_unknown_key_rejected_with_allowed_list():
+def test_whole_number_floats_become_integers():
+    # `--config epochs=2.0` reaches the Snakefile as the float 2.0; the train job's options need 2.
+    config = validate_config({**base(), "epochs": 2.0, "batch_size": "32.0", "seeds": [1.0, "2.0"]}, SCHEMA)
+    assert config["epochs"] == 2 and isinstance(config["epochs"], int)
+    assert config["batch_size"] == 32 and config["seeds"] == [1, 2] and all(isinstance(s, int) for s in config["seeds"])
+
+
+def test_digit_only_strings_stay_strings():
+    # Snakemake parses `--config data_root=007` as the int 7: the text as typed is recovered.
+    config = validate_config({**base(), "data_root": 7}, SCHEMA, raw_overrides(["data_root=007", "seeds=[0]"]))
+    assert config["data_root"] == "007"
+    assert validate_config({**base(), "data_root": 2024}, SCHEMA)["data_root"] == "2024"  # a YAML int
+    assert raw_overrides(["a=b=c", "x"]) == {"a": "b=c"}
+
+
+def test_unknown_and_renamed_keys_rejected_with_allowed_list():
     with pytest.raises(ConfigError) as info:
         validate_config({**base(), "epoch": 3}, SCHEMA)
     assert "'epoch' was unexpected" in str(info.value) and "epochs" in str(info.value)
+    with pytest.raises(ConfigError, match="'data_dir' was replaced by data_root"):
+        validate_config({**base(), "data_dir": "/x"}, SCHEMA)
 
 
 def test_every_schema_key_is_commented_in_config_yaml():
@@ -67,6 +108,50 @@ def test_every_schema_key_is_commented_in_config_yaml():
 
 
 def test_format_epsilon_round_trips():
-    for eps in (0.0, 0.05, 0.1, 0.2, 0.3, 1e-05):
+    for eps in (0.0, 0.05, 0.1, 0.2, 0.3, 1e-05, 0.001, 0.004):
         assert float(format_epsilon(eps)) == eps
-    assert format_epsilon(0.05) == "0.05"
+    assert format_epsilon(0.05) == "0.05" and format_epsilon(0.001) != format_epsilon(0.004)
+
+
+@pytest.mark.parametrize("option,key,value,needles", [
+    ("--epsilon", "epsilons[]", "-0.5", ["--epsilon = -0.5", "less than the minimum of 0", "[0, 1)"]),
+    ("--epsilon", "epsilons[]", "1.5", ["--epsilon = 1.5", "[0, 1)"]),
+    ("--lr", "lr", "nan", ["--lr = nan", "not a finite number"]),
+    ("--epochs", "epochs", "2.5", ["--epochs = 2.5", "integer"]),
+    ("--seed", "seeds[]", "9223372036854775808", ["--seed", "[0, 2^32 - 1]"]),
+    ("--model", "models[]", "vgg", ["--model = 'vgg'", "linear, mlp, lenet, resnet20"]),
+])
+def test_options_follow_the_schema_with_its_messages(option, key, value, needles):
+    with pytest.raises(ConfigError) as info:
+        validate_options({option: (key, value)})
+    for needle in needles:
+        assert needle in str(info.value), (needle, str(info.value))
+    # The same rule in the workflow gives the same reason.
+    workflow_key = key.removesuffix("[]")
+    bad = {**base(), workflow_key: [value] if key.endswith("[]") else value}
+    with pytest.raises(ConfigError) as workflow:
+        validate_config(bad, SCHEMA)
+    assert str(info.value).split(": ", 1)[1] == str(workflow.value).split(": ", 1)[1]
+
+
+def test_options_coerce_like_the_workflow():
+    got = validate_options({"--epochs": ("epochs", "2.0"), "--seed": ("seeds[]", "3"),
+                            "--validation-size": ("validation_size", "0.25"), "--lr": ("lr", "1e-3")})
+    assert got == {"--epochs": 2, "--seed": 3, "--validation-size": 0.25, "--lr": 1e-3}
+    assert isinstance(got["--epochs"], int) and not math.isnan(got["--lr"])
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--epsilon", "-0.5"], "--epsilon = -0.5"),
+    (["--epsilon", "0.1", "--lr", "inf"], "--lr = inf"),
+    (["--epsilon", "0.1", "--model", "nope"], "--model = 'nope'"),
+    (["--epsilon", "0.1", "--dataset", "svhn"], "--dataset = 'svhn'"),
+])
+def test_lsbench_train_validates_before_any_work(tmp_path, capsys, args, needle):
+    argv = ["train", "--dataset", "fashion_mnist", "--model", "mlp", "--data", str(tmp_path / "none.npz"),
+            "--out-dir", str(tmp_path / "run"), "--seed", "0", *args]
+    # argparse keeps the last of a repeated option, so later ones override the defaults above.
+    assert cli_main(argv) == 1
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()

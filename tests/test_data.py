@@ -1,15 +1,25 @@
 import gzip
+import pickle
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from lsbench.data import (NO_DATA_HELP, STEMS, DataError, decode_idx, encode_idx, load_dataset,
-                          load_idx_dir, resolve_dataset, write_idx)
+from lsbench.data import (IDX_STEMS, DataError, decode_idx, encode_idx, load_data, load_digits_split, write_idx)
+from lsbench.datasets import DATASETS, decode, get_dataset, no_data_help, resolve_dataset, source_files
 from lsbench.pipeline import prepare_data
 
-from conftest import write_tiny_idx
+from conftest import LAYOUT, write_tiny_cifar, write_tiny_idx, write_tiny_root
+
+FMNIST = DATASETS["fashion_mnist"]
+
+
+def _no_download(spec, root):
+    raise OSError("network unreachable")
+
+
+def load(directory: Path, spec=FMNIST, real_sizes=False):
+    return decode(spec, directory, real_sizes)
 
 
 def test_idx_roundtrip_plain_and_gzip(tmp_path):
@@ -17,24 +27,23 @@ def test_idx_roundtrip_plain_and_gzip(tmp_path):
     assert np.array_equal(decode_idx(encode_idx(a), "x", 3), a)
     write_idx(tmp_path / "a.gz", a, compress=True)
     assert (tmp_path / "a.gz").read_bytes()[:2] == b"\x1f\x8b"
-    ds_dir = write_tiny_idx(tmp_path / "plain", compress=False)
-    gz_dir = write_tiny_idx(tmp_path / "gz", compress=True)
-    plain, gz = load_idx_dir(ds_dir, real_sizes=False), load_idx_dir(gz_dir, real_sizes=False)
-    assert torch.equal(plain.train_images, gz.train_images)
-    assert plain.sha256 == gz.sha256
-    assert plain.train_images.dtype == torch.uint8 and plain.train_labels.dtype == torch.int64
-    assert plain.train_images.shape == (256, 28, 28) and plain.test_labels.shape == (64,)
+    plain = load(write_tiny_idx(tmp_path / "plain", compress=False))
+    gz = load(write_tiny_idx(tmp_path / "gz", compress=True))
+    assert np.array_equal(plain.train_images, gz.train_images) and plain.sha256 == gz.sha256
+    assert plain.train_images.dtype == np.uint8 and plain.train_labels.dtype == np.int64
+    assert plain.train_images.shape == (256, 1, 28, 28) and plain.test_labels.shape == (64,)
+    assert plain.class_names == FMNIST.class_names
 
 
 def test_gzip_detected_by_content_not_name(tmp_path):
     d = write_tiny_idx(tmp_path / "d", compress=False)
-    raw = (d / STEMS["train_labels"]).read_bytes()
-    (d / STEMS["train_labels"]).write_bytes(gzip.compress(raw))  # gzip under a plain name
-    assert load_idx_dir(d, real_sizes=False).train_labels.shape == (256,)
+    raw = (d / IDX_STEMS["train_labels"]).read_bytes()
+    (d / IDX_STEMS["train_labels"]).write_bytes(gzip.compress(raw))  # gzip under a plain name
+    assert load(d).train_labels.shape == (256,)
 
 
 def _corrupt(directory: Path, role: str, payload: bytes) -> Path:
-    path = directory / f"{STEMS[role]}.gz"
+    path = directory / f"{IDX_STEMS[role]}.gz"
     path.write_bytes(gzip.compress(payload))
     return path
 
@@ -43,7 +52,7 @@ def _corrupt(directory: Path, role: str, payload: bytes) -> Path:
     ("train_images", b"\x00\x00\x08\x01" + b"\x00" * 8, "bad magic number"),
     ("train_labels", b"\x00\x00\x0d\x01\x00\x00\x01\x00", "bad magic number"),
     ("train_images", encode_idx(np.zeros((256, 28, 28), np.uint8))[:-100], "truncated"),
-    ("train_images", encode_idx(np.zeros((256, 27, 28), np.uint8)), "expected (28, 28)"),
+    ("train_images", encode_idx(np.zeros((256, 27, 28), np.uint8)), "expected (1, 28, 28)"),
     ("train_labels", encode_idx(np.full(256, 10, np.uint8)), "label 10 out of range"),
     ("test_labels", encode_idx(np.zeros(63, np.uint8)), "64 images but"),
     ("test_labels", b"\x00\x00", "too short"),
@@ -55,7 +64,7 @@ def test_corrupt_files_name_file_and_problem(tmp_path, role, payload, needle):
     d = write_tiny_idx(tmp_path / "d")
     path = _corrupt(d, role, payload)
     with pytest.raises(DataError) as info:
-        load_idx_dir(d, real_sizes=False)
+        load(d)
     assert str(path) in str(info.value) and needle in str(info.value)
 
 
@@ -65,80 +74,133 @@ def test_empty_split_is_a_data_error(tmp_path, split):
     _corrupt(d, f"{split}_labels", encode_idx(np.zeros(0, np.uint8)))
     path = _corrupt(d, f"{split}_images", encode_idx(np.zeros((0, 28, 28), np.uint8)))
     with pytest.raises(DataError, match="0 images: the .* split is empty") as info:
-        load_idx_dir(d, real_sizes=False)
+        load(d)
     assert str(path) in str(info.value)
 
 
 def test_truncated_gzip_stream(tmp_path):
     d = write_tiny_idx(tmp_path / "d")
-    path = d / f"{STEMS['test_images']}.gz"
+    path = d / f"{IDX_STEMS['test_images']}.gz"
     path.write_bytes(path.read_bytes()[:50])
     with pytest.raises(DataError, match="cannot decompress"):
-        load_idx_dir(d, real_sizes=False)
+        load(d)
 
 
 def test_real_sizes_enforced_for_packaged_sources(tmp_path):
-    d = write_tiny_idx(tmp_path / "d")
     with pytest.raises(DataError, match="expected 60000"):
-        load_idx_dir(d, real_sizes=True)
+        load(write_tiny_idx(tmp_path / "d"), real_sizes=True)
 
 
 def test_missing_file_names_it(tmp_path):
     d = write_tiny_idx(tmp_path / "d")
-    (d / f"{STEMS['test_labels']}.gz").unlink()
+    (d / f"{IDX_STEMS['test_labels']}.gz").unlink()
     with pytest.raises(DataError, match="t10k-labels-idx1-ubyte"):
-        load_idx_dir(d, real_sizes=False)
+        load(d)
 
 
-def _no_download(root):
-    raise OSError("network unreachable")
+@pytest.mark.parametrize("name", ["mnist", "kmnist"])
+def test_other_idx_datasets_from_torchvisions_layout(tmp_path, name):
+    root = write_tiny_root(tmp_path / "root", [name], n_train=40, n_test=20)
+    spec = get_dataset(name)
+    data = resolve_dataset(spec, str(root), tmp_path / "dl", download=_no_download)
+    assert data.source == str(root / LAYOUT[name]) and data.train_images.shape == (40, 1, 28, 28)
+    assert data.class_names == spec.class_names and len(spec.class_names) == 10
 
 
-def test_no_source_names_all_three_ways(tmp_path):
+def test_cifar_pickles_decode(tmp_path):
+    root = tmp_path / "root"
+    write_tiny_cifar(root / "cifar-10-batches-py", n_train=50, n_test=20)
+    data = resolve_dataset(get_dataset("cifar10"), str(root), tmp_path / "dl", download=_no_download)
+    assert data.train_images.shape == (50, 3, 32, 32) and data.test_images.shape == (20, 3, 32, 32)
+    assert data.train_labels.tolist() == [i % 10 for i in range(50)]
+    # Channel-major rows as CIFAR stores them: the 6x6 class block is bright in every channel.
+    assert (data.train_images[0, :, 2:8, 2:8] == 230).all()
+
+
+@pytest.mark.parametrize("breakage,needle", [
+    (lambda d: (d / "data_batch_3").unlink(), "missing CIFAR-10 batch file(s): data_batch_3"),
+    (lambda d: (d / "test_batch").write_bytes(b"not a pickle"), "test_batch: not a CIFAR-10 batch"),
+    (lambda d: (d / "data_batch_1").write_bytes(pickle.dumps({b"data": np.zeros((2, 10), np.uint8),
+                                                             b"labels": [0, 1]})), "expected uint8 (N, 3072)"),
+    (lambda d: (d / "data_batch_2").write_bytes(pickle.dumps({b"labels": [0]})), "data_batch_2: not a CIFAR-10"),
+])
+def test_broken_cifar_names_the_file(tmp_path, breakage, needle):
+    d = write_tiny_cifar(tmp_path / "root" / "cifar-10-batches-py")
+    breakage(d)
     with pytest.raises(DataError) as info:
-        resolve_dataset(None, tmp_path / "dl", download=_no_download, debian_dir=tmp_path / "none")
+        resolve_dataset(get_dataset("cifar10"), str(tmp_path / "root"), tmp_path / "dl", download=_no_download)
+    assert needle in str(info.value)
+
+
+def test_digits_split_is_fixed_and_stratified():
+    splits = load_digits_split()
+    train_y, test_y = splits["train"][1], splits["test"][1]
+    assert len(train_y) == 1437 and len(test_y) == 360
+    assert splits["train"][0].shape == (1437, 1, 8, 8) and splits["train"][0].dtype == np.uint8
+    assert splits["train"][0].max() == 255  # 16 -> 255
+    assert np.abs(np.bincount(test_y) / 360 - np.bincount(train_y) / 1437).max() < 0.01  # stratified
+    again = load_digits_split()
+    assert np.array_equal(again["test"][0], splits["test"][0])
+    data = resolve_dataset(get_dataset("digits"), None, Path("/nonexistent"), download=_no_download)
+    assert data.train_images.shape == (1437, 1, 8, 8) and data.source.endswith("digits.csv.gz")
+
+
+def test_no_source_names_every_way(tmp_path):
+    spec = FMNIST.__class__(**{**FMNIST.__dict__, "system_dir": tmp_path / "none"})
+    with pytest.raises(DataError) as info:
+        resolve_dataset(spec, None, tmp_path / "dl", download=_no_download)
     msg = str(info.value)
-    assert "data_dir" in msg and "dataset-fashion-mnist" in msg and "torchvision" in msg
-    assert "network unreachable" in msg
-
-
-def test_empty_data_dir_names_all_three_ways(tmp_path):
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError) as info:
-        resolve_dataset(str(tmp_path / "empty"), tmp_path / "dl", download=_no_download)
-    assert NO_DATA_HELP in str(info.value)
+    assert "data_root" in msg and "FashionMNIST/raw" in msg and "dataset-fashion-mnist" in msg
+    assert "torchvision" in msg and "network unreachable" in msg
+    cifar_msg = no_data_help(get_dataset("cifar10"))
+    assert "cifar-10-batches-py" in cifar_msg and "dataset-fashion-mnist" not in cifar_msg
 
 
 def test_source_order(tmp_path):
-    configured = write_tiny_idx(tmp_path / "configured", n_train=20, n_test=10)
+    configured = write_tiny_root(tmp_path / "configured", n_train=20, n_test=10)
     debian = write_tiny_idx(tmp_path / "debian", n_train=30, n_test=10)
-    # data_dir wins over the Debian directory; then Debian; then the downloader.
-    assert resolve_dataset(str(configured), tmp_path, debian_dir=debian).source == str(configured)
+    spec = FMNIST.__class__(**{**FMNIST.__dict__, "system_dir": debian})
+    # data_root wins over the Debian directory; then Debian; then the downloader.
+    got = resolve_dataset(spec, str(configured), tmp_path, download=_no_download)
+    assert got.source == str(configured / "FashionMNIST/raw")
+    assert len(source_files(spec, str(configured))) == 4
     with pytest.raises(DataError, match="expected 60000"):  # Debian dir must hold the real set
-        resolve_dataset(None, tmp_path, debian_dir=debian)
+        resolve_dataset(spec, str(tmp_path / "empty_root"), tmp_path, download=_no_download)
     calls = []
 
-    def fake_download(root):
+    def fake_download(s, root):
         calls.append(root)
-        return configured
+        return configured / "FashionMNIST/raw"
 
+    nowhere = FMNIST.__class__(**{**FMNIST.__dict__, "system_dir": tmp_path / "none"})
     with pytest.raises(DataError, match="expected 60000"):
-        resolve_dataset(None, tmp_path / "dl", download=fake_download, debian_dir=tmp_path / "none")
-    assert calls == [tmp_path / "dl"]
+        resolve_dataset(nowhere, None, tmp_path / "dl", download=fake_download)
+    assert calls == [tmp_path / "dl"] and source_files(nowhere, None) == []
+    # With a data_root that lacks the dataset, torchvision downloads into data_root.
+    with pytest.raises(DataError, match="expected 60000"):
+        resolve_dataset(nowhere, str(tmp_path / "r"), tmp_path / "dl", download=fake_download)
+    assert calls[-1] == tmp_path / "r"
 
 
-def test_prepare_data_caches_and_reloads(tmp_path, tiny_idx_dir):
-    out = tmp_path / "cache" / "ds.pt"
-    summary = prepare_data(str(tiny_idx_dir), out, log=lambda m: None)
-    ds = load_dataset(out)
-    assert ds.sha256 == summary["sha256"] and len(summary["sha256"]) == 64
-    assert ds.train_images.dtype == torch.uint8 and ds.train_images.shape == (256, 28, 28)
-    assert out.with_suffix(".json").exists()
+def test_prepare_data_caches_and_reloads(tmp_path, tiny_root):
+    out = tmp_path / "cache" / "fashion_mnist.npz"
+    summary = prepare_data("fashion_mnist", str(tiny_root), out, log=lambda m: None)
+    data = load_data(out)
+    assert data.train_images.shape == (256, 1, 28, 28) and data.sha256 == summary["sha256"]
+    assert out.with_suffix(".json").exists() and data.class_names == FMNIST.class_names
 
 
-def test_prepare_data_leaves_no_cache_on_error(tmp_path, tiny_idx_dir):
-    _corrupt(tiny_idx_dir, "train_labels", encode_idx(np.full(256, 12, np.uint8)))
-    out = tmp_path / "cache" / "ds.pt"
+def test_prepare_data_leaves_no_cache_on_error(tmp_path, tiny_root):
+    _corrupt(tiny_root / "FashionMNIST/raw", "train_labels", b"junk")
+    out = tmp_path / "cache" / "fashion_mnist.npz"
     with pytest.raises(DataError):
-        prepare_data(str(tiny_idx_dir), out, log=lambda m: None)
-    assert not out.exists() and not list((tmp_path).glob("cache/*"))
+        prepare_data("fashion_mnist", str(tiny_root), out, log=lambda m: None)
+    assert not out.exists() and not out.with_suffix(".json").exists()
+    assert not list(out.parent.glob(".*tmp*")) if out.parent.exists() else True
+
+
+def test_a_broken_cache_names_the_file(tmp_path):
+    bad = tmp_path / "x.npz"
+    bad.write_bytes(b"PK junk")
+    with pytest.raises(DataError, match="x.npz: not a dataset cache"):
+        load_data(bad)

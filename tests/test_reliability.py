@@ -12,10 +12,11 @@ import torch
 
 from lsbench import io
 from lsbench.cli import main as cli_main
-from lsbench.report import Tables, render
+from lsbench.report import render
+from lsbench.tables import Tables, read_tables
 
 import conftest
-from conftest import write_tiny_idx
+from conftest import write_tiny_root
 
 
 def workflow_dir(root: Path, **overrides) -> Path:
@@ -46,7 +47,7 @@ def train_pids() -> list[int]:
 
 def test_kill_minus_9_mid_run_then_rerun_resumes_exactly(tmp_path):
     killed = workflow_dir(tmp_path / "killed", epochs=6)
-    ckpt = killed / "results" / "runs" / "seed0" / "eps0.1" / "checkpoint.pt"
+    ckpt = killed / "results" / "runs" / "fashion_mnist" / "mlp" / "seed0" / "eps0.1" / "checkpoint.pt"
     proc = subprocess.Popen(snakemake_cmd(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while checkpoint_epoch(ckpt) < 2 and time.time() < deadline and proc.poll() is None:
@@ -58,12 +59,12 @@ def test_kill_minus_9_mid_run_then_rerun_resumes_exactly(tmp_path):
         os.kill(pid, signal.SIGKILL)
     proc.wait(timeout=120)
     assert proc.returncode != 0  # the workflow saw its job die
-    metrics = killed / "results" / "runs" / "seed0" / "eps0.1" / "metrics.parquet"
+    metrics = killed / "results" / "runs" / "fashion_mnist" / "mlp" / "seed0" / "eps0.1" / "metrics.parquet"
     assert not metrics.exists()
     done_before = checkpoint_epoch(ckpt)
     assert 2 <= done_before < 6
     run_ok(killed)
-    log = (killed / "results" / "logs" / "train" / "seed0_eps0.1.log").read_text()
+    log = (killed / "results" / "logs" / "train" / "fashion_mnist" / "mlp" / "seed0_eps0.1.log").read_text()
     assert "resuming from" in log and f"after epoch {done_before}" in log
     assert not ckpt.exists()  # removed once the run is done
 
@@ -113,34 +114,38 @@ def test_existing_file_survives_a_failed_rewrite(tmp_path, monkeypatch):
     assert target.read_bytes() == before
 
 
-def _tables_with_divergence(tmp_path: Path, tiny_dataset_file: Path) -> Tables:
+def _tables_with_divergence(tmp_path: Path, tiny_dataset_file: Path, lr: float) -> Tables:
     from lsbench.config import TrainConfig
-    from lsbench.pipeline import collect, train_one
+    from lsbench.pipeline import collect
 
     ok = TrainConfig(epochs=2, batch_size=32, device="cpu")
-    bad = TrainConfig(epochs=5, batch_size=32, lr=1e30, device="cpu")
-    train_one(tiny_dataset_file, tmp_path / "r0", 0, 0.0, ok, False, lambda m: None)
-    train_one(tiny_dataset_file, tmp_path / "r1", 0, 0.2, bad, False, lambda m: None)
+    bad = TrainConfig(epochs=5, batch_size=32, lr=lr, device="cpu")
+    conftest.train_run(tiny_dataset_file, tmp_path / "r0", 0, 0.0, ok)
+    conftest.train_run(tiny_dataset_file, tmp_path / "r1", 0, 0.2, bad)
     collect([tmp_path / "r0", tmp_path / "r1"], tmp_path / "results", lambda m: None)
-    return Tables.read(tmp_path / "results")
+    return read_tables(tmp_path / "results")
 
 
-def test_diverged_run_is_recorded_and_reported(tmp_path, tiny_dataset_file):
-    tables = _tables_with_divergence(tmp_path, tiny_dataset_file)
+@pytest.mark.parametrize("lr,reason", [(1e30, "non-finite training loss"),
+                                       (10.0, "above 100 × log(10) = 230 (100 times a uniform guess)")])
+def test_diverged_run_is_recorded_and_reported_with_its_reason(tmp_path, tiny_dataset_file, lr, reason):
+    tables = _tables_with_divergence(tmp_path, tiny_dataset_file, lr)
     diverged = tables.metrics[tables.metrics["epsilon"] == 0.2]
     assert diverged["diverged"].iloc[-1] and len(diverged) < 5
     html = render(tables)
-    assert 'id="diverged"' in html and "seed 0, ε 0.2" in html
+    section = html.split('id="diverged"')[1].split("</section>")[0]
+    assert "seed 0, ε 0.2" in section and reason in section
+    assert ("non-finite" in section) == ("non-finite" in reason)  # the test that fired, not the other
     # The diverged run is out of the summary table: only eps 0.0 has a row.
-    summary = html.split('id="summary"')[1].split("</section>")[0]
+    summary = html.split('id="fashion_mnist-mlp-summary"')[1].split("</section>")[0]
     assert "<td>0.0</td>" in summary and "<td>0.2</td>" not in summary
 
 
 def test_cli_reports_bad_data_without_traceback(tmp_path, capsys):
-    d = write_tiny_idx(tmp_path / "idx")
-    (d / "train-labels-idx1-ubyte.gz").unlink()
-    out = tmp_path / "data" / "ds.pt"
-    assert cli_main(["prepare-data", "--data-dir", str(d), "--out", str(out)]) == 1
+    root = write_tiny_root(tmp_path / "root")
+    (root / "FashionMNIST/raw/train-labels-idx1-ubyte.gz").unlink()
+    out = tmp_path / "data" / "ds.npz"
+    assert cli_main(["prepare-data", "--dataset", "fashion_mnist", "--data-root", str(root), "--out", str(out)]) == 1
     err = capsys.readouterr().err
     assert "train-labels-idx1-ubyte" in err and "Traceback" not in err
     assert not out.exists()

@@ -13,9 +13,10 @@ from PIL import Image
 
 from conftest import REPO
 from lsbench.cli import main as cli_main
-from lsbench.io import PROVENANCE, TABLES
+from lsbench.io import PUBLISHED
 from lsbench.provenance import cpu_model
-from lsbench.report import SECTIONS, Tables, distinct, render
+from lsbench.report import distinct, render, section_ids
+from lsbench.tables import read_tables
 
 
 def test_same_tables_give_byte_identical_report(report_results, tmp_path):
@@ -28,7 +29,7 @@ def test_same_tables_give_byte_identical_report(report_results, tmp_path):
 def test_report_needs_only_the_parquet_files(report_results, tmp_path):
     published = tmp_path / "published"
     published.mkdir()
-    for table in (*TABLES, PROVENANCE):
+    for table in PUBLISHED:
         shutil.copy(report_results / f"{table}.parquet", published)
     assert cli_main(["report", str(published), "-o", str(tmp_path / "r.html")]) == 0
     html = (tmp_path / "r.html").read_text()
@@ -37,14 +38,14 @@ def test_report_needs_only_the_parquet_files(report_results, tmp_path):
 
 
 def test_strings_are_escaped(report_results):
-    html = render(Tables.read(report_results), title='<script>alert("x")</script>')
+    html = render(read_tables(report_results), title='<script>alert("x")</script>')
     assert "<script>" not in html
     assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in html
 
 
 def test_missing_table_is_a_clear_error(report_results, tmp_path, capsys):
     assert cli_main(["report", str(tmp_path), "-o", str(tmp_path / "r.html")]) == 1
-    assert "metrics.parquet" in capsys.readouterr().err
+    assert "runs.parquet: missing" in capsys.readouterr().err
 
 
 def test_provenance_comes_from_the_tables(report_results):
@@ -53,14 +54,15 @@ def test_provenance_comes_from_the_tables(report_results):
     head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     assert pd.read_parquet(report_results / "provenance.parquet").loc[0, "git_commit"].startswith(head)
 
-    html = render(Tables.read(report_results))
+    html = render(read_tables(report_results))
     section = html[html.index('<section id="provenance">'):]
     assert head in section
-    for text in (torch.__version__, env.loc[0, "data_sha256"], cpu_model(), "epochs: 2", "seeds:\n- 0\n- 1",
+    sha = pd.read_parquet(report_results / "runs.parquet").loc[0, "data_sha256"]
+    for text in (torch.__version__, sha, cpu_model(), "epochs: 2", "seeds:\n- 0\n- 1",
                  "snakemake", "torchvision", "pandas", "python", "total training time"):
         assert text in section, text
     # Provenance is what the tables say, not what the rendering machine has.
-    tables = Tables.read(report_results)
+    tables = read_tables(report_results)
     tables.environment["torch"] = "9.9.9-published"
     assert "9.9.9-published" in render(tables)
 
@@ -71,8 +73,10 @@ def test_distinct():
 
 
 def test_sections_in_order(report_results):
-    html = render(Tables.read(report_results))
-    assert tuple(re.findall(r'<section id="([^"]+)"', html)) == SECTIONS
+    tables = read_tables(report_results)
+    html = render(tables)
+    assert tuple(re.findall(r'<section id="([^"]+)"', html)) == section_ids(tables)
+    assert section_ids(tables)[:3] == ("studies", "study-fashion_mnist-mlp", "fashion_mnist-mlp-headline")
 
 
 def embedded_pngs(html: str) -> list[bytes]:
@@ -81,7 +85,7 @@ def embedded_pngs(html: str) -> list[bytes]:
 
 def test_embedded_images_are_complete_pngs(report_results):
     """Chromium draws a truncated PNG partially (naturalWidth > 0), so check each one whole here."""
-    pngs = embedded_pngs(render(Tables.read(report_results)))
+    pngs = embedded_pngs(render(read_tables(report_results)))
     assert len(pngs) == 6
     for png in pngs:
         Image.open(io.BytesIO(png)).verify()  # chunk CRCs and the IEND chunk
@@ -90,3 +94,43 @@ def test_embedded_images_are_complete_pngs(report_results):
             assert img.width > 100 and img.height > 100
     with pytest.raises((SyntaxError, OSError)):  # the check above can fail: a truncated PNG
         Image.open(io.BytesIO(pngs[0][:-200])).verify()
+
+
+def test_one_section_per_study_and_a_cross_study_table(report_tables):
+    studies = (("digits", "lenet"), ("digits", "mlp"), ("fashion_mnist", "my_pkg.nets:tiny"))
+    tables = report_tables(seeds=range(3), epsilons=(0.0, 0.1, 0.2), studies=studies)
+    html = render(tables)
+    ids = section_ids(tables)
+    assert tuple(re.findall(r'<section id="([^"]+)"', html)) == ids
+    assert [i for i in ids if i.startswith("study-")] == [
+        "study-digits-lenet", "study-digits-mlp", "study-fashion_mnist-my_pkg.nets-tiny"]
+    table = html.split('id="studies"')[1].split("</section>")[0]
+    rows = table.split("<tr>")[2:]
+    assert len(rows) == 3 and "scikit-learn digits (8×8) × lenet" in rows[0]
+    assert "Fashion-MNIST × my_pkg.nets:tiny" in rows[2]
+    # Synthetic runs sharpen less as eps grows (sharpness 2 - 4 eps): the row's numbers are the tables'.
+    from lsbench.report import split_studies, study_row
+
+    row = study_row(split_studies(tables)[0])
+    final = tables.metrics[(tables.metrics["dataset"] == "digits") & (tables.metrics["model"] == "lenet")
+                           & (tables.metrics["epoch"] == 2)]
+    best = final.groupby("epsilon")["ece"].mean().idxmin()
+    assert row["best_epsilon"] == best and row["baseline"] == 0.0
+    assert row["ece"].mean == pytest.approx(final.loc[final["epsilon"] == 0.0, "ece"].mean())
+    assert row["ece"].n == 3 and row["ece_ts"] is not None and row["temperature"].n == 3
+    assert f"<td>{float(best)!r}</td>" in rows[0]
+
+
+def test_a_report_where_every_run_diverged_says_so(report_tables):
+    tables = report_tables(seeds=(0, 1), epsilons=(0.0, 0.2), diverged={(0, 0.0), (1, 0.0), (0, 0.2), (1, 0.2)})
+    html = render(tables)
+    assert "Every run diverged" in html and "Every run of this study diverged" in html
+    assert html.count("non-finite training loss") == 4
+    assert tuple(re.findall(r'<section id="([^"]+)"', html)) == section_ids(tables)
+
+
+def test_report_into_a_directory_is_one_line(report_results, tmp_path, capsys):
+    (tmp_path / "somedir").mkdir()
+    assert cli_main(["report", str(report_results), "-o", str(tmp_path / "somedir") + "/"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "somedir: is a directory" in err and "Traceback" not in err

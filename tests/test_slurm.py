@@ -17,7 +17,7 @@ import slurm_cluster
 from conftest import REPO, snakemake_cmd, workflow_dir
 from lsbench.io import RESULT_TABLES
 
-GRID = ["seeds=[0,1]", "epsilons=[0.0,0.2]", "epochs=2", "batch_size=32", "validation_size=32"]
+GRID = ["seeds=[0,1]", "epsilons=[0.0,0.2]", "epochs=2", "batch_size=32"]
 TEST_ONLY = ["--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "5",
              "--group-components", "train=2"]  # the test node has 2 CPUs: 2 one-thread jobs per group
 
@@ -32,7 +32,7 @@ def cluster():
 
 
 def make_workdir(root: Path) -> Path:
-    return workflow_dir(root, idx={"n_test": 64})
+    return workflow_dir(root, idx={"n_test": 64}, validation_size=32)
 
 
 def snakemake(workdir: Path, *args: str, config: tuple[str, ...] = ()) -> subprocess.CompletedProcess:

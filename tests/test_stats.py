@@ -59,7 +59,8 @@ def test_wilcoxon_drops_zero_differences_and_counts_what_is_left():
 
 
 def _final(rows):
-    return pd.DataFrame(rows, columns=["seed", "epsilon", "accuracy", "diverged"])
+    df = pd.DataFrame(rows, columns=["seed", "epsilon", "accuracy", "diverged"])
+    return df.assign(dataset="d", model="m")
 
 
 def test_pairs_by_seed_and_skips_diverged():
@@ -72,24 +73,20 @@ def test_pairs_by_seed_and_skips_diverged():
     assert intervals[0.2]["accuracy"].n == 2 and intervals[0.0]["accuracy"].n == 3
 
 
-def test_single_seed_report_says_no_interval(tmp_path, tiny_dataset_file):
-    from lsbench.config import TrainConfig
-    from lsbench.pipeline import collect, train_one
-    from lsbench.report import Tables, render
+STATS = 'id="fashion_mnist-mlp-statistics"'
 
-    cfg = TrainConfig(epochs=1, batch_size=32, device="cpu")
-    runs = [tmp_path / "a", tmp_path / "b"]
-    train_one(tiny_dataset_file, runs[0], 0, 0.0, cfg, False, lambda m: None)
-    train_one(tiny_dataset_file, runs[1], 0, 0.2, cfg, False, lambda m: None)
-    collect(runs, tmp_path / "results", lambda m: None)
-    html = render(Tables.read(tmp_path / "results"))
-    section = html.split('id="statistics"')[1].split("</section>")[0]
+
+def test_single_seed_report_says_no_interval(report_tables):
+    from lsbench.report import render
+
+    html = render(report_tables(seeds=[0]))
+    section = html.split(STATS)[1].split("</section>")[0]
     assert "n=1, no interval" in section and "cannot reach p &lt; 0.05" in section
 
 
 def _paired_rows(html: str) -> list[str]:
-    section = html.split('id="statistics"')[1].split("</section>")[0]
-    return section.split("<h3>")[1].split("<tr>")[2:]
+    section = html.split(STATS)[1].split("</section>")[0]
+    return section.split("<h4>")[1].split("<tr>")[2:]
 
 
 def _rows_by_epsilon(rows: list[str]) -> dict[str, str]:
@@ -112,6 +109,6 @@ def test_close_epsilons_get_distinct_labels(report_tables):
 
     html = render(report_tables(seeds=range(2), epsilons=(0.0, 0.001, 0.004)))
     for section in ("summary", "statistics", "temperature"):
-        body = html.split(f'id="{section}"')[1].split("</section>")[0]
+        body = html.split(f'id="fashion_mnist-mlp-{section}"')[1].split("</section>")[0]
         assert "<td>0.001</td>" in body and "<td>0.004</td>" in body, section
     assert "<td>0.00</td>" not in html

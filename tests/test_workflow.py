@@ -1,6 +1,10 @@
-"""End to end: the real Snakefile on tiny IDX data, in a temporary working directory."""
+"""End to end: the real Snakefile on tiny data (IDX files it writes, and scikit-learn's digits), in a
+temporary working directory: 2 datasets x 2 models x 2 seeds x 2 epsilons."""
 
 import json
+import os
+import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -9,32 +13,54 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO, snakemake_cmd, workflow_dir
+from conftest import LAYOUT, REPO, snakemake_cmd, workflow_dir, write_tiny_idx
+from lsbench.io import PUBLISHED
 
-GRID = ["seeds=[0,1]", "epsilons=[0.0,0.2]", "epochs=2", "batch_size=32", "validation_size=32"]
+GRID = ["datasets=[fashion_mnist,digits]", "models=[mlp,lenet]", "seeds=[0,1]", "epsilons=[0.0,0.2]",
+        "epochs=2", "batch_size=32", "validation_size={fashion_mnist: 32, digits: 0.1}"]
 N_TEST = 64
+STUDIES = {("fashion_mnist", "mlp"), ("fashion_mnist", "lenet"), ("digits", "mlp"), ("digits", "lenet")}
 
 
 def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(snakemake_cmd(workdir, "--cores", "2", *args), capture_output=True, text=True,
-                          timeout=600)
+                          timeout=900)
+
+
+def output(run: subprocess.CompletedProcess) -> str:
+    return run.stdout + run.stderr
+
+
+def jobs(run: subprocess.CompletedProcess) -> dict[str, int]:
+    """{rule: count} from a dry run's job table."""
+    counts = {}
+    for line in run.stdout.splitlines():
+        m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+        if m and m.group(1) != "total":
+            counts[m.group(1)] = int(m.group(2))
+    return counts
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
-    wd = workflow_dir(tmp_path_factory.mktemp("wf"), idx={"n_test": N_TEST})
+    wd = workflow_dir(tmp_path_factory.mktemp("wf"), idx={"n_test": N_TEST}, datasets=["fashion_mnist", "digits"])
     # The grid comes in as `--config` strings, exactly as a user overrides it.
     run = snakemake(wd, "--config", *GRID)
-    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.returncode == 0, output(run)[-3000:]
     return wd
 
 
+def read(workdir: Path, table: str) -> pd.DataFrame:
+    return pd.read_parquet(workdir / "results" / f"{table}.parquet")
+
+
 def test_metrics_table(workdir):
-    df = pd.read_parquet(workdir / "results" / "metrics.parquet")
-    expected = ["seed", "epsilon", "epoch", "train_loss", "test_loss", "test_nll", "accuracy", "ece",
-                "mce", "mean_confidence", "overconfidence", "brier", "entropy", "epoch_seconds"]
-    assert set(expected) <= set(df.columns)
-    assert len(df) == 2 * 2 * 2
+    df = read(workdir, "metrics")
+    expected = ["dataset", "model", "seed", "epsilon", "epoch", "train_loss", "test_loss", "test_nll", "accuracy",
+                "ece", "mce", "mean_confidence", "overconfidence", "brier", "entropy", "epoch_seconds"]
+    assert set(expected) <= set(df.columns) and list(df.columns[:4]) == expected[:4]
+    assert len(df) == 4 * 2 * 2 * 2
+    assert set(map(tuple, df[["dataset", "model"]].drop_duplicates().to_numpy())) == STUDIES
     assert sorted(df["seed"].unique()) == [0, 1] and sorted(df["epsilon"].unique()) == [0.0, 0.2]
     assert sorted(df["epoch"].unique()) == [1, 2]
     assert df["seed"].dtype == "int64" and df["epoch"].dtype == "int64" and df["epsilon"].dtype == "float64"
@@ -45,104 +71,221 @@ def test_metrics_table(workdir):
     assert not df["diverged"].any()
 
 
+def test_runs_table_records_each_run(workdir):
+    runs = read(workdir, "runs")
+    assert len(runs) == 16
+    digits = runs[runs["dataset"] == "digits"]
+    assert (digits["n_validation"] == 143).all() and (digits["n_test"] == 360).all()  # 10 % of 1437
+    assert (digits["image_shape"] == "1x8x8").all()
+    fashion = runs[runs["dataset"] == "fashion_mnist"]
+    assert (fashion["n_validation"] == 32).all() and (fashion["n_test"] == N_TEST).all()
+    assert json.loads(fashion["class_names"].iloc[0])[0] == "T-shirt/top"
+    assert json.loads(digits["class_names"].iloc[0]) == [str(d) for d in range(10)]
+    for dataset, group in runs.groupby("dataset"):
+        summary = json.loads((workdir / "results" / "data" / f"{dataset}.json").read_text())
+        assert set(group["data_sha256"]) == {summary["sha256"]}
+
+
 def test_final_metrics_recompute_from_predictions_alone(workdir):
     """One probability path: every final-epoch number follows from predictions.parquet exactly."""
     from lsbench.metrics import evaluate_logits, probabilities, reliability_table
 
-    pred = pd.read_parquet(workdir / "results" / "predictions.parquet")
-    metrics = pd.read_parquet(workdir / "results" / "metrics.parquet")
-    rel = pd.read_parquet(workdir / "results" / "reliability.parquet")
-    for (seed, eps), run in pred.groupby(["seed", "epsilon"]):
+    pred, metrics, rel = read(workdir, "predictions"), read(workdir, "metrics"), read(workdir, "reliability")
+    for (dataset, model, seed, eps), run in pred.groupby(["dataset", "model", "seed", "epsilon"]):
         logits = run[[f"logit_{c}" for c in range(10)]].to_numpy()
         probs = run[[f"prob_{c}" for c in range(10)]].to_numpy()
         assert np.array_equal(probabilities(logits), probs)
-        final = metrics[(metrics["seed"] == seed) & (metrics["epsilon"] == eps)].iloc[-1]
-        again = evaluate_logits(logits, run["label"].to_numpy(), eps)
-        for name, value in again.items():
+        mine = (metrics["dataset"] == dataset) & (metrics["model"] == model) & (metrics["seed"] == seed) \
+            & (metrics["epsilon"] == eps)
+        final = metrics[mine].iloc[-1]
+        for name, value in evaluate_logits(logits, run["label"].to_numpy(), eps).items():
             assert final[name] == value, name
-        bins = rel[(rel["seed"] == seed) & (rel["epsilon"] == eps)]
+        bins = rel[(rel["dataset"] == dataset) & (rel["model"] == model) & (rel["seed"] == seed)
+                   & (rel["epsilon"] == eps)]
         assert bins["count"].tolist() == reliability_table(probs, run["label"].to_numpy())["count"]
 
 
 def test_reliability_and_predictions_tables(workdir):
-    rel = pd.read_parquet(workdir / "results" / "reliability.parquet")
-    assert list(rel.columns) == ["seed", "epsilon", "bin", "bin_lower", "bin_upper", "count",
+    rel = read(workdir, "reliability")
+    assert list(rel.columns) == ["dataset", "model", "seed", "epsilon", "bin", "bin_lower", "bin_upper", "count",
                                  "mean_confidence", "accuracy"]
-    assert len(rel) == 4 * 15
-    assert (rel.groupby(["seed", "epsilon"])["count"].sum() == N_TEST).all()
-    pred = pd.read_parquet(workdir / "results" / "predictions.parquet")
-    assert list(pred.columns) == (["seed", "epsilon", "index", "label"] + [f"logit_{c}" for c in range(10)]
-                                  + [f"prob_{c}" for c in range(10)])
+    assert len(rel) == 16 * 15
+    counts = rel.groupby(["dataset", "model", "seed", "epsilon"])["count"].sum()
+    assert set(counts.groupby(level="dataset").unique().map(tuple)) == {(N_TEST,), (360,)}
+    pred = read(workdir, "predictions")
+    assert list(pred.columns) == (["dataset", "model", "seed", "epsilon", "index", "label"]
+                                  + [f"logit_{c}" for c in range(10)] + [f"prob_{c}" for c in range(10)])
     assert pred["logit_0"].dtype == "float32" and pred["prob_0"].dtype == "float64"
-    assert len(pred) == 4 * N_TEST
-    sums = pred[[f"prob_{c}" for c in range(10)]].sum(axis=1)
-    assert (sums - 1).abs().max() < 1e-5
-    cal = pd.read_parquet(workdir / "results" / "calibrated.parquet")
-    assert list(cal.columns) == ["seed", "epsilon", "temperature", "ece_ts", "nll_ts", "mean_confidence_ts"]
-    assert len(cal) == 4 and cal["temperature"].between(0.05, 20).all() and cal["ece_ts"].between(0, 1).all()
+    assert len(pred) == 8 * N_TEST + 8 * 360
+    assert (pred[[f"prob_{c}" for c in range(10)]].sum(axis=1) - 1).abs().max() < 1e-12
+    cal = read(workdir, "calibrated")
+    assert list(cal.columns) == ["dataset", "model", "seed", "epsilon", "temperature", "ece_ts", "nll_ts",
+                                 "mean_confidence_ts"]
+    assert len(cal) == 16 and cal["temperature"].between(0.05, 20).all() and cal["ece_ts"].between(0, 1).all()
 
 
-def test_report_is_self_contained(workdir):
+def test_report_is_self_contained_with_a_section_per_study(workdir):
     html = (workdir / "report" / "index.html").read_text()
-    for section in ('id="headline"', 'id="summary"', 'id="statistics"', 'id="vs-epsilon"', 'id="curves"',
-                    'id="temperature"', 'id="reliability"', 'id="confidence"', 'id="sample"',
-                    'id="provenance"'):
-        assert section in html
-    assert html.count("data:image/png;base64,") == 6
-    assert "ece_ts" in html.split('id="temperature"')[1].split("</section>")[0]
+    assert 'id="studies"' in html and 'id="provenance"' in html
+    for dataset, model in STUDIES:
+        for section in ("headline", "summary", "statistics", "temperature", "reliability", "sample"):
+            assert f'id="{dataset}-{model}-{section}"' in html
+    assert html.count("data:image/png;base64,") == 6 * 4
     assert "http://" not in html and "https://" not in html
 
 
 def test_provenance_tables(workdir):
-    env = pd.read_parquet(workdir / "results" / "environment.parquet")
-    assert len(env) == 4 and set(env["device"]) == {"cpu"}
-    for column in ("python", "torch", "torchvision", "pandas", "cpu_model", "data_sha256", "job_seconds"):
+    env = read(workdir, "environment")
+    assert len(env) == 16 and set(env["device"]) == {"cpu"}
+    for column in ("python", "torch", "torchvision", "pandas", "cpu_model", "data_source", "job_seconds"):
         assert env[column].notna().all(), column
-    data = json.loads((workdir / "results" / "data" / "fashion_mnist.json").read_text())
-    assert set(env["data_sha256"]) == {data["sha256"]}
-    prov = pd.read_parquet(workdir / "results" / "provenance.parquet")
+    prov = read(workdir, "provenance")
     head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     assert len(prov) == 1 and prov.loc[0, "git_commit"].startswith(head)
     config = yaml.safe_load(prov.loc[0, "config_yaml"])
     # The config as validated: the --config strings arrive typed, defaults are filled in.
     assert config["seeds"] == [0, 1] and config["epsilons"] == [0.0, 0.2] and config["epochs"] == 2
-    assert config["lr"] == 0.001 and config["model"] == "mlp"
+    assert config["lr"] == 0.001 and config["models"] == ["mlp", "lenet"]
+    assert config["validation_size"] == {"fashion_mnist": 32, "digits": 0.1}
     assert prov.loc[0, "snakemake"].startswith("9.")
 
 
 def test_second_run_does_nothing(workdir):
     run = snakemake(workdir, "-n", "--config", *GRID)
-    assert run.returncode == 0
-    assert "Nothing to be done" in run.stdout + run.stderr
+    assert run.returncode == 0 and "Nothing to be done" in output(run)
+
+
+@pytest.mark.parametrize("override", ["keep_checkpoints=true", "device=cpu", "threads=2"])
+def test_execution_settings_rerun_nothing(workdir, override):
+    run = snakemake(workdir, "-n", "--config", *GRID, override)
+    assert run.returncode == 0 and "Nothing to be done" in output(run), output(run)[-2000:]
+
+
+@pytest.mark.parametrize("override,trains", [("lr=0.002", 16), ("epochs=3", 16), ("batch_size=16", 16),
+                                             ("validation_size={fashion_mnist: 16, digits: 0.1}", 8)])
+def test_settings_that_change_numbers_rerun_training(workdir, override, trains):
+    grid = [g for g in GRID if g.split("=")[0] != override.split("=")[0]]
+    run = snakemake(workdir, "-n", "--config", *grid, override)
+    assert run.returncode == 0, output(run)[-2000:]
+    assert jobs(run).get("train") == trains, run.stdout[-2000:]
 
 
 def test_default_grid_has_15_train_jobs(workdir):
-    run = snakemake(workdir, "-n", "--forceall")
-    assert run.returncode == 0, run.stderr[-2000:]
-    line = next(l for l in run.stdout.splitlines() if l.strip().startswith("train "))
-    assert line.split()[1] == "15"
+    run = snakemake(workdir, "-n", "--forceall", "--config", "datasets=[fashion_mnist]", "models=[mlp]",
+                    "validation_size=32")
+    assert run.returncode == 0, output(run)[-2000:]
+    assert jobs(run)["train"] == 15
+
+
+def copy_workdir(workdir: Path, tmp_path: Path) -> Path:
+    """A copy that Snakemake sees as up to date: its metadata is keyed by relative path, data_root
+    is relative, and copytree keeps modification times."""
+    copy = tmp_path / "wf"
+    shutil.copytree(workdir, copy, symlinks=True)
+    return copy
+
+
+def test_a_missing_published_table_is_rebuilt(workdir, tmp_path):
+    wd = copy_workdir(workdir, tmp_path)
+    assert jobs(snakemake(wd, "-n", "--config", *GRID)).get("train") is None
+    before = pd.read_parquet(wd / "results" / "metrics.parquet")
+    (wd / "results" / "metrics.parquet").unlink()
+    run = snakemake(wd, "--config", *GRID)
+    assert run.returncode == 0, output(run)[-2000:]
+    assert "rule collect" in output(run) and "rule train" not in output(run)
+    pd.testing.assert_frame_equal(pd.read_parquet(wd / "results" / "metrics.parquet"), before)
+
+
+def test_changed_data_is_noticed_even_with_an_older_mtime(workdir, tmp_path):
+    wd = copy_workdir(workdir, tmp_path)
+    raw = wd / "data" / LAYOUT["fashion_mnist"]
+    stamp = os.stat(raw / "t10k-images-idx3-ubyte.gz").st_mtime
+    write_tiny_idx(raw, n_test=N_TEST, seed=7)  # other images at the same paths
+    for f in raw.iterdir():
+        os.utime(f, (stamp - 3600, stamp - 3600))  # older than every output: mtime alone misses it
+    run = snakemake(wd, "-n", "--config", *GRID)
+    assert run.returncode == 0, output(run)[-2000:]
+    counts = jobs(run)
+    assert counts.get("prepare_data") == 1 and counts.get("train") == 8  # fashion_mnist's runs only
+
+
+def test_collect_refuses_runs_that_do_not_match_the_config(workdir, tmp_path):
+    wd = copy_workdir(workdir, tmp_path)
+    # A config change that Snakemake is told not to act on (mtime trigger only): collect must notice.
+    run = snakemake(wd, "--rerun-triggers", "mtime", "--forcerun", "collect", "--config", *GRID,
+                    f"data_root={wd / 'data'}", "lr=0.005")
+    assert run.returncode != 0
+    out = output(run)
+    assert "do not match the workflow's config" in out and "recorded lr=0.001, the config says 0.005" in out
+
+
+def test_a_failing_jobs_reason_reaches_the_terminal(tmp_path):
+    wd = workflow_dir(tmp_path / "broken")
+    bad = wd / "data" / LAYOUT["fashion_mnist"] / "t10k-images-idx3-ubyte.gz"
+    bad.write_bytes(bad.read_bytes()[:100])
+    run = snakemake(wd, "--config", "seeds=[0]", "epsilons=[0.0]", "epochs=1")
+    assert run.returncode != 0
+    assert "t10k-images-idx3-ubyte.gz: cannot decompress" in output(run)
+
+
+def test_an_out_of_range_target_path_fails_before_training(workdir, tmp_path):
+    wd = copy_workdir(workdir, tmp_path)
+    target = "results/runs/fashion_mnist/mlp/seed0/eps1.5/metrics.parquet"
+    run = snakemake(wd, target, "--config", *GRID)
+    assert run.returncode != 0
+    assert "--epsilon = 1.5: 1.5 is greater than or equal to the maximum of 1" in output(run)
+    assert not (wd / "results/runs/fashion_mnist/mlp/seed0/eps1.5/checkpoint.pt").exists()
 
 
 @pytest.mark.parametrize("override,needles", [
     ("epsilons=[0.0,1.5]", ["epsilons[1]", "1.5", "[0, 1)"]),
     ("epsilons=[0.1,0.1]", ["epsilons", "non-unique"]),
-    ("seeds=[0,-2]", ["seeds[1]", "-2", "non-negative"]),
+    ("seeds=[0,-2]", ["seeds[1]", "-2", "[0, 2^32 - 1]"]),
+    ("seeds=[9223372036854775808]", ["seeds[0]", "9223372036854775808", "[0, 2^32 - 1]"]),
     ("seeds=[3,3]", ["seeds", "non-unique"]),
-    ("epochs=0", ["epochs", "0", ">= 1"]),
-    ("batch_size=0", ["batch_size", "0", ">= 1"]),
+    ("epochs=0", ["epochs", "0", "[1, 100000]"]),
+    ("epochs=2.5", ["epochs", "2.5", "integer"]),
+    ("batch_size=0", ["batch_size", "0", "[1, 1000000]"]),
     ("lr=-1", ["lr", "-1", "> 0"]),
-    ("validation_size=60000", ["validation_size", "60000", "smaller than the training set"]),
-    ("model=resnet", ["model", "'resnet'", "mlp, linear"]),
+    ("lr=nan", ["lr", "nan", "not a finite number"]),
+    ("lr=inf", ["lr", "inf", "not a finite number"]),
+    ("epsilons=[0.1,nan]", ["epsilons[1]", "nan", "not a finite number"]),
+    ("validation_size=-1", ["validation_size", "-1", "at least one training image"]),
+    ("models=[resnet]", ["models[0]", "'resnet'", "linear, mlp, lenet, resnet20"]),
+    ("models=[mlp,mlp]", ["models", "non-unique"]),
+    ("datasets=[cifar100]", ["datasets[0]", "'cifar100'", "fashion_mnist, mnist, kmnist, cifar10, digits"]),
     ("device=gpu", ["device", "'gpu'", "auto, cpu, cuda"]),
     ("epoch=3", ["'epoch' was unexpected", "Allowed keys"]),
+    ("data_dir=/x", ["'data_dir' was replaced by data_root", "FashionMNIST/raw"]),
+    ("model=mlp", ["'model' was replaced by models"]),
 ])
 def test_bad_config_fails_before_any_job(tmp_path, override, needles):
     (tmp_path / "config.yaml").write_text((REPO / "config.yaml").read_text())
     # A real run for two cases, a dry run (`snakemake -n`) for the rest: both validate first.
     dry_run = override not in ("epsilons=[0.0,1.5]", "epoch=3")
     run = snakemake(tmp_path, *(["-n"] if dry_run else []), "--config", override)
-    out = run.stdout + run.stderr  # Snakemake prints workflow errors on stdout
+    out = output(run)  # Snakemake prints workflow errors on stdout
     assert run.returncode != 0
     for needle in needles:
         assert needle in out, (needle, out[-2000:])
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("override,key,value", [
+    ("epochs=2.0", "epochs", 2),
+    ("data_root=2024", "data_root", "2024"),
+    ("data_root=007", "data_root", "007"),
+    ("seeds=[4294967295]", "seeds", [4294967295]),
+])
+def test_values_snakemake_mistypes_are_coerced(tmp_path, override, key, value):
+    (tmp_path / "config.yaml").write_text((REPO / "config.yaml").read_text())
+    run = snakemake(tmp_path, "-n", "--config", override)
+    assert run.returncode == 0, output(run)[-2000:]
+    from lsbench.config import load_schema, raw_overrides, validate_config
+
+    # The same path the Snakefile takes, with what Snakemake's parser makes of the override.
+    from snakemake.cli import parse_config
+
+    parsed = parse_config([override])
+    config = {**yaml.safe_load((REPO / "config.yaml").read_text()), **parsed}
+    assert validate_config(config, load_schema(), raw_overrides([override]))[key] == value

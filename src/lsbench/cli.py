@@ -1,7 +1,9 @@
 """`lsbench` command line: one subcommand per workflow stage, plus `report` for published results.
 
-Errors the user can fix (bad data, bad config, missing device) print one clear message and exit 1
-instead of a traceback.
+Options are checked against the workflow's config schema (`lsbench.config.validate_options`), so a
+value the workflow would reject is rejected here too, with the same message, before any work.
+Errors the user can fix (bad data, bad config, a missing device, unwritable paths, mismatched
+runs, broken tables) print one line (or one message) and exit 1 instead of a traceback.
 """
 
 from __future__ import annotations
@@ -12,8 +14,13 @@ import sys
 import time
 from pathlib import Path
 
-from lsbench.config import ConfigError, TrainConfig
+from lsbench.config import ConfigError, TrainConfig, validate_options
 from lsbench.data import DataError
+
+# Option -> (config key, "[]" for one item of a list key) for the options that are config values.
+TRAIN_OPTIONS = {"--dataset": "datasets[]", "--model": "models[]", "--seed": "seeds[]", "--epsilon": "epsilons[]",
+                 "--epochs": "epochs", "--batch-size": "batch_size", "--lr": "lr",
+                 "--validation-size": "validation_size", "--device": "device", "--threads": "threads"}
 
 
 def log(message: str) -> None:
@@ -22,34 +29,39 @@ def log(message: str) -> None:
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     defaults = TrainConfig()
-    p.add_argument("--data", type=Path, required=True, help="cached dataset from prepare-data")
-    p.add_argument("--out-dir", type=Path, required=True, help="run directory for the three tables")
-    p.add_argument("--seed", type=int, required=True)
-    p.add_argument("--epsilon", type=float, required=True)
-    p.add_argument("--epochs", type=int, default=defaults.epochs)
-    p.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    p.add_argument("--lr", type=float, default=defaults.lr)
-    p.add_argument("--model", default=defaults.model)
+    p.add_argument("--dataset", required=True, help="dataset name (see config.yaml)")
+    p.add_argument("--model", required=True, help="model name or 'package.module:function'")
+    p.add_argument("--data", type=Path, required=True, help="dataset cache from prepare-data")
+    p.add_argument("--out-dir", type=Path, required=True, help="run directory for the tables")
+    p.add_argument("--seed", required=True)
+    p.add_argument("--epsilon", required=True)
+    p.add_argument("--epochs", default=str(defaults.epochs))
+    p.add_argument("--batch-size", default=str(defaults.batch_size))
+    p.add_argument("--lr", default=str(defaults.lr))
     p.add_argument("--device", default=defaults.device)
-    p.add_argument("--threads", type=int, default=defaults.threads)
-    p.add_argument("--validation-size", type=int, default=defaults.validation_size,
-                   help="training images held out to fit a temperature (0: none)")
+    p.add_argument("--threads", default=str(defaults.threads))
+    p.add_argument("--validation-size", default=str(defaults.validation_size),
+                   help="training images held out to fit a temperature (0: none), or a fraction in (0, 1)")
     p.add_argument("--keep-checkpoint", action="store_true")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lsbench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("prepare-data", help="decode, validate and cache Fashion-MNIST")
-    p.add_argument("--data-dir", default=None, help="directory with the four IDX files (optional)")
-    p.add_argument("--out", type=Path, required=True, help="cache file to write (.pt)")
-    _add_train_args(sub.add_parser("train", help="train one (seed, epsilon) run"))
+    p = sub.add_parser("prepare-data", help="decode, validate and cache one dataset")
+    p.add_argument("--dataset", required=True, help="dataset name (see config.yaml)")
+    p.add_argument("--data-root", default=None, help="directory in torchvision's layout (optional)")
+    p.add_argument("--out", type=Path, required=True, help="cache file to write (.npz)")
+    _add_train_args(sub.add_parser("train", help="train one (dataset, model, seed, epsilon) run"))
     p = sub.add_parser("collect", help="concatenate per-run tables and record the workflow's provenance")
     p.add_argument("--out-dir", type=Path, required=True)
     p.add_argument("--config-json", type=json.loads, default=None,
-                   help="the validated workflow config, recorded in provenance.parquet")
+                   help="the validated workflow config: runs are checked against it and it is recorded")
     p.add_argument("--source-dir", type=Path, default=None,
                    help="the workflow's checkout, whose git commit is recorded")
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="where prepare-data wrote its caches: runs must have used the data summarised "
+                        "there ({dataset}.json)")
     p.add_argument("run_dirs", type=Path, nargs="+")
     p = sub.add_parser("report", help="render the HTML report from a results directory")
     p.add_argument("results_dir", type=Path, help="directory with the parquet files written by collect")
@@ -57,21 +69,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def train_config(args: argparse.Namespace) -> tuple[dict, TrainConfig]:
+    """The train options, validated by the config schema's rules."""
+    options = {opt: (key, getattr(args, opt[2:].replace("-", "_"))) for opt, key in TRAIN_OPTIONS.items()}
+    v = validate_options(options)
+    cfg = TrainConfig(epochs=v["--epochs"], batch_size=v["--batch-size"], lr=float(v["--lr"]),
+                      validation_size=v["--validation-size"], device=v["--device"], threads=v["--threads"])
+    return v, cfg
+
+
 def run(args: argparse.Namespace) -> None:
     started = time.perf_counter()  # before torch is imported: train logs its start-up cost
-    # Imported here so `lsbench --help` does not pay for torch and matplotlib.
+    # Imported here so `lsbench --help` does not pay for pandas, torch and matplotlib.
     from lsbench import pipeline
 
     if args.command == "prepare-data":
-        pipeline.prepare_data(args.data_dir, args.out, log)
+        v = validate_options({"--dataset": ("datasets[]", args.dataset), "--data-root": ("data_root", args.data_root)})
+        pipeline.prepare_data(v["--dataset"], v["--data-root"], args.out, log)
     elif args.command == "train":
-        cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                          model=args.model, device=args.device, threads=args.threads,
-                          validation_size=args.validation_size)
-        pipeline.train_one(args.data, args.out_dir, args.seed, args.epsilon, cfg, args.keep_checkpoint,
-                           log, started)
+        v, cfg = train_config(args)
+        pipeline.train_one(v["--dataset"], v["--model"], args.data, args.out_dir, v["--seed"], float(v["--epsilon"]),
+                           cfg, args.keep_checkpoint, log, started)
     elif args.command == "collect":
-        pipeline.collect(args.run_dirs, args.out_dir, log, args.config_json, args.source_dir)
+        pipeline.collect(args.run_dirs, args.out_dir, log, args.config_json, args.source_dir, args.data_dir)
     elif args.command == "report":
         from lsbench.report import write_report
 
@@ -79,11 +99,24 @@ def run(args: argparse.Namespace) -> None:
         log(f"wrote {args.out}")
 
 
+def describe_os_error(exc: OSError) -> str:
+    """One line: the path(s) and the OS's reason (e.g. "report/x: Is a directory")."""
+    paths = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None)
+    reason = exc.strerror or str(exc)
+    return f"{paths}: {reason}" if paths else reason
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from lsbench.tables import TablesError
+    from lsbench.pipeline import CollectError
+
     try:
         run(args)
-    except (DataError, ConfigError, FileNotFoundError) as exc:
+    except (DataError, ConfigError, CollectError, TablesError) as exc:
         log(f"lsbench {args.command}: error: {exc}")
+        return 1
+    except OSError as exc:  # FileNotFoundError, IsADirectoryError, a full disk (ENOSPC), ...
+        log(f"lsbench {args.command}: error: {describe_os_error(exc)}")
         return 1
     return 0

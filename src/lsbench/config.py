@@ -1,18 +1,32 @@
 """Workflow configuration: coerce command-line overrides, validate once, freeze.
 
-Snakemake hands `--config seeds=[0,1]` to the workflow as a list of *strings*
-(`['0', '1']`), so values are coerced to the types the schema declares before the
-schema is checked. Validation happens once, in the Snakefile; everything downstream
-receives the frozen `WorkflowConfig`.
+Snakemake hands `--config seeds=[0,1]` to the workflow as a list of *strings* (`['0', '1']`),
+`--config epochs=2.0` as a float and `--config data_root=2024` as an int, so values are coerced
+to the types the schema declares before it is checked: whole floats become integers, numbers
+become strings where the schema wants a string (with the text as typed on the command line when
+Snakemake kept it). On top of the schema every number must be finite (JSON schema cannot say so,
+and NaN compares false to every bound). Validation happens once, in the Snakefile; everything
+downstream receives the frozen `WorkflowConfig`. `lsbench train` checks its options against the
+same schema (`validate_options`), with the same messages. The module imports no torch.
 """
 
 from __future__ import annotations
 
+import copy
+import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import yaml
+
+SCHEMA_PATH = Path(__file__).parent / "schemas" / "config.schema.yaml"
+# Keys that earlier versions accepted, with what replaced them.
+RENAMED = {"data_dir": "data_root (a directory in torchvision's layout: put the IDX files in "
+                       "DATA_ROOT/FashionMNIST/raw/)",
+           "model": "models (a list, e.g. models: [mlp])"}
+_FACTORY_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$", re.ASCII)
 
 
 class ConfigError(ValueError):
@@ -21,123 +35,269 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Hyperparameters of one training run (everything but seed and epsilon)."""
+    """Hyperparameters of one training run (everything but dataset, model, seed and epsilon).
+
+    validation_size: images held out, or a fraction (0 < f < 1) of the training set.
+    device and threads choose how a run executes, not what it computes (see README).
+    """
 
     epochs: int = 20
     batch_size: int = 64
     lr: float = 1e-3
-    model: str = "mlp"
+    validation_size: int | float = 0  # 0 trains on the whole training set, as the seed experiment did
     device: str = "auto"
     threads: int = 1
-    validation_size: int = 0  # 0 trains on the whole training set, as the seed experiment did
 
 
 @dataclass(frozen=True)
 class WorkflowConfig:
     """The validated grid plus the training hyperparameters shared by every run."""
 
+    datasets: tuple[str, ...]
+    models: tuple[str, ...]
     seeds: tuple[int, ...]
     epsilons: tuple[float, ...]
     train: TrainConfig
-    data_dir: str | None = None
+    validation_sizes: Mapping[str, int | float]
+    data_root: str | None = None
     keep_checkpoints: bool = False
 
+    def train_config(self, dataset: str) -> TrainConfig:
+        """The TrainConfig of `dataset`'s runs (its own validation_size)."""
+        return TrainConfig(**{**self.train.__dict__, "validation_size": self.validation_sizes[dataset]})
 
-def load_schema(path: str | Path) -> dict[str, Any]:
+
+def load_schema(path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
     with open(path, encoding="utf-8") as f:
         return yaml.safe_load(f)
 
 
-def _coerce_scalar(value: Any, types: list[str]) -> Any:
-    """Turn a command-line string into the first schema type it parses as."""
-    if not isinstance(value, str):
-        return value
-    text = value.strip()
-    if "null" in types and text.lower() in ("null", "none", "~"):
-        return None
-    for kind in types:
-        try:
-            if kind == "integer":
-                return int(text)
-            if kind == "number":
-                return float(text)
-        except ValueError:
-            continue
-        if kind == "boolean" and text.lower() in ("true", "false"):
-            return text.lower() == "true"
-    return value
+def is_factory_path(name: str) -> bool:
+    """Whether a model name is a user's "package.module:function" factory path."""
+    return bool(_FACTORY_PATH.match(name))
 
 
-def _schema_types(spec: Mapping[str, Any]) -> list[str]:
-    kind = spec.get("type", [])
-    return [kind] if isinstance(kind, str) else list(kind)
+def model_slug(name: str) -> str:
+    """A model's name in paths: built-in names as they are; "pkg.mod:fn" becomes "pkg.mod-fn"
+    (a "-" cannot occur in a Python module path, so distinct models keep distinct slugs)."""
+    return name.replace(":", "-")
 
 
-def coerce_config(raw: Mapping[str, Any], schema: Mapping[str, Any]) -> dict[str, Any]:
-    """Coerce string values (and string list items) to the types the schema declares.
+def model_from_slug(slug: str) -> str:
+    """The inverse of `model_slug`: "pkg.mod-fn" -> "pkg.mod:fn"; a built-in name is its own slug."""
+    return slug.replace("-", ":") if "-" in slug else slug
 
-    Values that do not parse are left as they are, for validation to report.
-    """
-    props = schema.get("properties", {})
-    out: dict[str, Any] = {}
-    for key, value in raw.items():
-        spec = props.get(key)
-        if spec is None:
-            out[key] = value
-        elif "array" in _schema_types(spec) and isinstance(value, str):
-            # `--config seeds=0` gives a bare scalar: a one-item list is what was meant.
-            out[key] = [_coerce_scalar(value, _schema_types(spec.get("items", {})))]
-        elif isinstance(value, (list, tuple)):
-            item_types = _schema_types(spec.get("items", {}))
-            out[key] = [_coerce_scalar(v, item_types) for v in value]
-        else:
-            out[key] = _coerce_scalar(value, _schema_types(spec))
+
+def format_epsilon(eps: float) -> str:
+    """Epsilon as it appears in paths, tables and figures: the shortest repr that round-trips
+    ("0.05"), so values that differ never print alike."""
+    return repr(float(eps))
+
+
+# --- coercion ------------------------------------------------------------------------------------
+
+def _resolve(spec: Mapping[str, Any], schema: Mapping[str, Any]) -> Mapping[str, Any]:
+    ref = spec.get("$ref")
+    if ref is None:
+        return spec
+    node: Any = schema
+    for part in ref.lstrip("#/").split("/"):
+        node = node[part]
+    return node
+
+
+def _alternatives(spec: Mapping[str, Any], schema: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The spec itself plus every oneOf/anyOf branch, $refs resolved."""
+    spec = _resolve(spec, schema)
+    out = [spec]
+    for branch in (*spec.get("oneOf", ()), *spec.get("anyOf", ())):
+        out.extend(_alternatives(branch, schema))
     return out
 
 
-def _describe(error: Any, schema: Mapping[str, Any]) -> str:
-    path = list(error.absolute_path)
+def _types(spec: Mapping[str, Any], schema: Mapping[str, Any]) -> list[str]:
+    kinds: list[str] = []
+    for alt in _alternatives(spec, schema):
+        kind = alt.get("type", [])
+        kinds.extend([kind] if isinstance(kind, str) else kind)
+    return kinds
+
+
+def _subspec(spec: Mapping[str, Any], schema: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    for alt in _alternatives(spec, schema):
+        if isinstance(alt.get(key), Mapping):
+            return alt[key]
+    return {}
+
+
+def _coerce(value: Any, spec: Mapping[str, Any], schema: Mapping[str, Any], raw_text: str | None = None) -> Any:
+    """Turn `value` into the schema's type where it unambiguously parses as one; leave it for
+    validation to report otherwise."""
+    kinds = _types(spec, schema)
+    if isinstance(value, Mapping) and "object" in kinds:
+        item = _subspec(spec, schema, "additionalProperties")
+        return {k: _coerce(v, item, schema) for k, v in value.items()}
+    if isinstance(value, (list, tuple)) and "array" in kinds:
+        item = _subspec(spec, schema, "items")
+        return [_coerce(v, item, schema) for v in value]
+    if "array" in kinds and not isinstance(value, (list, tuple, Mapping)):
+        # `--config seeds=0` gives a bare scalar: a one-item list is what was meant.
+        return [_coerce(value, _subspec(spec, schema, "items"), schema)]
+    if isinstance(value, str):
+        value = _parse_text(value, kinds)
+    if isinstance(value, float) and "integer" in kinds and math.isfinite(value) and value.is_integer():
+        return int(value)  # epochs=2.0 means 2, and argparse in the job would reject "2.0"
+    if "string" in kinds and isinstance(value, (int, float)) and not isinstance(value, bool):
+        # Snakemake turned a digit-only directory name into a number; keep the text as typed.
+        return raw_text if raw_text is not None else str(value)
+    return value
+
+
+def _parse_text(text: str, kinds: list[str]) -> Any:
+    stripped = text.strip()
+    if "null" in kinds and stripped.lower() in ("null", "none", "~"):
+        return None
+    if "boolean" in kinds and stripped.lower() in ("true", "false"):
+        return stripped.lower() == "true"
+    if "string" in kinds:
+        return text
+    for kind, parse in (("integer", int), ("number", float)):
+        if kind in kinds:
+            try:
+                return parse(stripped)
+            except ValueError:
+                continue
+    if "integer" in kinds:
+        try:
+            return float(stripped)  # "2.0": a whole float, made an integer by the caller
+        except ValueError:
+            pass
+    return text
+
+
+def raw_overrides(config_args: list[str] | None) -> dict[str, str]:
+    """{key: text} of `--config key=text` arguments as typed (Snakemake keeps them in
+    `workflow.config_settings.config_args`), to recover strings that it parsed as numbers."""
+    out = {}
+    for arg in config_args or ():
+        key, sep, text = str(arg).partition("=")
+        if sep:
+            out[key.strip()] = text
+    return out
+
+
+def coerce_config(raw: Mapping[str, Any], schema: Mapping[str, Any],
+                  typed: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Coerce values (and list items, mapping values) to the types the schema declares. `typed`:
+    the `--config` texts as typed (see `raw_overrides`). Values that do not parse are left as they
+    are, for validation to report."""
+    props = schema.get("properties", {})
+    typed = typed or {}
+    return {key: _coerce(value, props[key], schema, typed.get(key)) if key in props else value
+            for key, value in raw.items()}
+
+
+# --- validation ----------------------------------------------------------------------------------
+
+def _non_finite(value: Any, path: tuple) -> Iterator[tuple[tuple, float]]:
+    if isinstance(value, float) and not math.isfinite(value):
+        yield path, value
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            yield from _non_finite(v, (*path, k))
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            yield from _non_finite(v, (*path, i))
+
+
+def _where(path: tuple) -> str:
+    return str(path[0]) + "".join(f"[{p}]" for p in path[1:])
+
+
+def _describe(error: Any, schema: Mapping[str, Any], name: str | None = None) -> str:
+    path = tuple(error.absolute_path)
     if not path:
+        unknown = [k for k in RENAMED if f"'{k}'" in error.message]
+        hint = "".join(f" ('{k}' was replaced by {RENAMED[k]})" for k in unknown)
         allowed = ", ".join(sorted(schema.get("properties", {})))
-        return f"config: {error.message}. Allowed keys: {allowed}"
-    key = str(path[0])
-    where = key + "".join(f"[{p}]" for p in path[1:])
-    allowed = schema.get("properties", {}).get(key, {}).get("description", "")
-    return f"config key '{where}' = {error.instance!r}: {error.message}. Allowed: {allowed}"
+        return f"config: {error.message}{hint}. Allowed keys: {allowed}"
+    allowed = schema.get("properties", {}).get(path[0], {}).get("description", "")
+    return f"{name or 'config key ' + repr(_where(path))} = {error.instance!r}: {_message(error)}. Allowed: {allowed}"
 
 
-def validate_config(raw: Mapping[str, Any], schema: Mapping[str, Any]) -> dict[str, Any]:
-    """Coerce and validate; raise ConfigError naming every bad key, its value and what is allowed."""
-    import jsonschema  # only the workflow validates; training jobs need not import it
+def _message(error: Any) -> str:
+    if error.validator in ("oneOf", "anyOf") and error.context:
+        # "is not valid under any of the given schemas" says nothing; the closest branch's reason does.
+        return min(error.context, key=lambda e: len(e.message)).message
+    return error.message
 
-    config = coerce_config(raw, schema)
+
+def schema_errors(config: Mapping[str, Any], schema: Mapping[str, Any]) -> list[tuple[tuple, str]]:
+    """[(path, message)] for every violation: the schema's, and every non-finite number."""
+    import jsonschema  # only validation needs it; training jobs need not import it
+
     validator = jsonschema.Draft7Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
+    found = [(tuple(e.absolute_path), _describe(e, schema)) for e in errors]
+    for path, value in _non_finite(dict(config), ()):
+        allowed = schema.get("properties", {}).get(path[0], {}).get("description", "")
+        found.append((path, f"config key {_where(path)!r} = {value!r}: not a finite number. Allowed: {allowed}"))
+    return found
+
+
+def validate_config(raw: Mapping[str, Any], schema: Mapping[str, Any],
+                    typed: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Coerce and validate; raise ConfigError naming every bad key, its value and what is allowed."""
+    config = coerce_config(raw, schema, typed)
+    errors = schema_errors(config, schema)
     if errors:
-        raise ConfigError("\n".join(_describe(e, schema) for e in errors))
+        raise ConfigError("\n".join(message for _, message in errors))
     return config
+
+
+def validate_options(options: Mapping[str, tuple[str, Any]], schema: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Check command-line options against the workflow schema: {option: (schema key, value)}, a
+    key ending in "[]" meaning one item of that list key. Returns {option: coerced value};
+    ConfigError names the option, the value and what is allowed, as the workflow would."""
+    schema = schema or load_schema()
+    partial = {k: v for k, v in schema.items() if k != "required"}
+    config, owner = {}, {}
+    for option, (key, value) in options.items():
+        item = key.endswith("[]")
+        key = key.removesuffix("[]")
+        config[key] = [value] if item else value
+        owner[key] = option
+    config = coerce_config(config, partial)
+    errors = schema_errors(config, partial)
+    if errors:
+        raise ConfigError("\n".join(
+            f"{owner[path[0]]}{m[m.index(' = '):]}" for path, m in errors))
+    return {owner[k]: (v[0] if options[owner[k]][0].endswith("[]") else v) for k, v in config.items()}
 
 
 def to_workflow_config(config: Mapping[str, Any]) -> WorkflowConfig:
     """Freeze an already validated config mapping."""
-    train = TrainConfig(
-        epochs=config["epochs"],
-        batch_size=config["batch_size"],
-        lr=float(config["lr"]),
-        model=config["model"],
-        device=config["device"],
-        threads=config["threads"],
-        validation_size=config["validation_size"],
-    )
+    sizes = config["validation_size"]
+    per_dataset = {d: (sizes.get(d, 0) if isinstance(sizes, Mapping) else sizes) for d in config["datasets"]}
+    train = TrainConfig(epochs=config["epochs"], batch_size=config["batch_size"], lr=float(config["lr"]),
+                        device=config["device"], threads=config["threads"])
     return WorkflowConfig(
+        datasets=tuple(config["datasets"]),
+        models=tuple(config["models"]),
         seeds=tuple(int(s) for s in config["seeds"]),
         epsilons=tuple(float(e) for e in config["epsilons"]),
         train=train,
-        data_dir=config["data_dir"],
+        validation_sizes=per_dataset,
+        data_root=config["data_root"],
         keep_checkpoints=bool(config["keep_checkpoints"]),
     )
 
 
-def format_epsilon(eps: float) -> str:
-    """The epsilon as it appears in paths: the shortest repr that round-trips ("0.05")."""
-    return repr(float(eps))
+def validation_count(size: int | float, n_train: int) -> int:
+    """Images to hold out of `n_train`: `size` itself, or floor(size * n_train) for a fraction;
+    ConfigError unless at least one training image is left."""
+    count = int(size) if isinstance(size, int) or float(size).is_integer() else math.floor(size * n_train)
+    if not 0 <= count < n_train:
+        raise ConfigError(f"config key 'validation_size' = {size!r}: holds out {count} of the {n_train} "
+                          f"training images; it must leave at least one")
+    return count

@@ -1,59 +1,78 @@
-"""Fashion-MNIST: decode and validate IDX files, cache them as one uint8 tensor file.
+"""Image data formats and the decoded cache, in NumPy (no torch: `prepare-data` and the Snakefile
+use this module, and neither should pay for importing torch).
 
-IDX layout (big-endian): two zero bytes, a type byte (0x08 = unsigned byte), the number of
-dimensions, then one uint32 size per dimension, then the data. Images are idx3 (N, 28, 28),
-labels idx1 (N,). Files may be gzip-compressed; we sniff the gzip magic rather than trust the
-file name, because the Debian package re-compresses them (so torchvision's MD5s don't match).
+Formats:
+- IDX (MNIST, Fashion-MNIST, KMNIST), big-endian: two zero bytes, a type byte (0x08 = unsigned
+  byte), the number of dimensions, one uint32 size per dimension, then the data. Images are idx3
+  (N, H, W), labels idx1 (N,). Files may be gzip-compressed; gzip is sniffed from the content
+  rather than trusted from the name, because the Debian package re-compresses them (so
+  torchvision's MD5s do not match).
+- CIFAR-10's python pickles as distributed (`data_batch_1..5`, `test_batch`): a dict with
+  b"data" (N, 3072) uint8 in channel-major order and b"labels" (N ints).
+- scikit-learn's bundled 8x8 digits (values 0..16), scaled to uint8 as round(v * 255 / 16).
+
+Every decoder returns `ImageData`: uint8 images (N, C, H, W) and int64 labels, validated
+(shapes, counts, label range, no empty split) with errors that name the file.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import io
+import json
 import math
-import os
+import pickle
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
-import torch
 
-DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
-STEMS = {
+IDX_STEMS = {
     "train_images": "train-images-idx3-ubyte",
     "train_labels": "train-labels-idx1-ubyte",
     "test_images": "t10k-images-idx3-ubyte",
     "test_labels": "t10k-labels-idx1-ubyte",
 }
-REAL_SIZES = {"train": 60000, "test": 10000}
-NUM_CLASSES = 10
-IMAGE_SHAPE = (28, 28)
+CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
+CIFAR_TEST = ("test_batch",)
 _UBYTE = 0x08
 
 
 class DataError(ValueError):
-    """An IDX file is missing, truncated or inconsistent; the message names the file."""
+    """A data file is missing, truncated or inconsistent; the message names the file."""
 
 
 class MissingDataError(DataError):
-    """A directory lacks some of the four IDX files (or does not exist)."""
+    """A source directory lacks some of its files (or does not exist)."""
 
 
 @dataclass(frozen=True)
-class Dataset:
-    """Fashion-MNIST as tensors: images uint8 (N, 28, 28), labels int64 (N,)."""
+class ImageData:
+    """A dataset as arrays: images uint8 (N, C, H, W), labels int64 (N,), for train and test."""
 
-    train_images: torch.Tensor
-    train_labels: torch.Tensor
-    test_images: torch.Tensor
-    test_labels: torch.Tensor
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    class_names: tuple[str, ...]
     sha256: str
     source: str
 
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(int(d) for d in self.train_images.shape[1:])  # type: ignore[return-value]
 
-def _read_bytes(path: Path) -> bytes:
+    def summary(self) -> dict:
+        return {"source": self.source, "sha256": self.sha256, "train": list(self.train_images.shape),
+                "test": list(self.test_images.shape), "class_names": list(self.class_names)}
+
+
+# --- IDX -----------------------------------------------------------------------------------------
+
+def read_bytes(path: Path) -> bytes:
+    """A file's bytes, gunzipped when it starts with the gzip magic."""
     with open(path, "rb") as f:
         head = f.read(2)
     try:
@@ -92,7 +111,7 @@ def decode_idx(raw: bytes, name: str, ndim: int) -> np.ndarray:
 
 
 def read_idx(path: Path, ndim: int) -> np.ndarray:
-    return decode_idx(_read_bytes(path), str(path), ndim)
+    return decode_idx(read_bytes(path), str(path), ndim)
 
 
 def encode_idx(array: np.ndarray) -> bytes:
@@ -109,13 +128,13 @@ def write_idx(path: Path, array: np.ndarray, compress: bool = False) -> None:
     Path(path).write_bytes(payload)
 
 
-def find_idx_files(directory: Path) -> dict[str, Path]:
-    """Map each of the four roles to `stem` or `stem.gz` in `directory`; DataError if any is missing."""
+def idx_files(directory: Path) -> dict[str, Path]:
+    """Map each of the four roles to `stem` or `stem.gz` in `directory`; MissingDataError naming
+    the missing ones."""
     found: dict[str, Path] = {}
     missing = []
-    for role, stem in STEMS.items():
-        candidates = [directory / stem, directory / f"{stem}.gz"]
-        hit = next((p for p in candidates if p.is_file()), None)
+    for role, stem in IDX_STEMS.items():
+        hit = next((p for p in (directory / stem, directory / f"{stem}.gz") if p.is_file()), None)
         if hit is None:
             missing.append(f"{stem}[.gz]")
         else:
@@ -125,104 +144,147 @@ def find_idx_files(directory: Path) -> dict[str, Path]:
     return found
 
 
-def _check_split(images: np.ndarray, labels: np.ndarray, files: dict[str, Path], split: str,
-                 expected_n: int | None) -> None:
-    img_file, lbl_file = files[f"{split}_images"], files[f"{split}_labels"]
+def load_idx_dir(directory: Path) -> dict[str, tuple[np.ndarray, np.ndarray, Path, Path]]:
+    """{split: (images (N, 1, H, W), labels (N,) int64, image file, label file)} from four IDX files."""
+    files = idx_files(directory)
+    out = {}
+    for split in ("train", "test"):
+        img_file, lbl_file = files[f"{split}_images"], files[f"{split}_labels"]
+        images = read_idx(img_file, 3)
+        out[split] = (images[:, None], read_idx(lbl_file, 1).astype(np.int64), img_file, lbl_file)
+    return out
+
+
+# --- CIFAR-10 pickles ----------------------------------------------------------------------------
+
+def cifar_files(directory: Path) -> list[Path]:
+    """The six batch files of `cifar-10-batches-py`; MissingDataError naming the missing ones."""
+    paths = [directory / name for name in (*CIFAR_TRAIN, *CIFAR_TEST)]
+    missing = [p.name for p in paths if not p.is_file()]
+    if missing:
+        raise MissingDataError(f"{directory}: missing CIFAR-10 batch file(s): {', '.join(missing)}")
+    return paths
+
+
+def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Images (N, 3, 32, 32) uint8 and labels (N,) int64 from one pickled batch."""
+    try:
+        with open(path, "rb") as f:
+            # CIFAR's own format is a pickle; it holds only bytes, lists and numpy arrays.
+            batch = pickle.load(f, encoding="bytes")
+        data, labels = batch[b"data"], batch[b"labels"]
+    except (OSError, EOFError, pickle.UnpicklingError, KeyError, TypeError, ValueError,
+            AttributeError, IndexError) as exc:
+        raise DataError(f"{path}: not a CIFAR-10 batch ({type(exc).__name__}: {exc})") from exc
+    data = np.asarray(data)
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        raise DataError(f"{path}: data is {data.dtype} {data.shape}, expected uint8 (N, 3072)")
+    return data.reshape(-1, 3, 32, 32), np.asarray(labels, dtype=np.int64)
+
+
+def load_cifar_dir(directory: Path) -> dict[str, tuple[np.ndarray, np.ndarray, Path, Path]]:
+    """{split: (images (N, 3, 32, 32), labels (N,) int64, first file, first file)}."""
+    cifar_files(directory)  # all six present, or one error naming the missing ones
+    out = {}
+    for split, names in (("train", CIFAR_TRAIN), ("test", CIFAR_TEST)):
+        parts = [read_cifar_batch(directory / n) for n in names]
+        first = directory / names[0]
+        out[split] = (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), first, first)
+    return out
+
+
+def write_cifar_batch(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
+    """Write a batch as CIFAR-10 distributes it (used by tests for tiny datasets)."""
+    blob = {b"data": np.ascontiguousarray(images, dtype=np.uint8).reshape(len(images), -1),
+            b"labels": [int(v) for v in labels], b"batch_label": path.name.encode()}
+    path.write_bytes(pickle.dumps(blob, protocol=2))
+
+
+# --- scikit-learn digits -------------------------------------------------------------------------
+
+DIGITS_TEST_SIZE = 0.2
+DIGITS_SPLIT_SEED = 0
+
+
+def load_digits_split() -> dict[str, tuple[np.ndarray, np.ndarray, Path, Path]]:
+    """scikit-learn's 1797 bundled 8x8 digits, split once and for all: a stratified 20 % test set
+    (`train_test_split(test_size=0.2, stratify=labels, random_state=0)`: 1437 train, 360 test).
+    Values 0..16 become uint8 as round(v * 255 / 16)."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    images = np.rint(digits.images * (255 / 16)).astype(np.uint8)[:, None]
+    labels = digits.target.astype(np.int64)
+    train, test = train_test_split(np.arange(len(labels)), test_size=DIGITS_TEST_SIZE, stratify=labels,
+                                   random_state=DIGITS_SPLIT_SEED)
+    source = digits_file()
+    return {"train": (images[np.sort(train)], labels[np.sort(train)], source, source),
+            "test": (images[np.sort(test)], labels[np.sort(test)], source, source)}
+
+
+def digits_file() -> Path:
+    """scikit-learn's bundled digits file (an input of the workflow's data rule)."""
+    import sklearn.datasets
+
+    return Path(sklearn.datasets.__file__).parent / "data" / "digits.csv.gz"
+
+
+# --- validation, hashing, cache ------------------------------------------------------------------
+
+def check_split(images: np.ndarray, labels: np.ndarray, img_file: Path, lbl_file: Path, split: str,
+                image_shape: tuple[int, int, int], num_classes: int, expected_n: int | None) -> None:
+    """Raise DataError naming the file if a split is empty, mis-shaped, miscounted or mislabelled."""
     if images.shape[0] == 0:  # training would run and write NaN metrics that look like results
         raise DataError(f"{img_file}: 0 images: the {split} split is empty")
-    if images.shape[1:] != IMAGE_SHAPE:
-        raise DataError(f"{img_file}: images are {images.shape[1:]}, expected {IMAGE_SHAPE}")
+    if images.shape[1:] != image_shape:
+        raise DataError(f"{img_file}: images are {images.shape[1:]}, expected {image_shape}")
     if images.shape[0] != labels.shape[0]:
-        raise DataError(
-            f"{img_file} has {images.shape[0]} images but {lbl_file} has {labels.shape[0]} labels"
-        )
+        raise DataError(f"{img_file} has {images.shape[0]} images but {lbl_file} has {labels.shape[0]} labels")
     if expected_n is not None and images.shape[0] != expected_n:
-        raise DataError(f"{img_file}: {images.shape[0]} images, expected {expected_n} for Fashion-MNIST")
-    if labels.size and labels.max() >= NUM_CLASSES:
-        raise DataError(f"{lbl_file}: label {int(labels.max())} out of range 0..{NUM_CLASSES - 1}")
+        raise DataError(f"{img_file}: {images.shape[0]} images, expected {expected_n} for the {split} split")
+    if labels.min() < 0 or labels.max() >= num_classes:
+        bad = int(labels.max()) if labels.max() >= num_classes else int(labels.min())
+        raise DataError(f"{lbl_file}: label {bad} out of range 0..{num_classes - 1}")
 
 
-def dataset_sha256(arrays: list[np.ndarray]) -> str:
+def arrays_sha256(arrays: list[np.ndarray]) -> str:
     digest = hashlib.sha256()
     for a in arrays:
         digest.update(np.ascontiguousarray(a).tobytes())
     return digest.hexdigest()
 
 
-def load_idx_dir(directory: Path, real_sizes: bool) -> Dataset:
-    """Decode and validate the four files; `real_sizes` demands 60000/10000 images."""
-    files = find_idx_files(directory)
-    arrays = {role: read_idx(path, 3 if role.endswith("images") else 1) for role, path in files.items()}
-    for split in ("train", "test"):
-        _check_split(arrays[f"{split}_images"], arrays[f"{split}_labels"], files, split,
-                     REAL_SIZES[split] if real_sizes else None)
-    ordered = [arrays[r] for r in STEMS]
-    return Dataset(
-        train_images=torch.from_numpy(arrays["train_images"].copy()),
-        train_labels=torch.from_numpy(arrays["train_labels"].astype(np.int64)),
-        test_images=torch.from_numpy(arrays["test_images"].copy()),
-        test_labels=torch.from_numpy(arrays["test_labels"].astype(np.int64)),
-        sha256=dataset_sha256([ordered[0], ordered[1].astype(np.int64), ordered[2], ordered[3].astype(np.int64)]),
-        source=str(directory),
-    )
+def files_sha256(paths: list[Path]) -> str:
+    """One sha256 over the named files' bytes (in the given order): what Snakemake compares to
+    notice data replaced in place, whatever its modification time."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(str(path).encode() + b"\0")
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
-def torchvision_download(root: Path) -> Path:
-    """Fetch Fashion-MNIST with torchvision (needs the network); return the raw IDX directory."""
-    from torchvision.datasets import FashionMNIST
+def save_data(data: ImageData, path: Path) -> None:
+    """Write the cache (uncompressed .npz) atomically; see `lsbench.io.atomic_write_bytes`."""
+    from lsbench.io import atomic_write_bytes
 
-    FashionMNIST(str(root), train=True, download=True)
-    return root / "FashionMNIST" / "raw"
-
-
-NO_DATA_HELP = (
-    "No Fashion-MNIST data found. Provide it in one of three ways:\n"
-    "  1. set data_dir in config.yaml (or --config data_dir=DIR) to a directory with the four IDX files\n"
-    "     train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (.gz or plain);\n"
-    f"  2. apt-get install dataset-fashion-mnist (installs them in {DEBIAN_DIR}, works offline);\n"
-    "  3. run on a machine with internet access so torchvision can download them."
-)
+    buf = io.BytesIO()
+    np.savez(buf, train_images=data.train_images, train_labels=data.train_labels,
+             test_images=data.test_images, test_labels=data.test_labels,
+             meta=np.array(json.dumps({"class_names": list(data.class_names), "sha256": data.sha256,
+                                       "source": data.source})))
+    atomic_write_bytes(buf.getvalue(), Path(path))
 
 
-def resolve_dataset(data_dir: str | None, download_root: Path,
-                    download: Callable[[Path], Path] = torchvision_download,
-                    debian_dir: Path = DEBIAN_DIR) -> Dataset:
-    """Load from `data_dir` if set, else the Debian package, else torchvision's downloader.
-
-    A configured or installed source that is corrupt is an error (naming the file), never a
-    silent fall-through to another source.
-    """
-    if data_dir is not None:
-        try:
-            return load_idx_dir(Path(data_dir), real_sizes=False)
-        except MissingDataError as exc:
-            raise MissingDataError(f"data_dir: {exc}\n{NO_DATA_HELP}") from exc
-    if debian_dir.is_dir():
-        return load_idx_dir(debian_dir, real_sizes=True)
+def load_data(path: Path) -> ImageData:
+    """Load a cache written by `save_data` (well under a second for Fashion-MNIST's 55 MB)."""
     try:
-        raw_dir = download(download_root)
-    except (OSError, RuntimeError) as exc:  # URLError is an OSError; torchvision raises RuntimeError
-        raise DataError(f"{NO_DATA_HELP}\n(torchvision download failed: {exc})") from exc
-    return load_idx_dir(raw_dir, real_sizes=True)
-
-
-def save_dataset(ds: Dataset, path: Path) -> None:
-    """Write atomically: a temporary file in the same directory, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    payload = {
-        "train_images": ds.train_images, "train_labels": ds.train_labels,
-        "test_images": ds.test_images, "test_labels": ds.test_labels,
-        "sha256": ds.sha256, "source": ds.source,
-    }
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def load_dataset(path: Path) -> Dataset:
-    """Load the cached file (well under a second: ~55 MB of uint8, memory-mapped)."""
-    blob = torch.load(path, weights_only=True, mmap=True)
-    return Dataset(**blob)
+        with np.load(path, allow_pickle=False) as blob:
+            arrays = {k: blob[k] for k in ("train_images", "train_labels", "test_images", "test_labels")}
+            meta = json.loads(str(blob["meta"]))
+    except (OSError, ValueError, KeyError) as exc:
+        raise DataError(f"{path}: not a dataset cache written by `lsbench prepare-data` ({exc})") from exc
+    return ImageData(**arrays, class_names=tuple(meta["class_names"]), sha256=meta["sha256"], source=meta["source"])

@@ -1,33 +1,56 @@
-"""File I/O at the edges: atomic writes, run outputs, checkpoints, collection.
+"""File I/O at the edges: atomic writes and the layout of the results tables. No torch here: the
+report reads these tables without the training stack.
 
 Every file is written to a temporary name in the same directory and renamed into place, so a
 killed job never leaves a file that looks complete.
+
+Every table is keyed by the run, `KEY` = (dataset, model, seed, epsilon): `model` is the name as
+configured ("mlp", or "package.module:function" for a user's factory).
 """
 
 from __future__ import annotations
 
 import os
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
-import torch
 
+KEY = ["dataset", "model", "seed", "epsilon"]
 METRIC_COLUMNS = [
-    "seed", "epsilon", "epoch", "train_loss", "test_loss", "test_nll", "accuracy", "ece", "mce",
-    "mean_confidence", "overconfidence", "brier", "entropy", "epoch_seconds", "diverged",
+    *KEY, "epoch", "train_loss", "test_loss", "test_nll", "accuracy", "ece", "mce",
+    "mean_confidence", "overconfidence", "brier", "entropy", "epoch_seconds", "diverged", "divergence",
     "ece_over", "ece_under", "ece_adaptive", "ece_classwise",
 ]
-RELIABILITY_COLUMNS = ["seed", "epsilon", "bin", "bin_lower", "bin_upper", "count", "mean_confidence", "accuracy"]
-CALIBRATED_COLUMNS = ["seed", "epsilon", "temperature", "ece_ts", "nll_ts", "mean_confidence_ts"]
+RELIABILITY_COLUMNS = [*KEY, "bin", "bin_lower", "bin_upper", "count", "mean_confidence", "accuracy"]
+CALIBRATED_COLUMNS = [*KEY, "temperature", "ece_ts", "nll_ts", "mean_confidence_ts"]
+# What defines a run's numbers, recorded by the run itself (results/runs.parquet); collect checks it
+# against the workflow's config. class_names is a JSON list, image_shape "CxHxW".
+RUN_COLUMNS = [*KEY, "epochs", "batch_size", "lr", "validation_size", "n_train", "n_validation", "n_test",
+               "num_classes", "image_shape", "class_names", "data_sha256", "parameters"]
 # Per-run tables, each collected into results/{name}.parquet. The results proper are equal between
 # reruns (timing columns aside); `environment` is provenance: the software, hardware and wall
 # time of the job that produced the run.
-RESULT_TABLES = ("metrics", "reliability", "predictions", "calibrated")
+RESULT_TABLES = ("runs", "metrics", "reliability", "predictions", "calibrated")
 TABLES = (*RESULT_TABLES, "environment")
 PROVENANCE = "provenance"  # results/provenance.parquet: one workflow-level row, written by collect
+PUBLISHED = (*TABLES, PROVENANCE)  # what `lsbench report` reads
+
+
+@dataclass(frozen=True)
+class RunKey:
+    """Which run a row belongs to."""
+
+    dataset: str
+    model: str
+    seed: int
+    epsilon: float
+
+    def columns(self) -> dict[str, Any]:
+        return {"dataset": self.dataset, "model": self.model, "seed": int(self.seed), "epsilon": float(self.epsilon)}
 
 
 @contextmanager
@@ -53,58 +76,55 @@ def write_text(text: str, path: Path) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
-def save_checkpoint(blob: dict[str, Any], path: Path) -> None:
+def atomic_write_bytes(payload: bytes, path: Path) -> None:
+    """Write bytes atomically with Python's own file I/O, so a full disk or a size limit raises
+    an OSError naming the file (torch.save's writer reports only "enforce fail")."""
     with atomic_path(path) as tmp:
-        torch.save(blob, tmp)
+        tmp.write_bytes(payload)
 
 
-def load_checkpoint(path: Path) -> dict[str, Any] | None:
-    """The checkpoint at `path`, or None when there is none. Loaded with weights_only=True."""
-    if not Path(path).exists():
-        return None
-    return torch.load(path, weights_only=True, map_location="cpu")
+def metrics_frame(key: RunKey, records: list[dict[str, Any]]) -> pd.DataFrame:
+    df = pd.DataFrame.from_records([{**key.columns(), **r} for r in records], columns=METRIC_COLUMNS)
+    return df.astype({"seed": "int64", "epsilon": "float64", "epoch": "int64", "diverged": "bool",
+                      "divergence": "str"})
 
 
-def metrics_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
-    df = pd.DataFrame.from_records(records, columns=METRIC_COLUMNS)
-    return df.astype({"seed": "int64", "epsilon": "float64", "epoch": "int64", "diverged": "bool"})
+def reliability_frame(key: RunKey, table: dict[str, list]) -> pd.DataFrame:
+    return pd.DataFrame({**{k: [v] * len(table["bin"]) for k, v in key.columns().items()}, **table})[RELIABILITY_COLUMNS]
 
 
-def reliability_frame(seed: int, epsilon: float, table: dict[str, list]) -> pd.DataFrame:
-    df = pd.DataFrame(table)
-    df.insert(0, "epsilon", float(epsilon))
-    df.insert(0, "seed", int(seed))
-    return df[RELIABILITY_COLUMNS]
+def row_frame(key: RunKey, record: dict[str, Any], columns: list[str] | None = None) -> pd.DataFrame:
+    """One row keyed by the run: a run's calibrated, runs or environment record."""
+    return pd.DataFrame([{**key.columns(), **record}], columns=columns)
 
 
-def run_row_frame(seed: int, epsilon: float, record: dict[str, Any],
-                  columns: list[str] | None = None) -> pd.DataFrame:
-    """One row keyed by (seed, epsilon): a run's calibrated or environment record."""
-    return pd.DataFrame([{"seed": int(seed), "epsilon": float(epsilon), **record}], columns=columns)
-
-
-def predictions_frame(seed: int, epsilon: float, labels: np.ndarray, logits: np.ndarray,
-                      probs: np.ndarray) -> pd.DataFrame:
-    """One row per test image: seed, epsilon, index, label, logit_0 .. logit_{C-1} (float32, as the
+def predictions_frame(key: RunKey, labels: np.ndarray, logits: np.ndarray, probs: np.ndarray) -> pd.DataFrame:
+    """One row per test image: the key, index, label, logit_0 .. logit_{C-1} (float32, as the
     network gave them), prob_0 .. prob_{C-1} (float64, `metrics.probabilities` of those logits: the
     very values every metric of the run was computed from)."""
-    columns = {f"logit_{c}": logits[:, c].astype(np.float32) for c in range(logits.shape[1])}
+    n = len(labels)
+    columns: dict[str, Any] = {k: [v] * n for k, v in key.columns().items()}
+    columns["index"] = np.arange(n, dtype=np.int64)
+    columns["label"] = np.asarray(labels).astype(np.int64)
+    columns.update({f"logit_{c}": logits[:, c].astype(np.float32) for c in range(logits.shape[1])})
     columns.update({f"prob_{c}": probs[:, c].astype(np.float64) for c in range(probs.shape[1])})
-    df = pd.DataFrame(columns)
-    df.insert(0, "label", np.asarray(labels).astype("int64"))
-    df.insert(0, "index", range(len(df)))
-    df.insert(0, "epsilon", float(epsilon))
-    df.insert(0, "seed", int(seed))
-    return df
+    return pd.DataFrame(columns)
 
 
 def run_paths(run_dir: Path) -> dict[str, Path]:
     return {name: Path(run_dir) / f"{name}.parquet" for name in TABLES}
 
 
+def sort_keys(df: pd.DataFrame) -> list[str]:
+    """The columns that order a table's rows: the run key, then epoch, bin or image index."""
+    return [c for c in (*KEY, "epoch", "bin", "index") if c in df.columns]
+
+
 def concat_parquet(paths: list[Path]) -> pd.DataFrame:
-    """Concatenate per-run tables, sorted by (seed, epsilon) so the result is order-independent."""
-    frames = [pd.read_parquet(p) for p in paths]
-    df = pd.concat(frames, ignore_index=True)
-    keys = [c for c in ("seed", "epsilon", "epoch", "bin", "index") if c in df.columns]
-    return df.sort_values(keys, kind="stable").reset_index(drop=True)
+    """Concatenate per-run tables, sorted by the run key so the result is order-independent."""
+    df = pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)
+    return df.sort_values(sort_keys(df), kind="stable").reset_index(drop=True)
+
+
+def key_of(row: Any) -> RunKey:
+    return RunKey(str(row["dataset"]), str(row["model"]), int(row["seed"]), float(row["epsilon"]))

@@ -261,3 +261,28 @@ def temperature_scaled(val_logits: np.ndarray, val_labels: np.ndarray, test_logi
     scaled = evaluate_logits(np.asarray(test_logits, dtype=np.float64) / t, test_labels, epsilon=0.0)
     return {"temperature": t, "ece_ts": scaled["ece"], "nll_ts": scaled["test_nll"],
             "mean_confidence_ts": scaled["mean_confidence"]}
+
+
+# A run has diverged when its mean training loss is not finite or exceeds this many times the loss
+# of a uniform guess (log C): Adam with a huge lr (e.g. 10) keeps the loss finite, near 1e9, at
+# chance accuracy. A sane run never comes near it (its first-epoch loss is below log C).
+DIVERGENCE_FACTOR = 100.0
+
+
+def divergence(train_loss: float, num_classes: int) -> str | None:
+    """Which divergence test an epoch's mean training loss fails, in words; None if neither.
+
+    >>> divergence(float("nan"), 10)
+    'non-finite training loss (nan)'
+    >>> divergence(1.2e9, 10)
+    'training loss 1.2e+09 above 100 × log(10) = 230 (100 times a uniform guess)'
+    >>> divergence(0.4, 10) is None
+    True
+    """
+    if not math.isfinite(train_loss):
+        return f"non-finite training loss ({train_loss})"
+    limit = DIVERGENCE_FACTOR * math.log(num_classes)
+    if train_loss > limit:
+        return (f"training loss {train_loss:.3g} above {DIVERGENCE_FACTOR:g} × log({num_classes}) = {limit:.3g} "
+                f"({DIVERGENCE_FACTOR:g} times a uniform guess)")
+    return None

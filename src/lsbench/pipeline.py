@@ -5,70 +5,97 @@ Each Snakemake rule is a one-line call of `lsbench <stage>`, which lands here.
 
 from __future__ import annotations
 
+import io as _bytes_io
 import json
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import pandas as pd
-import torch
 
 from lsbench import io, provenance
-from lsbench.config import TrainConfig
-from lsbench.data import load_dataset, resolve_dataset, save_dataset
-from lsbench.metrics import probabilities, reliability_table, temperature_scaled
-from lsbench.train import (DeviceData, TrainState, configure_cpu, new_state, predict_logits,
-                           resolve_device, run_epochs, to_numpy)
+from lsbench.config import TrainConfig, format_epsilon, validation_count
+from lsbench.data import ImageData, load_data, save_data
+from lsbench.datasets import get_dataset, resolve_dataset
 
 Log = Callable[[str], None]
 CHECKPOINT_NAME = "checkpoint.pt"
 # Bumped when a checkpoint's contents change meaning, so an older one is ignored, not misloaded.
-# 2: weights stored (in, out) (model.Dense), no longer nn.Linear's (out, in).
-CHECKPOINT_FORMAT = 2
+# 2: weights stored (in, out) (mlp.Dense), no longer nn.Linear's (out, in).
+# 3: any registered model; the stepper's optimiser state; torch's RNG states.
+CHECKPOINT_FORMAT = 3
 
 
-def prepare_data(data_dir: str | None, out_path: Path, log: Log) -> dict:
-    """Decode and validate the IDX files once; write the cache and a JSON summary beside it."""
-    ds = resolve_dataset(data_dir, Path(out_path).parent / "download")
-    save_dataset(ds, Path(out_path))
-    summary = {"source": ds.source, "sha256": ds.sha256,
-               "train": list(ds.train_images.shape), "test": list(ds.test_images.shape)}
+class CollectError(ValueError):
+    """Runs that cannot be combined: a run's recorded config differs from the workflow's."""
+
+
+def prepare_data(dataset: str, data_root: str | None, out_path: Path, log: Log) -> dict:
+    """Decode and validate a dataset once; write the cache and a JSON summary beside it."""
+    spec = get_dataset(dataset)
+    data = resolve_dataset(spec, data_root, Path(out_path).parent / "download")
+    save_data(data, Path(out_path))
+    summary = data.summary()
     io.write_text(json.dumps(summary, indent=2) + "\n", Path(out_path).with_suffix(".json"))
-    log(f"prepared {out_path} from {ds.source}: train {tuple(ds.train_images.shape)}, "
-        f"test {tuple(ds.test_images.shape)}, sha256 {ds.sha256}")
+    log(f"prepared {out_path} ({spec.title}) from {data.source}: train {data.train_images.shape}, "
+        f"test {data.test_images.shape}, sha256 {data.sha256}")
     return summary
 
 
-def _run_key(seed: int, epsilon: float, cfg: TrainConfig, data_sha256: str) -> dict:
-    """What a checkpoint must match to be resumed (epochs may grow; device may change)."""
-    return {"format": CHECKPOINT_FORMAT, "seed": seed, "epsilon": epsilon, "model": cfg.model,
-            "batch_size": cfg.batch_size, "lr": cfg.lr, "validation_size": cfg.validation_size,
-            "data_sha256": data_sha256}
+def run_record(key: io.RunKey, cfg: TrainConfig, data: ImageData, n_validation: int, parameters: int) -> dict:
+    """What defines this run's numbers (results/runs.parquet), besides its key."""
+    return {"epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": float(cfg.lr), "validation_size": n_validation,
+            "n_train": len(data.train_labels) - n_validation, "n_validation": n_validation,
+            "n_test": len(data.test_labels), "num_classes": len(data.class_names),
+            "image_shape": "x".join(map(str, data.image_shape)), "class_names": json.dumps(list(data.class_names)),
+            "data_sha256": data.sha256, "parameters": parameters}
 
 
-def format_record(r: dict, epochs: int) -> str:
-    status = " DIVERGED" if r["diverged"] else ""
-    return (f"seed {r['seed']} eps {r['epsilon']:g} epoch {r['epoch']}/{epochs}: "
+def resume_key(key: io.RunKey, record: dict) -> dict:
+    """What a checkpoint must match to be resumed: the run and everything but its epoch count
+    (epochs may grow; device and threads may change)."""
+    return {"format": CHECKPOINT_FORMAT, **key.columns(), **{k: v for k, v in record.items() if k != "epochs"}}
+
+
+def format_record(key: io.RunKey, r: dict, epochs: int) -> str:
+    status = f" DIVERGED: {r['divergence']}" if r["diverged"] else ""
+    return (f"{key.dataset} {key.model} seed {key.seed} eps {format_epsilon(key.epsilon)} epoch {r['epoch']}/{epochs}: "
             f"train_loss {r['train_loss']:.4f} test_nll {r['test_nll']:.4f} acc {r['accuracy']:.4f} "
             f"ece {r['ece']:.4f} conf {r['mean_confidence']:.4f} ({r['epoch_seconds']:.2f} s){status}")
 
 
-def resume(state: TrainState, ckpt_path: Path, key: dict, cfg: TrainConfig, log: Log) -> None:
+def save_checkpoint(blob: dict[str, Any], path: Path) -> None:
+    import torch
+
+    buf = _bytes_io.BytesIO()
+    torch.save(blob, buf)
+    io.atomic_write_bytes(buf.getvalue(), path)
+
+
+def resume(state: Any, ckpt_path: Path, key: dict, cfg: TrainConfig, log: Log) -> None:
     """Load a checkpoint left by an interrupted job into `state` if it belongs to this run."""
-    blob = io.load_checkpoint(ckpt_path)
-    if blob is None:
+    import torch
+
+    if not ckpt_path.exists():
         return
-    if blob.get("run_key") == key and blob["epoch"] <= cfg.epochs:
-        state.load_state_dict(blob)
-        log(f"resuming from {ckpt_path} after epoch {state.epoch}")
-    else:
+    blob = torch.load(ckpt_path, weights_only=True, map_location="cpu")
+    if blob.get("run_key") != key or blob["epoch"] > cfg.epochs:
         log(f"ignoring {ckpt_path}: it belongs to another run configuration")
+        return
+    try:
+        state.load_state_dict(blob)
+    except (RuntimeError, KeyError, ValueError) as exc:  # e.g. a user's model changed shape
+        log(f"ignoring {ckpt_path}: it does not fit this model ({exc})")
+        return
+    log(f"resuming from {ckpt_path} after epoch {state.epoch}")
 
 
-def write_run_tables(run_dir: Path, seed: int, epsilon: float, state: TrainState, data: DeviceData,
-                     environment: dict) -> None:
-    """The final model's tables: metrics (all epochs), reliability, predictions, calibrated, environment."""
+def write_run_tables(run_dir: Path, key: io.RunKey, state: Any, data: Any, record: dict, environment: dict) -> None:
+    """The final model's tables: runs, metrics (all epochs), reliability, predictions, calibrated, environment."""
+    from lsbench.metrics import probabilities, reliability_table, temperature_scaled
+    from lsbench.train import predict_logits, to_numpy
+
     # Recomputed from the model rather than kept from the last epoch's evaluation, so that a job
     # resumed from its final checkpoint (killed while writing) produces the same tables.
     # One probability path (see lsbench.metrics): float64 softmax of the float32 logits.
@@ -77,50 +104,110 @@ def write_run_tables(run_dir: Path, seed: int, epsilon: float, state: TrainState
     calibrated = temperature_scaled(to_numpy(predict_logits(state.model, data.val_x)), to_numpy(data.val_y),
                                     test_logits, test_labels)
     paths = io.run_paths(run_dir)
-    io.write_parquet(io.run_row_frame(seed, epsilon, calibrated, io.CALIBRATED_COLUMNS), paths["calibrated"])
-    io.write_parquet(io.reliability_frame(seed, epsilon, reliability_table(probs, test_labels)),
-                     paths["reliability"])
-    io.write_parquet(io.predictions_frame(seed, epsilon, test_labels, test_logits, probs), paths["predictions"])
-    io.write_parquet(io.run_row_frame(seed, epsilon, environment), paths["environment"])
-    io.write_parquet(io.metrics_frame(state.records), paths["metrics"])
+    io.write_parquet(io.row_frame(key, calibrated, io.CALIBRATED_COLUMNS), paths["calibrated"])
+    io.write_parquet(io.reliability_frame(key, reliability_table(probs, test_labels)), paths["reliability"])
+    io.write_parquet(io.predictions_frame(key, test_labels, test_logits, probs), paths["predictions"])
+    io.write_parquet(io.row_frame(key, environment), paths["environment"])
+    io.write_parquet(io.row_frame(key, record, io.RUN_COLUMNS), paths["runs"])
+    io.write_parquet(io.metrics_frame(key, state.records), paths["metrics"])  # last: it marks the run done
 
 
-def train_one(data_path: Path, run_dir: Path, seed: int, epsilon: float, cfg: TrainConfig,
-              keep_checkpoint: bool, log: Log, started: float | None = None) -> None:
-    """Train one (seed, epsilon) run, checkpointing every epoch; write its tables.
+def train_one(dataset: str, model: str, data_path: Path, run_dir: Path, seed: int, epsilon: float,
+              cfg: TrainConfig, keep_checkpoint: bool, log: Log, started: float | None = None) -> None:
+    """Train one (dataset, model, seed, epsilon) run, checkpointing every epoch; write its tables.
 
     A checkpoint left by an interrupted job is resumed when it belongs to the same run, so the
     finished tables equal those of an uninterrupted run (timing columns aside).
     """
+    from lsbench.train import DeviceData, configure_cpu, new_state, resolve_device, run_epochs
+
     started = time.perf_counter() if started is None else started
+    spec = get_dataset(dataset)
     configure_cpu(cfg.threads)
     device = resolve_device(cfg.device)
-    ds = load_dataset(Path(data_path))
-    data = DeviceData.from_dataset(ds, device, seed, cfg.validation_size)
-    state = new_state(seed, cfg, device)
-    key = _run_key(seed, epsilon, cfg, ds.sha256)
+    data = load_data(Path(data_path))
+    n_val = validation_count(cfg.validation_size, len(data.train_labels))
+    device_data = DeviceData.from_data(data, spec.mean, spec.std, device, seed, n_val)
+    state = new_state(model, device_data, len(data.class_names), seed, epsilon, cfg)
+    key = io.RunKey(dataset, model, seed, epsilon)
+    record = run_record(key, cfg, data, n_val, sum(p.numel() for p in state.model.parameters()))
     ckpt_path = Path(run_dir) / CHECKPOINT_NAME
-    resume(state, ckpt_path, key, cfg, log)
-    environment = {**provenance.run_environment(device, ds.sha256, ds.source), "resumed_after_epoch": state.epoch}
-    log(f"training seed {seed} eps {epsilon:g} on {device} ({environment['device_name']}, "
-        f"{environment['cpu_model']}) with {cfg.threads} thread(s) after "
-        f"{time.perf_counter() - started:.2f} s of start-up (imports + data): {asdict(cfg)}")
-    for record in run_epochs(state, data, seed, epsilon, cfg):
-        io.save_checkpoint({**state.state_dict(), "run_key": key}, ckpt_path)
-        log(format_record(record, cfg.epochs))
+    checkpoint_key = resume_key(key, record)
+    resume(state, ckpt_path, checkpoint_key, cfg, log)
+    environment = {**provenance.run_environment(device, data.source), "resumed_after_epoch": state.epoch}
+    log(f"training {dataset} {model} seed {seed} eps {format_epsilon(epsilon)} on {device} "
+        f"({environment['device_name']}, {environment['cpu_model']}) with {cfg.threads} thread(s) after "
+        f"{time.perf_counter() - started:.2f} s of start-up (imports + data): {asdict(cfg)}, "
+        f"{record['parameters']} parameters, {record['n_train']} training images")
+    for epoch_record in run_epochs(state, device_data, epsilon, cfg, len(data.class_names)):
+        save_checkpoint({**state.state_dict(), "run_key": checkpoint_key}, ckpt_path)
+        log(format_record(key, epoch_record, cfg.epochs))
     # The job's wall time up to its outputs (a resumed job counts only its own part).
     environment["job_seconds"] = time.perf_counter() - started
-    write_run_tables(Path(run_dir), seed, epsilon, state, data, environment)
+    write_run_tables(Path(run_dir), key, state, device_data, record, environment)
     if not keep_checkpoint:
         ckpt_path.unlink(missing_ok=True)
 
 
+def expected_runs(config: dict) -> pd.DataFrame:
+    """The runs the workflow's config asks for, with the parameters each must have recorded."""
+    from lsbench.config import load_schema, to_workflow_config, validate_config
+
+    wf = to_workflow_config(validate_config(config, load_schema()))
+    rows = [{"dataset": d, "model": m, "seed": s, "epsilon": e, "epochs": wf.train.epochs,
+             "batch_size": wf.train.batch_size, "lr": wf.train.lr, "validation_size_config": wf.validation_sizes[d]}
+            for d in wf.datasets for m in wf.models for s in wf.seeds for e in wf.epsilons]
+    return pd.DataFrame(rows)
+
+
+def check_runs(runs: pd.DataFrame, config: dict, data_sha256: dict[str, str]) -> None:
+    """CollectError unless the runs are exactly the config's grid, each recorded with the config's
+    parameters and trained on the data now prepared (`data_sha256`: dataset -> sha256)."""
+    expected = expected_runs(config)
+    merged = expected.merge(runs, on=io.KEY, how="outer", indicator=True)
+    problems = []
+    for _, row in merged.iterrows():
+        where = f"{row['dataset']} {row['model']} seed {row['seed']} eps {format_epsilon(row['epsilon'])}"
+        if row["_merge"] == "left_only":
+            problems.append(f"{where}: asked for by the config but not among the runs given")
+            continue
+        if row["_merge"] == "right_only":
+            problems.append(f"{where}: not part of the config's grid")
+            continue
+        for name in ("epochs", "batch_size", "lr"):
+            if row[f"{name}_x"] != row[f"{name}_y"]:
+                problems.append(f"{where}: recorded {name}={row[f'{name}_y']!r}, the config says {row[f'{name}_x']!r}")
+        wanted = validation_count(row["validation_size_config"], int(row["n_train"] + row["n_validation"]))
+        if wanted != row["n_validation"]:
+            problems.append(f"{where}: held out {row['n_validation']} images, the config's validation_size "
+                            f"{row['validation_size_config']!r} means {wanted}")
+        if row["dataset"] in data_sha256 and row["data_sha256"] != data_sha256[row["dataset"]]:
+            problems.append(f"{where}: trained on data {row['data_sha256'][:12]}…, the prepared "
+                            f"{row['dataset']} data is {data_sha256[row['dataset']][:12]}…")
+    if problems:
+        shown = problems[:10] + ([f"... and {len(problems) - 10} more"] if len(problems) > 10 else [])
+        raise CollectError("these runs do not match the workflow's config; rerun them "
+                           "(snakemake --forcerun train) or restore the config:\n  " + "\n  ".join(shown))
+
+
 def collect(run_dirs: list[Path], out_dir: Path, log: Log, config: dict | None = None,
-            source_dir: Path | None = None) -> None:
+            source_dir: Path | None = None, data_dir: Path | None = None) -> None:
     """Concatenate each per-run table into out_dir/{table}.parquet (see io.TABLES), and write
-    out_dir/provenance.parquet: the workflow's config, git commit and Snakemake version."""
-    for table in io.TABLES:
-        df = io.concat_parquet([io.run_paths(Path(d))[table] for d in run_dirs])
+    out_dir/provenance.parquet: the workflow's config, git commit and Snakemake version.
+
+    With `config`, first check that the runs are the config's grid with the config's parameters
+    (CollectError otherwise), and, with `data_dir` (where prepare-data wrote {dataset}.json), that
+    they were trained on the data now prepared; nothing is written when a check fails.
+    """
+    tables = {table: io.concat_parquet([io.run_paths(Path(d))[table] for d in run_dirs]) for table in io.TABLES}
+    if config is not None:
+        sha = {}
+        if data_dir is not None:
+            for dataset in tables["runs"]["dataset"].unique():
+                summary = Path(data_dir) / f"{dataset}.json"
+                sha[dataset] = json.loads(summary.read_text())["sha256"]
+        check_runs(tables["runs"], config, sha)
+    for table, df in tables.items():
         io.write_parquet(df, Path(out_dir) / f"{table}.parquet")
         log(f"{table}: {len(df)} rows from {len(run_dirs)} runs")
     record = provenance.workflow_provenance(config, source_dir)

@@ -15,9 +15,6 @@ import seaborn as sns  # noqa: E402
 
 from lsbench.config import format_epsilon  # noqa: E402
 
-FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
-
 
 def png_bytes(fig: plt.Figure) -> bytes:
     """PNG of a figure with no timestamp or version metadata, so the bytes are reproducible."""
@@ -96,11 +93,12 @@ def reliability_diagram(bins: pd.DataFrame, ax: plt.Axes, title: str) -> None:
     ax.set_ylabel("accuracy")
 
 
-def sample_probabilities(probs: np.ndarray, label: int, ax: plt.Axes, title: str) -> None:
+def sample_probabilities(probs: np.ndarray, label: int, class_names: Sequence[str], ax: plt.Axes,
+                         title: str) -> None:
     """Softmax output for one image; the true class in a different colour."""
     colors = ["tab:green" if c == label else "tab:gray" for c in range(len(probs))]
     ax.bar(range(len(probs)), probs, color=colors)
-    ax.set_xticks(range(len(probs)), FASHION_CLASSES[:len(probs)], rotation=60, ha="right")
+    ax.set_xticks(range(len(probs)), list(class_names)[:len(probs)], rotation=60, ha="right")
     ax.set_ylim(0, 1)
     ax.set_ylabel("probability")
     ax.set_title(title)

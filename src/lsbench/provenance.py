@@ -13,8 +13,11 @@ import os
 import platform
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
+
 import yaml
 
 RUN_PACKAGES = ("torchvision", "numpy", "pandas", "pyarrow", "lsbench")
@@ -38,19 +41,18 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
-def device_name(device: torch.device) -> str:
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-
-
-def run_environment(device: torch.device, data_sha256: str, data_source: str) -> dict[str, object]:
+def run_environment(device: "torch.device", data_source: str) -> dict[str, object]:
     """One training process's environment; `job_seconds` is filled in when the job ends."""
+    import torch  # only training jobs call this; the report path stays free of torch
+
     # torch.__version__ keeps the build tag (e.g. "+cu130") that the package metadata drops.
     return {"python": platform.python_version(), "torch": torch.__version__,
             **{name: package_version(name) for name in RUN_PACKAGES},
             "torch_cuda": torch.version.cuda or "none",
             "cpu_model": cpu_model(), "cpu_count": _cpu_count(), "torch_threads": torch.get_num_threads(),
-            "device": device.type, "device_name": device_name(device),
-            "data_sha256": data_sha256, "data_source": data_source}
+            "device": device.type,
+            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "data_source": data_source}
 
 
 def _cpu_count() -> int:

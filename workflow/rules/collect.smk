@@ -1,11 +1,14 @@
 rule collect:
     input:
+        runs=get_run_tables(LSB, "runs"),
         metrics=get_run_tables(LSB, "metrics"),
         reliability=get_run_tables(LSB, "reliability"),
         predictions=get_run_tables(LSB, "predictions"),
         calibrated=get_run_tables(LSB, "calibrated"),
         environment=get_run_tables(LSB, "environment"),
+        data=get_data_summaries(LSB),
     output:
+        runs="results/runs.parquet",
         metrics="results/metrics.parquet",
         reliability="results/reliability.parquet",
         predictions="results/predictions.parquet",
@@ -23,4 +26,5 @@ rule collect:
         source_dir=workflow.basedir,
     shell:
         "lsbench collect --out-dir results --config-json {params.config:q}"
-        " --source-dir {params.source_dir:q} {params.run_dirs} > {log} 2>&1"
+        " --source-dir {params.source_dir:q} --data-dir results/data {params.run_dirs:q}"
+        " > {log} 2>&1"

@@ -1,14 +1,15 @@
 rule train:
     input:
-        data=rules.prepare_data.output.data,
+        data="results/data/{dataset}.npz",
     output:
-        metrics="results/runs/seed{seed}/eps{eps}/metrics.parquet",
-        reliability="results/runs/seed{seed}/eps{eps}/reliability.parquet",
-        predictions="results/runs/seed{seed}/eps{eps}/predictions.parquet",
-        calibrated="results/runs/seed{seed}/eps{eps}/calibrated.parquet",
-        environment="results/runs/seed{seed}/eps{eps}/environment.parquet",
+        runs="results/runs/{dataset}/{model}/seed{seed}/eps{eps}/runs.parquet",
+        metrics="results/runs/{dataset}/{model}/seed{seed}/eps{eps}/metrics.parquet",
+        reliability="results/runs/{dataset}/{model}/seed{seed}/eps{eps}/reliability.parquet",
+        predictions="results/runs/{dataset}/{model}/seed{seed}/eps{eps}/predictions.parquet",
+        calibrated="results/runs/{dataset}/{model}/seed{seed}/eps{eps}/calibrated.parquet",
+        environment="results/runs/{dataset}/{model}/seed{seed}/eps{eps}/environment.parquet",
     log:
-        "results/logs/train/seed{seed}_eps{eps}.log",
+        "results/logs/train/{dataset}/{model}/seed{seed}_eps{eps}.log",
     group:
         "train"
     conda:
@@ -19,17 +20,17 @@ rule train:
         runtime=get_train_runtime(LSB),
         gpu=get_train_gpus(LSB),
     params:
+        # What defines a run's numbers (a change reruns it); how it executes is in `execution`.
         run_dir=get_wildcard_run_dir,
+        model=get_model_name,
         epochs=LSB.train.epochs,
         batch_size=LSB.train.batch_size,
         lr=LSB.train.lr,
-        model=LSB.train.model,
-        device=LSB.train.device,
-        validation_size=LSB.train.validation_size,
-        keep="--keep-checkpoint" if LSB.keep_checkpoints else "",
+        validation_size=get_validation_size(LSB),
+        execution=get_execution_options(LSB),
     shell:
-        "lsbench train --data {input.data} --out-dir {params.run_dir} --seed {wildcards.seed}"
-        " --epsilon {wildcards.eps} --epochs {params.epochs} --batch-size {params.batch_size}"
-        " --lr {params.lr} --model {params.model} --device {params.device} --threads {threads}"
-        " --validation-size {params.validation_size}"
-        " {params.keep} > {log} 2>&1"
+        "lsbench train --dataset {wildcards.dataset} --model {params.model:q} --data {input.data}"
+        " --out-dir {params.run_dir:q} --seed {wildcards.seed} --epsilon {wildcards.eps}"
+        " --epochs {params.epochs} --batch-size {params.batch_size} --lr {params.lr}"
+        " --validation-size {params.validation_size} --threads {threads} {params.execution}"
+        " > {log} 2>&1"

@@ -1,0 +1,103 @@
+"""Read the published results tables and check them before anything is computed from them.
+
+`lsbench report` renders from these files alone, so a truncated file, a missing column, a wrong
+dtype, zero rows, duplicated keys or tables that disagree about which runs exist must stop it
+with one line naming the file and the problem, not a traceback or (duplicates) a report with
+twice the seeds and narrower intervals. No torch here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from pandas.api import types as ptypes
+
+from lsbench import io
+
+# Required columns and their kinds: "int", "float", "str", "bool" ("float" accepts integers too).
+KEY_KINDS = {"dataset": "str", "model": "str", "seed": "int", "epsilon": "float"}
+COLUMNS: dict[str, dict[str, str]] = {
+    "runs": {**KEY_KINDS, "epochs": "int", "batch_size": "int", "lr": "float", "validation_size": "int",
+             "n_train": "int", "n_validation": "int", "n_test": "int", "num_classes": "int", "image_shape": "str",
+             "class_names": "str", "data_sha256": "str", "parameters": "int"},
+    "metrics": {**KEY_KINDS, "epoch": "int", "diverged": "bool", "divergence": "str",
+                **{c: "float" for c in io.METRIC_COLUMNS if c not in (*io.KEY, "epoch", "diverged", "divergence")}},
+    "reliability": {**KEY_KINDS, "bin": "int", "bin_lower": "float", "bin_upper": "float", "count": "int",
+                    "mean_confidence": "float", "accuracy": "float"},
+    "predictions": {**KEY_KINDS, "index": "int", "label": "int", "logit_0": "float", "prob_0": "float"},
+    "calibrated": {**KEY_KINDS, **{c: "float" for c in io.CALIBRATED_COLUMNS if c not in io.KEY}},
+    "environment": {**KEY_KINDS, "python": "str", "torch": "str", "device_name": "str", "cpu_model": "str",
+                    "torch_threads": "int", "job_seconds": "float", "resumed_after_epoch": "int"},
+    "provenance": {"config_yaml": "str", "git_commit": "str", "snakemake": "str", "lsbench": "str"},
+}
+# Columns that identify a row within each table.
+UNIQUE = {"runs": io.KEY, "metrics": [*io.KEY, "epoch"], "reliability": [*io.KEY, "bin"],
+          "predictions": [*io.KEY, "index"], "calibrated": io.KEY, "environment": io.KEY}
+_CHECKS = {"int": ptypes.is_integer_dtype, "bool": ptypes.is_bool_dtype,
+           "float": lambda s: ptypes.is_float_dtype(s) or ptypes.is_integer_dtype(s),
+           "str": lambda s: ptypes.is_object_dtype(s) or ptypes.is_string_dtype(s)}
+_NAMES = {"int": "integers", "float": "numbers", "str": "strings", "bool": "booleans"}
+
+
+class TablesError(ValueError):
+    """A published table is missing, unreadable or inconsistent; the message names the file."""
+
+
+@dataclass(frozen=True)
+class Tables:
+    runs: pd.DataFrame
+    metrics: pd.DataFrame
+    reliability: pd.DataFrame
+    predictions: pd.DataFrame
+    calibrated: pd.DataFrame
+    environment: pd.DataFrame
+    provenance: pd.DataFrame
+
+
+def read_table(path: Path, name: str) -> pd.DataFrame:
+    """One table, checked for readability, columns, dtypes, rows and unique keys."""
+    if not path.is_file():
+        raise TablesError(f"{path}: missing (a results directory holds {', '.join(f'{t}.parquet' for t in io.PUBLISHED)})")
+    try:
+        df = pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises ArrowInvalid, OSError and others for a broken file
+        raise TablesError(f"{path}: not a readable parquet file ({type(exc).__name__}: {exc})") from exc
+    missing = [c for c in COLUMNS[name] if c not in df.columns]
+    if missing:
+        raise TablesError(f"{path}: missing column(s) {', '.join(missing)}")
+    for column, kind in COLUMNS[name].items():
+        if not _CHECKS[kind](df[column]):
+            raise TablesError(f"{path}: column {column!r} holds {df[column].dtype}, expected {_NAMES[kind]}")
+    if df.empty:
+        raise TablesError(f"{path}: no rows")
+    if name in UNIQUE:
+        dup = df[df.duplicated(UNIQUE[name], keep=False)]
+        if not dup.empty:
+            first = dup.iloc[0][UNIQUE[name]].to_dict()
+            raise TablesError(f"{path}: {len(dup)} rows share their ({', '.join(UNIQUE[name])}), e.g. {first}")
+    elif len(df) != 1:
+        raise TablesError(f"{path}: {len(df)} rows, expected one")
+    return df
+
+
+def _run_set(df: pd.DataFrame) -> set[tuple]:
+    return set(df[io.KEY].drop_duplicates().itertuples(index=False, name=None))
+
+
+def read_tables(results_dir: Path) -> Tables:
+    """All published tables of `results_dir`, checked one by one and against each other: every
+    table must hold the same runs as runs.parquet. TablesError names the file and the problem."""
+    d = Path(results_dir)
+    frames = {name: read_table(d / f"{name}.parquet", name) for name in io.PUBLISHED}
+    runs = _run_set(frames["runs"])
+    for name in io.TABLES:
+        other = _run_set(frames[name])
+        if other != runs:
+            extra, lacking = sorted(other - runs), sorted(runs - other)
+            detail = "; ".join(part for part in (
+                f"{len(lacking)} run(s) of runs.parquet missing, e.g. {lacking[0]}" if lacking else "",
+                f"{len(extra)} run(s) not in runs.parquet, e.g. {extra[0]}" if extra else "") if part)
+            raise TablesError(f"{d / f'{name}.parquet'}: not the runs of runs.parquet: {detail}")
+    return Tables(**frames)

@@ -1,0 +1,84 @@
+"""`lsbench report` on imperfect tables: one line naming the file and the problem."""
+
+import shutil
+
+import pandas as pd
+import pytest
+
+from lsbench.cli import main as cli_main
+from lsbench.io import PUBLISHED
+from synthetic import make_tables, write_tables
+
+
+@pytest.fixture
+def results(tmp_path):
+    write_tables(make_tables(), tmp_path / "results")
+    return tmp_path / "results"
+
+
+def rewrite(path, change):
+    df = pd.read_parquet(path)
+    change(df).to_parquet(path, index=False)
+
+
+def report_error(results, tmp_path, capsys) -> str:
+    assert cli_main(["report", str(results), "-o", str(tmp_path / "r.html")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and err.count("\n") == 0, err
+    assert not (tmp_path / "r.html").exists()
+    return err
+
+
+def test_intact_tables_render(results, tmp_path, capsys):
+    assert cli_main(["report", str(results), "-o", str(tmp_path / "r.html")]) == 0
+
+
+@pytest.mark.parametrize("table", PUBLISHED)
+def test_truncated_file(results, tmp_path, capsys, table):
+    path = results / f"{table}.parquet"
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+    assert f"{path}: not a readable parquet file" in report_error(results, tmp_path, capsys)
+
+
+def test_empty_file(results, tmp_path, capsys):
+    (results / "metrics.parquet").write_bytes(b"")
+    assert "metrics.parquet: not a readable parquet file" in report_error(results, tmp_path, capsys)
+
+
+def test_missing_column(results, tmp_path, capsys):
+    rewrite(results / "calibrated.parquet", lambda df: df.drop(columns=["ece_ts"]))
+    assert "calibrated.parquet: missing column(s) ece_ts" in report_error(results, tmp_path, capsys)
+
+
+def test_wrong_dtype(results, tmp_path, capsys):
+    rewrite(results / "metrics.parquet", lambda df: df.assign(seed=df["seed"].astype(str)))
+    err = report_error(results, tmp_path, capsys)
+    assert "metrics.parquet: column 'seed' holds" in err and "expected integers" in err
+
+
+def test_zero_rows(results, tmp_path, capsys):
+    rewrite(results / "reliability.parquet", lambda df: df.iloc[:0])
+    assert "reliability.parquet: no rows" in report_error(results, tmp_path, capsys)
+
+
+def test_duplicated_metric_rows_are_refused_not_counted_as_seeds(results, tmp_path, capsys):
+    # Duplicates used to render n=4 "seeds" for 2, with narrower intervals.
+    rewrite(results / "metrics.parquet", lambda df: pd.concat([df, df]))
+    err = report_error(results, tmp_path, capsys)
+    assert "metrics.parquet:" in err and "share their (dataset, model, seed, epsilon, epoch)" in err
+
+
+def test_tables_with_different_runs(results, tmp_path, capsys):
+    rewrite(results / "predictions.parquet", lambda df: df[df["seed"] == 0])
+    err = report_error(results, tmp_path, capsys)
+    assert "predictions.parquet: not the runs of runs.parquet: 2 run(s) of runs.parquet missing" in err
+
+
+def test_missing_file(results, tmp_path, capsys):
+    (results / "provenance.parquet").unlink()
+    assert "provenance.parquet: missing" in report_error(results, tmp_path, capsys)
+
+
+def test_two_provenance_rows(results, tmp_path, capsys):
+    rewrite(results / "provenance.parquet", lambda df: pd.concat([df, df]))
+    assert "provenance.parquet: 2 rows, expected one" in report_error(results, tmp_path, capsys)
