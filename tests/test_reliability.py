@@ -3,6 +3,7 @@
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -149,3 +150,41 @@ def test_cli_reports_bad_data_without_traceback(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "train-labels-idx1-ubyte" in err and "Traceback" not in err
     assert not out.exists()
+
+
+def test_a_full_disk_is_one_line_naming_the_file(tmp_path):
+    """A write that the OS refuses (here a file-size limit, as a full disk refuses with ENOSPC)."""
+    root = write_tiny_root(tmp_path / "root")
+    out = tmp_path / "cache" / "fashion_mnist.npz"
+    # bash's ulimit -f counts 1024-byte blocks: the 250 kB cache cannot be written. Python ignores
+    # SIGXFSZ, so the write fails with EFBIG instead of killing the process.
+    run = subprocess.run(["bash", "-c", f'ulimit -f 100; exec "$0" -m lsbench prepare-data --dataset fashion_mnist '
+                          f'--data-root "$1" --out "$2"', sys.executable, str(root), str(out)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1
+    err = run.stderr.strip().splitlines()
+    assert err == [f"lsbench prepare-data: error: {out}: File too large"], err
+    assert not out.exists() and list(out.parent.iterdir()) == []
+
+
+def test_kill_minus_9_during_collect_then_rerun_rebuilds_the_tables(tmp_path):
+    wd = workflow_dir(tmp_path / "wf", epochs=1)
+    run_ok(wd)  # a finished run with its report, as in the bug report; then collect is redone and killed
+    proc = subprocess.Popen(snakemake_cmd(wd, "--forcerun", "collect"), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline, pids = time.time() + 300, []
+    while not pids and proc.poll() is None and time.time() < deadline:
+        out = subprocess.run(["pgrep", "-f", f"lsbench collect --out-dir results"], capture_output=True, text=True)
+        pids = [int(p) for p in out.stdout.split()]
+        time.sleep(0.02)
+    assert pids, "collect never started"
+    time.sleep(0.3)  # collect is importing pandas or writing the tables now
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    assert proc.wait(timeout=300) != 0  # the workflow saw its job die
+    run_ok(wd)  # no --forcerun: the missing tables alone must bring collect back
+    for table in io.PUBLISHED:
+        assert (wd / "results" / f"{table}.parquet").exists(), table
+    assert len(read_tables(wd / "results").runs) == 1  # whole, consistent tables
+    dry = subprocess.run(snakemake_cmd(wd, "-n"), capture_output=True, text=True, timeout=300)
+    assert "Nothing to be done" in dry.stdout + dry.stderr

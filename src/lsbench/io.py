@@ -62,6 +62,11 @@ def atomic_path(path: Path) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as exc:
+        # Name the file the user asked for, not our temporary one (a full disk, a size limit).
+        if exc.errno is None:
+            raise OSError(f"{path}: {exc}") from exc
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
     finally:
         tmp.unlink(missing_ok=True)
 
