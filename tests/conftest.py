@@ -82,13 +82,14 @@ def snakemake_cmd(workdir: Path, *args: str) -> list[str]:
 
 
 def train_run(data_file: Path, run_dir: Path, seed: int = 0, epsilon: float = 0.1, cfg=None,
-              dataset: str = "fashion_mnist", model: str = "mlp", keep: bool = False, log=None) -> None:
+              dataset: str = "fashion_mnist", model: str = "mlp", keep: bool = False, log=None,
+              ood: tuple[str, Path] | None = None) -> None:
     """`lsbench train` as a function call, with test defaults."""
     from lsbench.config import TrainConfig
     from lsbench.pipeline import train_one
 
     cfg = cfg or TrainConfig(epochs=2, batch_size=32, device="cpu")
-    train_one(dataset, model, data_file, run_dir, seed, epsilon, cfg, keep, log or (lambda m: None))
+    train_one(dataset, model, data_file, run_dir, seed, epsilon, cfg, keep, log or (lambda m: None), ood=ood)
 
 
 @pytest.fixture
@@ -117,17 +118,18 @@ def report_results(tmp_path_factory) -> Path:
     from lsbench.pipeline import collect, prepare_data
 
     root = tmp_path_factory.mktemp("report")
-    data = root / "fashion_mnist.npz"
+    data, digits = root / "data" / "fashion_mnist.npz", root / "data" / "digits.npz"
     prepare_data("fashion_mnist", str(write_tiny_root(root / "data")), data, lambda m: None)
+    prepare_data("digits", None, digits, lambda m: None)  # the default OOD set of fashion_mnist
     cfg = TrainConfig(epochs=2, batch_size=32, device="cpu", validation_size=32)
     runs = []
     for seed in (0, 1):
         for eps in (0.0, 0.3):
             runs.append(root / f"runs/s{seed}e{eps}")
-            train_run(data, runs[-1], seed, eps, cfg)
+            train_run(data, runs[-1], seed, eps, cfg, ood=("digits", digits))
     config = {**yaml.safe_load((REPO / "config.yaml").read_text()), "seeds": [0, 1], "epsilons": [0.0, 0.3],
               "epochs": 2, "batch_size": 32, "validation_size": 32, "device": "cpu", "data_root": str(root / "data")}
-    collect(runs, root / "results", lambda m: None, config=config, source_dir=REPO)
+    collect(runs, root / "results", lambda m: None, config=config, source_dir=REPO, data_dir=root / "data")
     return root / "results"
 
 

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 
 from lsbench import io
-from lsbench.metrics import evaluate_logits, probabilities, reliability_table, temperature_scaled
+from lsbench.metrics import (bootstrap_intervals, evaluate_logits, ood_detection, probabilities, rejection_aurcs,
+                             rejection_scores, reliability_table, temperature_scaled, top_label)
 from lsbench.tables import Tables
 
 ENVIRONMENT = {"python": "3.11.7", "torch": "2.14.1+cpu", "torch_cuda": "none", "torchvision": "0.29.1",
@@ -31,10 +32,14 @@ def run_logits(rng: np.random.Generator, n: int, num_classes: int, accuracy: flo
 
 def make_tables(seeds=(0, 1), epsilons=(0.0, 0.2), epochs: int = 2, n_test: int = 60, num_classes: int = 4,
                 diverged=frozenset(), sharpness=lambda eps: 2.0 - 4 * eps, accuracy=lambda eps: 0.8,
-                validation: bool = True, studies=(("fashion_mnist", "mlp"),)) -> Tables:
+                validation: bool = True, studies=(("fashion_mnist", "mlp"),), ood_sharpness=lambda eps: 0.5,
+                ood_sets: dict | None = None, bootstrap: bool = False) -> Tables:
     """Tables for studies x seeds x epsilons. `sharpness(eps)` scales the logits (large:
     overconfident), `accuracy(eps)` sets the share of right argmaxes; runs in `diverged` ((seed,
-    eps) pairs, in every study) end one epoch early with an infinite training loss."""
+    eps) pairs, in every study) end one epoch early with an infinite training loss. A dataset in
+    `ood_sets` (default: fashion_mnist -> digits) gets OOD logits scaled by `ood_sharpness(eps)`.
+    `bootstrap`: compute the bootstrap intervals (slow) instead of writing NaN."""
+    ood_sets = {"fashion_mnist": "digits"} if ood_sets is None else ood_sets
     frames: dict[str, list[pd.DataFrame]] = {name: [] for name in io.TABLES}
     for dataset, model in studies:
         for seed in seeds:
@@ -54,18 +59,31 @@ def make_tables(seeds=(0, 1), epsilons=(0.0, 0.2), epochs: int = 2, n_test: int 
                 calibrated = (temperature_scaled(val_logits, val_labels, logits, labels) if validation
                               else temperature_scaled(val_logits[:0], val_labels[:0], logits, labels))
                 probs = probabilities(logits)
+                correct = top_label(probs, labels)[1]
+                calibrated.update(bootstrap_intervals(*top_label(probs, labels)) if bootstrap else
+                                  dict.fromkeys(("ece_low", "ece_high", "smece_low", "smece_high"), float("nan")))
+                calibrated.update(rejection_aurcs(logits, correct))
+                ood_set = ood_sets.get(dataset, "")
+                ood_logits = (run_logits(rng, n_test // 2, num_classes, 0.1, ood_sharpness(eps))[0] if ood_set
+                              else np.zeros((0, num_classes), np.float32))
+                detection = ({s: ood_detection(rejection_scores(logits)[s], rejection_scores(ood_logits)[s])
+                              for s in io.OOD_SCORES} if ood_set else {})
                 run = {"epochs": epochs, "batch_size": 64, "lr": 1e-3, "validation_size": n_test * validation,
                        "n_train": 1000, "n_validation": n_test * validation, "n_test": n_test,
                        "num_classes": num_classes, "image_shape": "1x28x28",
                        "class_names": json.dumps([f"class {c}" for c in range(num_classes)]),
-                       "data_sha256": "0" * 64, "parameters": 1234}
+                       "data_sha256": "0" * 64, "parameters": 1234, "ood_set": ood_set,
+                       "ood_sha256": "1" * 64 if ood_set else ""}
                 frames["runs"].append(io.row_frame(key, run, io.RUN_COLUMNS))
                 frames["metrics"].append(io.metrics_frame(key, records))
                 frames["reliability"].append(io.reliability_frame(key, reliability_table(probs, labels)))
                 frames["predictions"].append(io.predictions_frame(key, labels, logits, probs))
                 frames["calibrated"].append(io.row_frame(key, calibrated, io.CALIBRATED_COLUMNS))
+                frames["ood"].append(io.ood_frame(key, ood_set, detection))
+                frames["ood_predictions"].append(io.ood_predictions_frame(key, ood_set, ood_logits))
                 frames["environment"].append(io.row_frame(key, ENVIRONMENT))
-    tables = {name: pd.concat(parts, ignore_index=True) for name, parts in frames.items()}
+    tables = {name: pd.concat([p for p in parts if len(p)] or parts[:1], ignore_index=True)
+              for name, parts in frames.items()}
     provenance = pd.DataFrame([{"config_yaml": "seeds: synthetic\n", "git_commit": "abc123",
                                 "snakemake": "9.0", "lsbench": "0.1.0"}])
     return Tables(**tables, provenance=provenance)

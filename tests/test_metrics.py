@@ -193,3 +193,112 @@ def test_ece_over_and_under_add_up():
     sharp_logits, _ = random_logits(n=800, seed=9, scale=20.0)
     sharp = evaluate_logits(sharp_logits, labels, epsilon=0.0)
     assert sharp["ece_under"] == pytest.approx(0.0, abs=1e-3) and sharp["ece_over"] > 0.5
+
+
+# --- selective prediction, smooth ECE, OOD --------------------------------------------------------
+
+def aurc_by_definition(scores, correct) -> float:
+    """The issue's formula, group by group: sum_g (n_g / N) * risk of everything scored >= c_g."""
+    scores, correct = np.asarray(scores, float), np.asarray(correct, bool)
+    total = 0.0
+    for c in np.unique(scores):
+        group = scores == c
+        accepted = scores >= c
+        total += group.sum() / len(scores) * (~correct[accepted]).mean()
+    return total
+
+
+def test_aurc_by_hand_and_by_definition():
+    from lsbench.metrics import aurc, ideal_aurc
+
+    assert aurc(np.array([0.9, 0.8, 0.7]), np.array([1, 0, 1])) == pytest.approx((0 + 1 / 2 + 1 / 3) / 3)
+    # Ties enter together: the two 0.5s have risk 1/2 however the rows are ordered.
+    assert aurc(np.array([0.5, 0.5]), np.array([1, 0])) == aurc(np.array([0.5, 0.5]), np.array([0, 1])) == 0.5
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 20, 500) / 20  # many ties
+    correct = rng.random(500) < 0.3 + scores / 2
+    assert aurc(scores, correct) == pytest.approx(aurc_by_definition(scores, correct), abs=1e-12)
+    # Without ties: the mean over i of the risk of the i most confident.
+    distinct = rng.random(300)
+    right = rng.random(300) < distinct
+    order = np.argsort(-distinct)
+    risks = np.cumsum(~right[order]) / np.arange(1, 301)
+    assert aurc(distinct, right) == pytest.approx(risks.mean(), abs=1e-12)
+    # The ideal ranking's AURC is ideal_aurc, so its E-AURC is 0; a reversed ranking is worse.
+    ideal_scores = right.astype(float) + distinct * 1e-3
+    assert aurc(ideal_scores, right) == pytest.approx(ideal_aurc(right), abs=1e-12)
+    assert aurc(-ideal_scores, right) > aurc(distinct, right) > ideal_aurc(right)
+
+
+def test_selective_metrics_from_evaluate_logits():
+    from sklearn.metrics import roc_auc_score
+
+    from lsbench.metrics import aurc, ideal_aurc, top_label
+
+    logits, labels = random_logits(n=1000, seed=11, scale=2.0)
+    m = evaluate_logits(logits, labels, epsilon=0.0)
+    conf, correct = top_label(probabilities(logits), labels)
+    assert m["aurc"] == aurc(conf, correct) and m["eaurc"] == pytest.approx(m["aurc"] - ideal_aurc(correct))
+    assert m["failure_auroc"] == pytest.approx(roc_auc_score(correct, conf))
+    import relplot
+
+    assert m["smece"] == pytest.approx(relplot.smECE(conf, correct.astype(float)))
+    nan = evaluate_logits(np.full((3, 2), np.nan, np.float32), np.array([0, 1, 0]), 0.0)
+    assert all(math.isnan(nan[k]) for k in ("aurc", "eaurc", "failure_auroc", "smece"))
+
+
+def test_failure_auroc_counts_ties_one_half():
+    from lsbench.metrics import failure_auroc
+
+    assert failure_auroc(np.array([0.7, 0.7, 0.9, 0.1]), np.array([1, 0, 1, 0])) == pytest.approx(
+        (1 + 1 + 0.5 + 1) / 4)  # pairs (right, wrong): (.7,.7) ties, the others ordered
+    assert math.isnan(failure_auroc(np.array([0.5, 0.6]), np.array([1, 1])))
+
+
+def test_rejection_scores_and_alternative_aurcs():
+    from scipy.special import logsumexp
+
+    from lsbench.metrics import aurc, rejection_aurcs, rejection_scores
+
+    z = np.array([[3.0, 1.0, 0.0], [0.5, 0.4, 2.0]])
+    s = rejection_scores(z)
+    assert s["max_logit"].tolist() == [3.0, 2.0] and s["margin"].tolist() == pytest.approx([2.0, 1.5])
+    assert s["energy"] == pytest.approx(logsumexp(z, axis=1)) and s["msp"] == pytest.approx(probabilities(z).max(1))
+    logits, labels = random_logits(n=400, seed=12)
+    correct = probabilities(logits).argmax(1) == labels
+    alt = rejection_aurcs(logits, correct)
+    assert alt["aurc_max_logit"] == aurc(logits.max(1), correct)
+
+
+def test_ood_detection_against_sklearn_and_by_hand():
+    from sklearn.metrics import roc_auc_score
+
+    from lsbench.metrics import ood_detection
+
+    rng = np.random.default_rng(3)
+    inside, outside = rng.normal(1, 1, 400), rng.normal(0, 1, 300)
+    got = ood_detection(inside, outside)
+    y = np.r_[np.ones(400), np.zeros(300)]
+    assert got["auroc"] == pytest.approx(roc_auc_score(y, np.r_[inside, outside]))
+    threshold = np.sort(inside)[int(np.floor(0.05 * 400))]  # keeps 380 of 400 = 95 %
+    assert got["fpr95"] == pytest.approx((outside >= threshold).mean())
+    assert ood_detection(np.array([2.0, 3.0]), np.array([0.0, 1.0])) == {"auroc": 1.0, "fpr95": 0.0}
+
+
+def test_bootstrap_intervals_bracket_the_estimate_and_repeat():
+    from lsbench.metrics import bootstrap_intervals, smooth_ece, top_label
+
+    logits, labels = random_logits(n=500, seed=13, scale=3.0)
+    conf, correct = top_label(probabilities(logits), labels)
+    a, b = bootstrap_intervals(conf, correct), bootstrap_intervals(conf, correct)
+    assert a == b  # seeded
+    ece = expected_calibration_error(probabilities(logits), labels)
+    assert a["ece_low"] < ece < a["ece_high"] and a["smece_low"] < smooth_ece(conf, correct) < a["smece_high"]
+    assert 0 < a["ece_high"] - a["ece_low"] < 0.2
+
+
+def test_risk_coverage_curve():
+    from lsbench.metrics import risk_coverage_curve
+
+    scores, correct = np.array([0.9, 0.8, 0.7, 0.6]), np.array([1, 0, 1, 0])
+    assert risk_coverage_curve(scores, correct, np.array([0.25, 0.5, 1.0])).tolist() == [0.0, 0.5, 0.5]

@@ -1,7 +1,9 @@
 """The report: rendered from the parquet tables alone, deterministic, escaped."""
 
 import base64
+import html as html_module
 import io
+import json
 import re
 import shutil
 import subprocess
@@ -20,10 +22,20 @@ from lsbench.tables import read_tables
 
 
 def test_same_tables_give_byte_identical_report(report_results, tmp_path):
-    a, b = tmp_path / "a.html", tmp_path / "b.html"
+    a, b = tmp_path / "a" / "index.html", tmp_path / "b" / "report.html"
     assert cli_main(["report", str(report_results), "-o", str(a)]) == 0
     assert cli_main(["report", str(report_results), "-o", str(b)]) == 0
     assert a.read_bytes() == b.read_bytes()
+    # findings.json lands next to the HTML file, and is as reproducible.
+    fa, fb = a.with_name("findings.json"), b.with_name("findings.json")
+    assert fa.read_bytes() == fb.read_bytes()
+    records = json.loads(fa.read_text())
+    assert {"id", "text", "estimate", "low", "high"} <= set(records[0])
+    best = [r for r in records if r["id"] == "ece_minimizing_epsilon"]
+    assert len(best) == 1 and best[0]["epsilon"] in (0.0, 0.3)
+    html = a.read_text()
+    for record in records:  # every finding is on the page
+        assert html_escape(record["text"].split(": ", 1)[1]) in html
 
 
 def test_report_needs_only_the_parquet_files(report_results, tmp_path):
@@ -41,6 +53,10 @@ def test_strings_are_escaped(report_results):
     html = render(read_tables(report_results), title='<script>alert("x")</script>')
     assert "<script>" not in html
     assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in html
+
+
+def html_escape(text: str) -> str:
+    return html_module.escape(text, quote=True).replace("&#x27;", "&#39;").replace("&quot;", "&#34;")
 
 
 def test_missing_table_is_a_clear_error(report_results, tmp_path, capsys):
@@ -76,7 +92,8 @@ def test_sections_in_order(report_results):
     tables = read_tables(report_results)
     html = render(tables)
     assert tuple(re.findall(r'<section id="([^"]+)"', html)) == section_ids(tables)
-    assert section_ids(tables)[:3] == ("studies", "study-fashion_mnist-mlp", "fashion_mnist-mlp-headline")
+    assert section_ids(tables)[:6] == ("findings", "studies", "selective", "ood", "study-fashion_mnist-mlp",
+                                       "fashion_mnist-mlp-headline")
 
 
 def embedded_pngs(html: str) -> list[bytes]:
@@ -86,7 +103,7 @@ def embedded_pngs(html: str) -> list[bytes]:
 def test_embedded_images_are_complete_pngs(report_results):
     """Chromium draws a truncated PNG partially (naturalWidth > 0), so check each one whole here."""
     pngs = embedded_pngs(render(read_tables(report_results)))
-    assert len(pngs) == 6
+    assert len(pngs) == 8
     for png in pngs:
         Image.open(io.BytesIO(png)).verify()  # chunk CRCs and the IEND chunk
         with Image.open(io.BytesIO(png)) as img:

@@ -71,7 +71,7 @@ def test_duplicated_metric_rows_are_refused_not_counted_as_seeds(results, tmp_pa
 def test_tables_with_different_runs(results, tmp_path, capsys):
     rewrite(results / "predictions.parquet", lambda df: df[df["seed"] == 0])
     err = report_error(results, tmp_path, capsys)
-    assert "predictions.parquet: not the runs of runs.parquet: 2 run(s) of runs.parquet missing" in err
+    assert "predictions.parquet: not the runs of runs.parquet: 2 run(s) missing" in err
 
 
 def test_missing_file(results, tmp_path, capsys):
@@ -82,3 +82,16 @@ def test_missing_file(results, tmp_path, capsys):
 def test_two_provenance_rows(results, tmp_path, capsys):
     rewrite(results / "provenance.parquet", lambda df: pd.concat([df, df]))
     assert "provenance.parquet: 2 rows, expected one" in report_error(results, tmp_path, capsys)
+
+
+def test_ood_tables_hold_the_runs_with_an_ood_set(results, tmp_path, capsys):
+    rewrite(results / "ood.parquet", lambda df: df[df["seed"] == 0])
+    err = report_error(results, tmp_path, capsys)
+    assert "ood.parquet: not the runs with an ood_set in runs.parquet: 2 run(s) missing" in err
+
+
+def test_results_without_any_ood_set_render(tmp_path, capsys):
+    write_tables(make_tables(ood_sets={}), tmp_path / "results")
+    assert pd.read_parquet(tmp_path / "results" / "ood.parquet").empty
+    assert cli_main(["report", str(tmp_path / "results"), "-o", str(tmp_path / "r.html")]) == 0
+    assert "No study has an out-of-distribution set" in (tmp_path / "r.html").read_text()

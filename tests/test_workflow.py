@@ -99,7 +99,7 @@ def test_final_metrics_recompute_from_predictions_alone(workdir):
             & (metrics["epsilon"] == eps)
         final = metrics[mine].iloc[-1]
         for name, value in evaluate_logits(logits, run["label"].to_numpy(), eps).items():
-            assert final[name] == value, name
+            assert final[name] == value or (np.isnan(final[name]) and np.isnan(value)), name
         bins = rel[(rel["dataset"] == dataset) & (rel["model"] == model) & (rel["seed"] == seed)
                    & (rel["epsilon"] == eps)]
         assert bins["count"].tolist() == reliability_table(probs, run["label"].to_numpy())["count"]
@@ -119,8 +119,8 @@ def test_reliability_and_predictions_tables(workdir):
     assert len(pred) == 8 * N_TEST + 8 * 360
     assert (pred[[f"prob_{c}" for c in range(10)]].sum(axis=1) - 1).abs().max() < 1e-12
     cal = read(workdir, "calibrated")
-    assert list(cal.columns) == ["dataset", "model", "seed", "epsilon", "temperature", "ece_ts", "nll_ts",
-                                 "mean_confidence_ts"]
+    assert list(cal.columns[:8]) == ["dataset", "model", "seed", "epsilon", "temperature", "ece_ts", "nll_ts",
+                                     "mean_confidence_ts"]
     assert len(cal) == 16 and cal["temperature"].between(0.05, 20).all() and cal["ece_ts"].between(0, 1).all()
 
 
@@ -130,8 +130,23 @@ def test_report_is_self_contained_with_a_section_per_study(workdir):
     for dataset, model in STUDIES:
         for section in ("headline", "summary", "statistics", "temperature", "reliability", "sample"):
             assert f'id="{dataset}-{model}-{section}"' in html
-    assert html.count("data:image/png;base64,") == 6 * 4
+    assert html.count("data:image/png;base64,") == 6 * 4 + 4 + 2  # studies, risk-coverage, OOD (fashion_mnist)
     assert "http://" not in html and "https://" not in html
+
+
+def test_ood_and_findings(workdir):
+    ood = read(workdir, "ood")
+    # fashion_mnist's default OOD set is digits; digits has none.
+    assert set(ood["dataset"]) == {"fashion_mnist"} and set(ood["ood_set"]) == {"digits"}
+    assert len(ood) == 2 * 2 * 2 * 3 and set(ood["score"]) == {"msp", "max_logit", "energy"}
+    assert ood["auroc"].between(0, 1).all() and ood["fpr95"].between(0, 1).all()
+    ood_pred = read(workdir, "ood_predictions")
+    assert len(ood_pred) == 8 * 360  # the digits test split, resized to 28x28, for every fashion_mnist run
+    cal = read(workdir, "calibrated")
+    assert (cal["ece_low"] <= cal["ece_high"]).all() and (cal["smece_low"] <= cal["smece_high"]).all()
+    records = json.loads((workdir / "report" / "findings.json").read_text())
+    best = [r for r in records if r["id"] == "ece_minimizing_epsilon"]
+    assert {(r["dataset"], r["model"]) for r in best} == STUDIES and all(r["epsilon"] in (0.0, 0.2) for r in best)
 
 
 def test_provenance_tables(workdir):

@@ -3,7 +3,7 @@
 # current Python, and the offline Fashion-MNIST package where apt can provide it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python3 -m pip install -q -e .
+python3 -m pip install -q -e '.[train]'
 if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null; then
     echo "installing dataset-fashion-mnist (Debian package; needs root)" >&2
     apt-get install -y -q dataset-fashion-mnist >/dev/null \

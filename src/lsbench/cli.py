@@ -42,6 +42,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", default=str(defaults.threads))
     p.add_argument("--validation-size", default=str(defaults.validation_size),
                    help="training images held out to fit a temperature (0: none), or a fraction in (0, 1)")
+    p.add_argument("--ood-set", default=None, help="dataset whose test images are the out-of-distribution set")
+    p.add_argument("--ood-data", type=Path, default=None, help="its cache from prepare-data")
     p.add_argument("--keep-checkpoint", action="store_true")
 
 
@@ -88,8 +90,13 @@ def run(args: argparse.Namespace) -> None:
         pipeline.prepare_data(v["--dataset"], v["--data-root"], args.out, log)
     elif args.command == "train":
         v, cfg = train_config(args)
+        if (args.ood_set is None) != (args.ood_data is None):
+            raise ConfigError("--ood-set and --ood-data go together")
+        ood = None
+        if args.ood_set is not None:
+            ood = (validate_options({"--ood-set": ("datasets[]", args.ood_set)})["--ood-set"], args.ood_data)
         pipeline.train_one(v["--dataset"], v["--model"], args.data, args.out_dir, v["--seed"], float(v["--epsilon"]),
-                           cfg, args.keep_checkpoint, log, started)
+                           cfg, args.keep_checkpoint, log, started, ood)
     elif args.command == "collect":
         pipeline.collect(args.run_dirs, args.out_dir, log, args.config_json, args.source_dir, args.data_dir)
     elif args.command == "report":

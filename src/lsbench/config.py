@@ -61,6 +61,10 @@ class WorkflowConfig:
     validation_sizes: Mapping[str, int | float]
     data_root: str | None = None
     keep_checkpoints: bool = False
+    ood: Mapping[str, str | None] | None = None  # dataset -> its OOD set, for every dataset of the grid
+
+    def ood_set(self, dataset: str) -> str | None:
+        return (self.ood or {}).get(dataset)
 
     def train_config(self, dataset: str) -> TrainConfig:
         """The TrainConfig of `dataset`'s runs (its own validation_size)."""
@@ -249,10 +253,29 @@ def validate_config(raw: Mapping[str, Any], schema: Mapping[str, Any],
                     typed: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Coerce and validate; raise ConfigError naming every bad key, its value and what is allowed."""
     config = coerce_config(raw, schema, typed)
-    errors = schema_errors(config, schema)
+    errors = [message for _, message in schema_errors(config, schema)] or cross_key_errors(config)
     if errors:
-        raise ConfigError("\n".join(message for _, message in errors))
+        raise ConfigError("\n".join(errors))
     return config
+
+
+def cross_key_errors(config: Mapping[str, Any]) -> list[str]:
+    """Rules that involve the dataset registry: an OOD set must be another dataset with the same
+    number of channels."""
+    from lsbench.datasets import DATASETS
+
+    errors = []
+    for dataset, ood in (config.get("ood") or {}).items():
+        if ood is None:
+            continue
+        if ood == dataset:
+            errors.append(f"config key 'ood[{dataset}]' = {ood!r}: a dataset cannot be its own "
+                          "out-of-distribution set")
+        elif DATASETS[ood].image_shape[0] != DATASETS[dataset].image_shape[0]:
+            errors.append(f"config key 'ood[{dataset}]' = {ood!r}: {ood} has {DATASETS[ood].image_shape[0]} "
+                          f"channel(s), {dataset} {DATASETS[dataset].image_shape[0]}; an out-of-distribution "
+                          "set needs the same number")
+    return errors
 
 
 def validate_options(options: Mapping[str, tuple[str, Any]], schema: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -290,6 +313,7 @@ def to_workflow_config(config: Mapping[str, Any]) -> WorkflowConfig:
         validation_sizes=per_dataset,
         data_root=config["data_root"],
         keep_checkpoints=bool(config["keep_checkpoints"]),
+        ood={d: (config.get("ood") or {}).get(d) for d in config["datasets"]},
     )
 
 

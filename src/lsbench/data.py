@@ -230,6 +230,21 @@ def digits_file() -> Path:
     return Path(sklearn.datasets.__file__).parent / "data" / "digits.csv.gz"
 
 
+def resize_images(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """uint8 images (N, C, H, W) resized to (H', W') = `size`, each channel with Pillow's bilinear
+    filter (`Image.resize(..., Image.BILINEAR)`); returned unchanged when already that size."""
+    if tuple(images.shape[2:]) == tuple(size):
+        return images
+    from PIL import Image
+
+    height, width = size
+    out = np.empty((*images.shape[:2], height, width), dtype=np.uint8)
+    for i, image in enumerate(images):
+        for c, plane in enumerate(image):
+            out[i, c] = np.asarray(Image.fromarray(plane).resize((width, height), Image.BILINEAR))
+    return out
+
+
 # --- validation, hashing, cache ------------------------------------------------------------------
 
 def check_split(images: np.ndarray, labels: np.ndarray, img_file: Path, lbl_file: Path, split: str,

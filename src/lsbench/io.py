@@ -23,18 +23,25 @@ KEY = ["dataset", "model", "seed", "epsilon"]
 METRIC_COLUMNS = [
     *KEY, "epoch", "train_loss", "test_loss", "test_nll", "accuracy", "ece", "mce",
     "mean_confidence", "overconfidence", "brier", "entropy", "epoch_seconds", "diverged", "divergence",
-    "ece_over", "ece_under", "ece_adaptive", "ece_classwise",
+    "ece_over", "ece_under", "ece_adaptive", "ece_classwise", "aurc", "eaurc", "failure_auroc", "smece",
 ]
 RELIABILITY_COLUMNS = [*KEY, "bin", "bin_lower", "bin_upper", "count", "mean_confidence", "accuracy"]
-CALIBRATED_COLUMNS = [*KEY, "temperature", "ece_ts", "nll_ts", "mean_confidence_ts"]
+# One row per run, final epoch: temperature scaling, bootstrap intervals, other rejection scores.
+CALIBRATED_COLUMNS = [*KEY, "temperature", "ece_ts", "nll_ts", "mean_confidence_ts", "aurc_ts", "eaurc_ts",
+                      "ece_low", "ece_high", "smece_low", "smece_high", "aurc_max_logit", "aurc_margin"]
+# Out-of-distribution detection: one row per run x score; the OOD images' logits, one row per image.
+OOD_COLUMNS = [*KEY, "ood_set", "score", "auroc", "fpr95"]
+OOD_SCORES = ("msp", "max_logit", "energy")
 # What defines a run's numbers, recorded by the run itself (results/runs.parquet); collect checks it
 # against the workflow's config. class_names is a JSON list, image_shape "CxHxW".
 RUN_COLUMNS = [*KEY, "epochs", "batch_size", "lr", "validation_size", "n_train", "n_validation", "n_test",
-               "num_classes", "image_shape", "class_names", "data_sha256", "parameters"]
+               "num_classes", "image_shape", "class_names", "data_sha256", "parameters", "ood_set", "ood_sha256"]
 # Per-run tables, each collected into results/{name}.parquet. The results proper are equal between
 # reruns (timing columns aside); `environment` is provenance: the software, hardware and wall
 # time of the job that produced the run.
-RESULT_TABLES = ("runs", "metrics", "reliability", "predictions", "calibrated")
+RESULT_TABLES = ("runs", "metrics", "reliability", "predictions", "calibrated", "ood", "ood_predictions")
+# Tables that hold rows only for runs with an OOD set (possibly none at all).
+OPTIONAL_TABLES = ("ood", "ood_predictions")
 TABLES = (*RESULT_TABLES, "environment")
 PROVENANCE = "provenance"  # results/provenance.parquet: one workflow-level row, written by collect
 PUBLISHED = (*TABLES, PROVENANCE)  # what `lsbench report` reads
@@ -103,6 +110,28 @@ def row_frame(key: RunKey, record: dict[str, Any], columns: list[str] | None = N
     return pd.DataFrame([{**key.columns(), **record}], columns=columns)
 
 
+def ood_frame(key: RunKey, ood_set: str, rows: dict[str, dict[str, float]]) -> pd.DataFrame:
+    """{score: {auroc, fpr95}} -> one row per score; no rows (typed columns) when `rows` is empty."""
+    records = [{**key.columns(), "ood_set": ood_set, "score": score, **values} for score, values in rows.items()]
+    return pd.DataFrame.from_records(records, columns=OOD_COLUMNS).astype(
+        {"dataset": "str", "model": "str", "seed": "int64", "epsilon": "float64", "ood_set": "str", "score": "str",
+         "auroc": "float64", "fpr95": "float64"})
+
+
+def ood_predictions_frame(key: RunKey, ood_set: str, logits: np.ndarray) -> pd.DataFrame:
+    """One row per OOD image: the key, ood_set, index, logit_0 .. logit_{C-1} (float32); no rows
+    when there is no OOD set."""
+    n = len(logits)
+    columns: dict[str, Any] = {k: pd.Series([v] * n, dtype=_KEY_DTYPES[k]) for k, v in key.columns().items()}
+    columns["ood_set"] = pd.Series([ood_set] * n, dtype="str")
+    columns["index"] = np.arange(n, dtype=np.int64)
+    columns.update({f"logit_{c}": logits[:, c].astype(np.float32) for c in range(logits.shape[1])})
+    return pd.DataFrame(columns)
+
+
+_KEY_DTYPES = {"dataset": "str", "model": "str", "seed": "int64", "epsilon": "float64"}
+
+
 def predictions_frame(key: RunKey, labels: np.ndarray, logits: np.ndarray, probs: np.ndarray) -> pd.DataFrame:
     """One row per test image: the key, index, label, logit_0 .. logit_{C-1} (float32, as the
     network gave them), prob_0 .. prob_{C-1} (float64, `metrics.probabilities` of those logits: the
@@ -121,13 +150,15 @@ def run_paths(run_dir: Path) -> dict[str, Path]:
 
 
 def sort_keys(df: pd.DataFrame) -> list[str]:
-    """The columns that order a table's rows: the run key, then epoch, bin or image index."""
-    return [c for c in (*KEY, "epoch", "bin", "index") if c in df.columns]
+    """The columns that order a table's rows: the run key, then OOD set and score, epoch, bin or image index."""
+    return [c for c in (*KEY, "ood_set", "score", "epoch", "bin", "index") if c in df.columns]
 
 
 def concat_parquet(paths: list[Path]) -> pd.DataFrame:
     """Concatenate per-run tables, sorted by the run key so the result is order-independent."""
-    df = pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)
+    frames = [pd.read_parquet(p) for p in paths]
+    # An empty frame (a run without an OOD set) adds no rows, only dtype trouble.
+    df = pd.concat([f for f in frames if len(f)] or frames[:1], ignore_index=True)
     return df.sort_values(sort_keys(df), kind="stable").reset_index(drop=True)
 
 

@@ -12,11 +12,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import pandas as pd
 
 from lsbench import io, provenance
 from lsbench.config import TrainConfig, format_epsilon, validation_count
-from lsbench.data import ImageData, load_data, save_data
+from lsbench.data import ImageData, load_data, resize_images, save_data
 from lsbench.datasets import get_dataset, resolve_dataset
 
 Log = Callable[[str], None]
@@ -43,13 +44,15 @@ def prepare_data(dataset: str, data_root: str | None, out_path: Path, log: Log) 
     return summary
 
 
-def run_record(key: io.RunKey, cfg: TrainConfig, data: ImageData, n_validation: int, parameters: int) -> dict:
+def run_record(key: io.RunKey, cfg: TrainConfig, data: ImageData, n_validation: int, parameters: int,
+               ood: tuple[str, ImageData] | None) -> dict:
     """What defines this run's numbers (results/runs.parquet), besides its key."""
     return {"epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": float(cfg.lr), "validation_size": n_validation,
             "n_train": len(data.train_labels) - n_validation, "n_validation": n_validation,
             "n_test": len(data.test_labels), "num_classes": len(data.class_names),
             "image_shape": "x".join(map(str, data.image_shape)), "class_names": json.dumps(list(data.class_names)),
-            "data_sha256": data.sha256, "parameters": parameters}
+            "data_sha256": data.sha256, "parameters": parameters,
+            "ood_set": ood[0] if ood else "", "ood_sha256": ood[1].sha256 if ood else ""}
 
 
 def resume_key(key: io.RunKey, record: dict) -> dict:
@@ -91,21 +94,32 @@ def resume(state: Any, ckpt_path: Path, key: dict, cfg: TrainConfig, log: Log) -
     log(f"resuming from {ckpt_path} after epoch {state.epoch}")
 
 
-def write_run_tables(run_dir: Path, key: io.RunKey, state: Any, data: Any, record: dict, environment: dict) -> None:
-    """The final model's tables: runs, metrics (all epochs), reliability, predictions, calibrated, environment."""
-    from lsbench.metrics import probabilities, reliability_table, temperature_scaled
+def write_run_tables(run_dir: Path, key: io.RunKey, state: Any, data: Any, record: dict, environment: dict,
+                     ood_x: Any = None) -> None:
+    """The final model's tables: runs, metrics (all epochs), reliability, predictions, calibrated,
+    ood and ood_predictions (no rows without an OOD set), environment."""
+    from lsbench import metrics as m
     from lsbench.train import predict_logits, to_numpy
 
     # Recomputed from the model rather than kept from the last epoch's evaluation, so that a job
     # resumed from its final checkpoint (killed while writing) produces the same tables.
     # One probability path (see lsbench.metrics): float64 softmax of the float32 logits.
     test_logits, test_labels = to_numpy(predict_logits(state.model, data.test_x)), to_numpy(data.test_y)
-    probs = probabilities(test_logits)
-    calibrated = temperature_scaled(to_numpy(predict_logits(state.model, data.val_x)), to_numpy(data.val_y),
-                                    test_logits, test_labels)
+    probs = m.probabilities(test_logits)
+    conf, correct = m.top_label(probs, test_labels)
+    calibrated = {**m.temperature_scaled(to_numpy(predict_logits(state.model, data.val_x)), to_numpy(data.val_y),
+                                         test_logits, test_labels),
+                  **m.bootstrap_intervals(conf, correct), **m.rejection_aurcs(test_logits, correct)}
+    ood_logits = to_numpy(predict_logits(state.model, ood_x)) if ood_x is not None else np.zeros((0, probs.shape[1]))
+    detection = {}
+    if ood_x is not None:
+        id_scores, ood_scores = m.rejection_scores(test_logits), m.rejection_scores(ood_logits)
+        detection = {s: m.ood_detection(id_scores[s], ood_scores[s]) for s in io.OOD_SCORES}
     paths = io.run_paths(run_dir)
+    io.write_parquet(io.ood_frame(key, record["ood_set"], detection), paths["ood"])
+    io.write_parquet(io.ood_predictions_frame(key, record["ood_set"], ood_logits), paths["ood_predictions"])
     io.write_parquet(io.row_frame(key, calibrated, io.CALIBRATED_COLUMNS), paths["calibrated"])
-    io.write_parquet(io.reliability_frame(key, reliability_table(probs, test_labels)), paths["reliability"])
+    io.write_parquet(io.reliability_frame(key, m.reliability_table(probs, test_labels)), paths["reliability"])
     io.write_parquet(io.predictions_frame(key, test_labels, test_logits, probs), paths["predictions"])
     io.write_parquet(io.row_frame(key, environment), paths["environment"])
     io.write_parquet(io.row_frame(key, record, io.RUN_COLUMNS), paths["runs"])
@@ -113,24 +127,31 @@ def write_run_tables(run_dir: Path, key: io.RunKey, state: Any, data: Any, recor
 
 
 def train_one(dataset: str, model: str, data_path: Path, run_dir: Path, seed: int, epsilon: float,
-              cfg: TrainConfig, keep_checkpoint: bool, log: Log, started: float | None = None) -> None:
+              cfg: TrainConfig, keep_checkpoint: bool, log: Log, started: float | None = None,
+              ood: tuple[str, Path] | None = None) -> None:
     """Train one (dataset, model, seed, epsilon) run, checkpointing every epoch; write its tables.
 
-    A checkpoint left by an interrupted job is resumed when it belongs to the same run, so the
-    finished tables equal those of an uninterrupted run (timing columns aside).
+    `ood`: (name, cache file) of the out-of-distribution set whose test images the final model is
+    scored on, resized to the dataset's image size. A checkpoint left by an interrupted job is
+    resumed when it belongs to the same run, so the finished tables equal those of an
+    uninterrupted run (timing columns aside).
     """
-    from lsbench.train import DeviceData, configure_cpu, new_state, resolve_device, run_epochs
+    from lsbench.train import DeviceData, configure_cpu, new_state, resolve_device, run_epochs, to_inputs
 
     started = time.perf_counter() if started is None else started
     spec = get_dataset(dataset)
     configure_cpu(cfg.threads)
     device = resolve_device(cfg.device)
     data = load_data(Path(data_path))
+    ood_data = (ood[0], load_data(Path(ood[1]))) if ood else None
     n_val = validation_count(cfg.validation_size, len(data.train_labels))
     device_data = DeviceData.from_data(data, spec.mean, spec.std, device, seed, n_val)
+    # The OOD images go through this dataset's input pipeline: its size and normalisation.
+    ood_x = (to_inputs(resize_images(ood_data[1].test_images, data.image_shape[1:]), spec.mean, spec.std, device)
+             if ood_data else None)
     state = new_state(model, device_data, len(data.class_names), seed, epsilon, cfg)
     key = io.RunKey(dataset, model, seed, epsilon)
-    record = run_record(key, cfg, data, n_val, sum(p.numel() for p in state.model.parameters()))
+    record = run_record(key, cfg, data, n_val, sum(p.numel() for p in state.model.parameters()), ood_data)
     ckpt_path = Path(run_dir) / CHECKPOINT_NAME
     checkpoint_key = resume_key(key, record)
     resume(state, ckpt_path, checkpoint_key, cfg, log)
@@ -144,7 +165,7 @@ def train_one(dataset: str, model: str, data_path: Path, run_dir: Path, seed: in
         log(format_record(key, epoch_record, cfg.epochs))
     # The job's wall time up to its outputs (a resumed job counts only its own part).
     environment["job_seconds"] = time.perf_counter() - started
-    write_run_tables(Path(run_dir), key, state, device_data, record, environment)
+    write_run_tables(Path(run_dir), key, state, device_data, record, environment, ood_x)
     if not keep_checkpoint:
         ckpt_path.unlink(missing_ok=True)
 
@@ -155,7 +176,8 @@ def expected_runs(config: dict) -> pd.DataFrame:
 
     wf = to_workflow_config(validate_config(config, load_schema()))
     rows = [{"dataset": d, "model": m, "seed": s, "epsilon": e, "epochs": wf.train.epochs,
-             "batch_size": wf.train.batch_size, "lr": wf.train.lr, "validation_size_config": wf.validation_sizes[d]}
+             "batch_size": wf.train.batch_size, "lr": wf.train.lr, "validation_size_config": wf.validation_sizes[d],
+             "ood_set": wf.ood_set(d) or ""}
             for d in wf.datasets for m in wf.models for s in wf.seeds for e in wf.epsilons]
     return pd.DataFrame(rows)
 
@@ -174,16 +196,17 @@ def check_runs(runs: pd.DataFrame, config: dict, data_sha256: dict[str, str]) ->
         if row["_merge"] == "right_only":
             problems.append(f"{where}: not part of the config's grid")
             continue
-        for name in ("epochs", "batch_size", "lr"):
+        for name in ("epochs", "batch_size", "lr", "ood_set"):
             if row[f"{name}_x"] != row[f"{name}_y"]:
                 problems.append(f"{where}: recorded {name}={row[f'{name}_y']!r}, the config says {row[f'{name}_x']!r}")
         wanted = validation_count(row["validation_size_config"], int(row["n_train"] + row["n_validation"]))
         if wanted != row["n_validation"]:
             problems.append(f"{where}: held out {row['n_validation']} images, the config's validation_size "
                             f"{row['validation_size_config']!r} means {wanted}")
-        if row["dataset"] in data_sha256 and row["data_sha256"] != data_sha256[row["dataset"]]:
-            problems.append(f"{where}: trained on data {row['data_sha256'][:12]}…, the prepared "
-                            f"{row['dataset']} data is {data_sha256[row['dataset']][:12]}…")
+        for name, column in ((row["dataset"], "data_sha256"), (row["ood_set_y"], "ood_sha256")):
+            if name in data_sha256 and row[column] != data_sha256[name]:
+                problems.append(f"{where}: used {name} data {row[column][:12]}…, the prepared {name} data is "
+                                f"{data_sha256[name][:12]}…")
     if problems:
         shown = problems[:10] + ([f"... and {len(problems) - 10} more"] if len(problems) > 10 else [])
         raise CollectError("these runs do not match the workflow's config; rerun them "
@@ -203,7 +226,8 @@ def collect(run_dirs: list[Path], out_dir: Path, log: Log, config: dict | None =
     if config is not None:
         sha = {}
         if data_dir is not None:
-            for dataset in tables["runs"]["dataset"].unique():
+            used = set(tables["runs"]["dataset"]) | set(tables["runs"]["ood_set"]) - {""}
+            for dataset in sorted(used):
                 summary = Path(data_dir) / f"{dataset}.json"
                 sha[dataset] = json.loads(summary.read_text())["sha256"]
         check_runs(tables["runs"], config, sha)

@@ -73,8 +73,10 @@ def epoch_curves(metrics: pd.DataFrame, metric: str, ax: plt.Axes) -> None:
     ax.grid(alpha=0.3)
 
 
-def reliability_diagram(bins: pd.DataFrame, ax: plt.Axes, title: str) -> None:
-    """Accuracy per confidence bin (pooled over seeds) against the diagonal; gap shaded."""
+def reliability_diagram(bins: pd.DataFrame, ax: plt.Axes, title: str, smooth: dict | None = None) -> None:
+    """Accuracy per confidence bin (pooled over seeds) against the diagonal; gap shaded; a 95 %
+    Wilson interval per bin (`lower`, `upper` columns) as error bars; `smooth`: relplot's smooth
+    reliability curve ({"mesh", "mu"} restricted to where the confidences lie), drawn as a line."""
     width = bins["bin_upper"] - bins["bin_lower"]
     filled = bins["count"] > 0
     ax.bar(bins["bin_lower"][filled], bins["accuracy"][filled], width=width[filled], align="edge",
@@ -82,15 +84,63 @@ def reliability_diagram(bins: pd.DataFrame, ax: plt.Axes, title: str) -> None:
     ax.bar(bins["bin_lower"][filled], (bins["mean_confidence"] - bins["accuracy"])[filled],
            bottom=bins["accuracy"][filled], width=width[filled], align="edge",
            color="tab:red", alpha=0.3, label="gap to confidence")
+    centres = (bins["bin_lower"] + width / 2)[filled]
+    acc = bins["accuracy"][filled]
+    ax.errorbar(centres, acc, yerr=[acc - bins["lower"][filled], bins["upper"][filled] - acc], fmt="none",
+                ecolor="black", elinewidth=0.8, capsize=2, label="95 % Wilson interval")
+    if smooth is not None:
+        ax.plot(smooth["mesh"], smooth["mu"], color="tab:orange", linewidth=1.5, label="smooth (relplot)")
     ax.plot([0, 1], [0, 1], "k--", linewidth=1)
-    for lower, w, acc, n in zip(bins["bin_lower"][filled], width[filled], bins["accuracy"][filled],
-                                bins["count"][filled]):
-        ax.text(lower + w / 2, min(acc, 0.93) + 0.02, f"{int(n)}", ha="center", fontsize=6, rotation=90)
+    for lower, w, a, n in zip(bins["bin_lower"][filled], width[filled], acc, bins["count"][filled]):
+        ax.text(lower + w / 2, min(a, 0.93) + 0.02, f"{int(n)}", ha="center", fontsize=6, rotation=90)
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.05)
     ax.set_title(title)
     ax.set_xlabel("confidence")
     ax.set_ylabel("accuracy")
+
+
+def reliability_overlay(curves: dict[float, pd.DataFrame], ax: plt.Axes) -> None:
+    """Every epsilon's reliability curve on one diagram: accuracy against mean confidence of each
+    non-empty bin, pooled over seeds."""
+    colors = sns.color_palette("viridis", len(curves))
+    for color, (eps, bins) in zip(colors, sorted(curves.items())):
+        filled = bins[bins["count"] > 0]
+        ax.plot(filled["mean_confidence"], filled["accuracy"], marker="o", markersize=3, color=color,
+                label=f"ε = {format_epsilon(eps)}")
+    ax.plot([0, 1], [0, 1], "k--", linewidth=1)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("mean confidence in bin")
+    ax.set_ylabel("accuracy in bin")
+    ax.set_title("all ε on one diagram (15 bins, pooled over seeds)")
+    ax.legend(loc="upper left", fontsize=8)
+
+
+def risk_coverage(curves: dict[float, pd.DataFrame], ax: plt.Axes, title: str) -> None:
+    """Risk (error rate of the accepted samples) against coverage, one line per epsilon, mean over
+    seeds: `curves[eps]` has columns coverage, risk."""
+    colors = sns.color_palette("viridis", len(curves))
+    for color, (eps, curve) in zip(colors, sorted(curves.items())):
+        ax.plot(curve["coverage"], curve["risk"], color=color, label=f"ε = {format_epsilon(eps)}")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel("coverage (share of test images accepted)")
+    ax.set_ylabel("risk (error rate among accepted)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+
+
+def score_histograms(in_scores: np.ndarray, out_scores: np.ndarray, ax: plt.Axes, title: str, xlabel: str) -> None:
+    """Densities of a confidence score on the test set (in-distribution) and on the OOD set."""
+    edges = np.histogram_bin_edges(np.concatenate([in_scores, out_scores]), bins=30)
+    ax.hist(in_scores, bins=edges, density=True, alpha=0.6, color="tab:blue", label="test set (in)")
+    ax.hist(out_scores, bins=edges, density=True, alpha=0.6, color="tab:orange", label="OOD set")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("density")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
 
 
 def sample_probabilities(probs: np.ndarray, label: int, class_names: Sequence[str], ax: plt.Axes,

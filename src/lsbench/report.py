@@ -1,16 +1,17 @@
 """The HTML report, rendered from the published parquet tables alone (no training state, no torch).
 
-A study is one (dataset, model) pair. The page opens with the cross-study table, then one section
-per study with its figures and statistics, then provenance. Section data comes from small pure
-functions; the template receives it through one render() call. Images are embedded as base64
-PNGs so the file is self-contained and makes no requests.
+The page opens with the findings (sentences generated from the tables, `lsbench.findings`), the
+cross-study table, selective prediction and out-of-distribution detection for every study, then
+one section per study (dataset x model) with its figures and statistics, then provenance. Section
+data comes from small pure functions; the template receives it through one render() call. Images
+are embedded as base64 PNGs so the file is self-contained and makes no requests. The same tables
+give the same bytes: nothing here is random or reads the clock.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
@@ -18,47 +19,45 @@ import numpy as np
 import pandas as pd
 
 from lsbench import plots
-from lsbench.config import format_epsilon, model_slug
-from lsbench.datasets import DATASETS
-from lsbench.io import KEY, write_text
+from lsbench.config import format_epsilon
+from lsbench.findings import json_ready, study_findings
+from lsbench.io import KEY, OOD_SCORES, write_text
+from lsbench.metrics import rejection_scores, risk_coverage_curve, top_label
 from lsbench.stats import (WILCOXON_MIN_N, Interval, PairedTest, final_epoch_intervals, paired_against,
-                           t_interval)
-from lsbench.tables import Tables, TablesError, read_tables
+                           t_interval, wilson_interval)
+from lsbench.studies import Study, final_epoch, split_studies, study_slug
+from lsbench.tables import Tables, read_tables
 
 ACCURACY_METRICS = ("accuracy", "test_nll", "brier", "entropy")
-CALIBRATION_METRICS = ("ece", "ece_over", "ece_under", "ece_adaptive", "ece_classwise", "mce",
+CALIBRATION_METRICS = ("ece", "smece", "ece_over", "ece_under", "ece_adaptive", "ece_classwise", "mce",
                        "mean_confidence", "overconfidence")
 SUMMARY_METRICS = ACCURACY_METRICS + CALIBRATION_METRICS
 CURVE_METRICS = ("accuracy", "test_nll", "ece", "overconfidence")
-STATS_METRICS = ("accuracy", "test_nll", "ece", "overconfidence")
+STATS_METRICS = ("accuracy", "test_nll", "ece", "smece", "overconfidence", "aurc")
+# Selective prediction: AURC / E-AURC per rejection score (the *_ts columns: after temperature scaling).
+SELECTIVE_METRICS = ("aurc", "eaurc", "aurc_ts", "aurc_max_logit", "aurc_margin", "failure_auroc")
+ALTERNATIVE_SCORES = {"aurc_max_logit": "max_logit", "aurc_margin": "margin"}
+COVERAGES = np.linspace(0.01, 1.0, 100)
 # The <section id>s of one study, after its own "study-<slug>", in page order.
 STUDY_SECTIONS = ("headline", "summary", "statistics", "vs-epsilon", "curves", "temperature", "reliability",
                   "confidence", "sample")
 # Versions shown in the provenance section, as recorded per run in environment.parquet.
 SOFTWARE = ("python", "torch", "torch_cuda", "torchvision", "numpy", "pandas", "pyarrow", "lsbench")
 TS_METRICS = ("ece", "ece_ts", "test_nll", "nll_ts", "mean_confidence", "mean_confidence_ts", "temperature")
-STUDY = ["dataset", "model"]
-
-
-def study_slug(dataset: str, model: str) -> str:
-    return f"{dataset}-{model_slug(model)}"
+BOOTSTRAP_NOTE = ("95 % percentile bootstrap over test images (scipy.stats.bootstrap, seed 0; "
+                  "1000 resamples for ECE, 200 for smECE)")
 
 
 def section_ids(tables: Tables) -> tuple[str, ...]:
     """Every <section id> of the report on `tables`, in page order (a study whose runs all
     diverged has no subsections)."""
-    ids = ["studies", *(["diverged"] if final_epoch(tables.metrics)["diverged"].any() else [])]
+    ids = ["findings", "studies", "selective", "ood",
+           *(["diverged"] if final_epoch(tables.metrics)["diverged"].any() else [])]
     for study in split_studies(tables):
         ids.append(f"study-{study.slug}")
         if not study.converged().empty:
             ids += [f"{study.slug}-{s}" for s in STUDY_SECTIONS]
     return (*ids, "provenance")
-
-
-def final_epoch(metrics: pd.DataFrame) -> pd.DataFrame:
-    """The last recorded epoch of every run."""
-    last = metrics.groupby(KEY)["epoch"].transform("max")
-    return metrics[metrics["epoch"] == last].reset_index(drop=True)
 
 
 def summary_rows(converged: pd.DataFrame, metrics: tuple[str, ...] = SUMMARY_METRICS) -> list[dict]:
@@ -71,20 +70,35 @@ def summary_rows(converged: pd.DataFrame, metrics: tuple[str, ...] = SUMMARY_MET
     return rows
 
 
-def temperature_rows(converged: pd.DataFrame, calibrated: pd.DataFrame) -> list[dict]:
+def interval_rows(df: pd.DataFrame, metrics: tuple[str, ...]) -> list[dict]:
+    """Per epsilon: a t-interval over seeds for each metric."""
+    return [{"epsilon": eps, "n": len(group), "cells": {m: t_interval(group[m].to_numpy(float)) for m in metrics}}
+            for eps, group in df.groupby("epsilon")]
+
+
+def bootstrap_rows(converged: pd.DataFrame) -> list[dict]:
+    """Per epsilon: ECE and smECE with their bootstrap bounds, each averaged over seeds, as text."""
+    rows = []
+    for eps, g in converged.groupby("epsilon"):
+        cells = {m: f"{format_number(g[m].mean())} [{format_number(g[f'{m}_low'].mean())}, "
+                    f"{format_number(g[f'{m}_high'].mean())}]" for m in ("ece", "smece")}
+        rows.append({"epsilon": eps, "n": len(g), **cells})
+    return rows
+
+
+def temperature_rows(converged: pd.DataFrame) -> list[dict]:
     """Final-epoch calibration before and after temperature scaling, per epsilon.
 
     The eps=0 row after scaling is "temperature scaling alone"; other rows are "eps alone"
     (before) and "eps + temperature scaling" (after). Empty when no temperature was fitted.
     """
-    fitted = calibrated.dropna(subset=["temperature"])
-    if fitted.empty:
-        return []
-    return summary_rows(converged.merge(fitted, on=KEY), TS_METRICS)
+    fitted = converged.dropna(subset=["temperature"])
+    return summary_rows(fitted, TS_METRICS) if not fitted.empty else []
 
 
 def pooled_reliability(reliability: pd.DataFrame, epsilon: float) -> pd.DataFrame:
-    """Bins of one epsilon pooled over seeds: counts summed, means weighted by count."""
+    """Bins of one epsilon pooled over seeds: counts summed, means weighted by count, and a 95 %
+    Wilson interval for each bin's accuracy (`lower`, `upper`) over the pooled test images."""
     df = reliability[reliability["epsilon"] == epsilon].copy()
     df["conf_sum"] = df["mean_confidence"].fillna(0) * df["count"]
     df["acc_sum"] = df["accuracy"].fillna(0) * df["count"]
@@ -92,11 +106,19 @@ def pooled_reliability(reliability: pd.DataFrame, epsilon: float) -> pd.DataFram
     has = pooled["count"] > 0
     pooled["mean_confidence"] = np.where(has, pooled["conf_sum"] / pooled["count"].clip(lower=1), np.nan)
     pooled["accuracy"] = np.where(has, pooled["acc_sum"] / pooled["count"].clip(lower=1), np.nan)
+    bounds = [wilson_interval(round(k), int(n)) for k, n in zip(pooled["acc_sum"], pooled["count"])]
+    pooled["lower"], pooled["upper"] = [b[0] for b in bounds], [b[1] for b in bounds]
     return pooled
 
 
-def prob_columns(predictions: pd.DataFrame) -> list[str]:
-    return [c for c in predictions.columns if c.startswith("prob_") and not predictions[c].isna().all()]
+def prob_columns(predictions: pd.DataFrame, prefix: str = "prob_") -> list[str]:
+    return [c for c in predictions.columns if c.startswith(prefix) and not predictions[c].isna().all()]
+
+
+def run_arrays(predictions: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(logits, probabilities, labels) of a predictions slice, as stored."""
+    return (predictions[prob_columns(predictions, "logit_")].to_numpy(), predictions[prob_columns(predictions)].to_numpy(),
+            predictions["label"].to_numpy())
 
 
 def sample_pair(predictions: pd.DataFrame, index: int = 0) -> list[dict]:
@@ -182,7 +204,7 @@ def figure_confidence(predictions: pd.DataFrame, epsilons: list[float]) -> str:
 def figure_vs_epsilon(final: pd.DataFrame) -> str:
     fig, axes = plots.grid(2, 2, size=4.5)
     plots.metric_vs_epsilon(final, ["accuracy"], axes[0], "test accuracy")
-    plots.metric_vs_epsilon(final, ["ece", "overconfidence"], axes[1], "calibration")
+    plots.metric_vs_epsilon(final, ["ece", "smece", "overconfidence"], axes[1], "calibration")
     axes[1].axhline(0, color="black", linewidth=0.8)
     return _img(plots.png_bytes(fig))
 
@@ -194,10 +216,26 @@ def figure_curves(metrics: pd.DataFrame) -> str:
     return _img(plots.png_bytes(fig))
 
 
-def figure_reliability(reliability: pd.DataFrame, epsilons: list[float]) -> str:
-    fig, axes = plots.grid(len(epsilons), 3)
+def smooth_curve(predictions: pd.DataFrame) -> dict:
+    """relplot's smooth reliability curve of the pooled (confidence, correct) pairs, on its mesh,
+    kept where the confidences lie."""
+    import relplot
+
+    _, probs, labels = run_arrays(predictions)
+    conf, correct = top_label(probs, labels)
+    diagram = relplot.prepare_rel_diagram(conf, correct.astype(float), plot_confidence_band=False,
+                                          report_CE_std=False)
+    inside = (diagram["mesh"] >= conf.min()) & (diagram["mesh"] <= conf.max())
+    return {"mesh": diagram["mesh"][inside], "mu": diagram["mu"][inside]}
+
+
+def figure_reliability(reliability: pd.DataFrame, predictions: pd.DataFrame, epsilons: list[float]) -> str:
+    fig, axes = plots.grid(len(epsilons) + 1, 3)
     for eps, ax in zip(epsilons, axes):
-        plots.reliability_diagram(pooled_reliability(reliability, eps), ax, f"ε = {format_epsilon(eps)}")
+        plots.reliability_diagram(pooled_reliability(reliability, eps), ax, f"ε = {format_epsilon(eps)}",
+                                  smooth_curve(predictions[predictions["epsilon"] == eps]))
+    axes[0].legend(loc="upper left", fontsize=7)
+    plots.reliability_overlay({eps: pooled_reliability(reliability, eps) for eps in epsilons}, axes[len(epsilons)])
     return _img(plots.png_bytes(fig))
 
 
@@ -210,6 +248,39 @@ def figure_sample(predictions: pd.DataFrame, class_names: list[str]) -> str:
     return _img(plots.png_bytes(fig))
 
 
+def coverage_curves(predictions: pd.DataFrame, score: str) -> dict[float, pd.DataFrame]:
+    """Per epsilon, the risk-coverage curve with `score` (see metrics.rejection_scores), mean over seeds."""
+    curves = {}
+    for eps, group in predictions.groupby("epsilon"):
+        risks = []
+        for _, run in group.groupby("seed"):
+            logits, probs, labels = run_arrays(run)
+            risks.append(risk_coverage_curve(rejection_scores(logits)[score], top_label(probs, labels)[1], COVERAGES))
+        curves[float(eps)] = pd.DataFrame({"coverage": COVERAGES, "risk": np.mean(risks, axis=0)})
+    return curves
+
+
+def figure_selective(predictions: pd.DataFrame, alternative: str) -> str:
+    fig, axes = plots.grid(2, 2, size=4.5)
+    plots.risk_coverage(coverage_curves(predictions, "msp"), axes[0], "rejecting by max probability (MSP)")
+    plots.risk_coverage(coverage_curves(predictions, alternative), axes[1],
+                        f"rejecting by {alternative.replace('_', ' ')}")
+    return _img(plots.png_bytes(fig))
+
+
+def figure_ood(predictions: pd.DataFrame, ood_predictions: pd.DataFrame, ood_set: str) -> str:
+    epsilons = sorted({predictions["epsilon"].min(), predictions["epsilon"].max()})
+    fig, axes = plots.grid(2 * len(epsilons), 2, size=4)
+    for row, eps in enumerate(epsilons):
+        id_scores = rejection_scores(run_arrays(predictions[predictions["epsilon"] == eps])[0])
+        ood_logits = ood_predictions.loc[ood_predictions["epsilon"] == eps, prob_columns(ood_predictions, "logit_")]
+        ood_scores = rejection_scores(ood_logits.to_numpy())
+        for col, score in enumerate(("msp", "energy")):
+            plots.score_histograms(id_scores[score], ood_scores[score], axes[2 * row + col],
+                                   f"ε = {format_epsilon(eps)}: {score} (OOD: {ood_set})", score)
+    return _img(plots.png_bytes(fig))
+
+
 def statistics(converged: pd.DataFrame) -> dict:
     """Intervals per epsilon and paired tests against the smallest epsilon, for the template."""
     baseline = float(converged["epsilon"].min())
@@ -217,51 +288,6 @@ def statistics(converged: pd.DataFrame) -> dict:
             "intervals": final_epoch_intervals(converged, STATS_METRICS),
             "paired": paired_against(converged, STATS_METRICS, baseline),
             "wilcoxon_min_n": WILCOXON_MIN_N}
-
-
-@dataclass(frozen=True)
-class Study:
-    """One (dataset, model) pair's tables."""
-
-    dataset: str
-    model: str
-    metrics: pd.DataFrame
-    reliability: pd.DataFrame
-    predictions: pd.DataFrame
-    calibrated: pd.DataFrame
-    runs: pd.DataFrame
-
-    @property
-    def slug(self) -> str:
-        return study_slug(self.dataset, self.model)
-
-    @property
-    def title(self) -> str:
-        spec = DATASETS.get(self.dataset)
-        return f"{spec.title if spec else self.dataset} × {self.model}"
-
-    @property
-    def class_names(self) -> list[str]:
-        return json.loads(self.runs["class_names"].iloc[0])
-
-    def final(self) -> pd.DataFrame:
-        return final_epoch(self.metrics)
-
-    def converged(self) -> pd.DataFrame:
-        final = self.final()
-        return final[~final["diverged"]]
-
-
-def split_studies(tables: Tables) -> list[Study]:
-    """The tables of each (dataset, model), sorted by dataset then model."""
-    studies = []
-    for (dataset, model), runs in tables.runs.groupby(STUDY, sort=True):
-        def part(df: pd.DataFrame) -> pd.DataFrame:
-            return df[(df["dataset"] == dataset) & (df["model"] == model)].reset_index(drop=True)
-
-        studies.append(Study(dataset, model, part(tables.metrics), part(tables.reliability),
-                             part(tables.predictions), part(tables.calibrated), runs.reset_index(drop=True)))
-    return studies
 
 
 def study_context(study: Study) -> dict:
@@ -275,7 +301,7 @@ def study_context(study: Study) -> dict:
     if converged.empty:
         return {**context, "figures": None}
     stats = statistics(converged)
-    runs = converged[KEY]
+    runs = study.converged_runs()
     epsilons = sorted(converged["epsilon"].unique())
     predictions = study.predictions.merge(runs, on=KEY)
     figures = {
@@ -283,11 +309,41 @@ def study_context(study: Study) -> dict:
         "confidence": figure_confidence(predictions, epsilons),
         "vs_epsilon": figure_vs_epsilon(converged),
         "curves": figure_curves(study.metrics.merge(runs, on=KEY)),
-        "reliability": figure_reliability(study.reliability.merge(runs, on=KEY), epsilons),
+        "reliability": figure_reliability(study.reliability.merge(runs, on=KEY), predictions, epsilons),
         "sample": figure_sample(predictions, study.class_names),
     }
     return {**context, "figures": figures, "stats": stats, "summary": summary_rows(converged),
-            "temperature": temperature_rows(converged, study.calibrated)}
+            "bootstrap": bootstrap_rows(converged),
+            "temperature": temperature_rows(converged)}
+
+
+def selective_context(study: Study) -> dict | None:
+    converged = study.converged()
+    if converged.empty:
+        return None
+    means = {col: converged[col].mean() for col in ALTERNATIVE_SCORES}
+    alternative = ALTERNATIVE_SCORES[min(means, key=lambda c: (np.nan_to_num(means[c], nan=np.inf), c))]
+    predictions = study.predictions.merge(study.converged_runs(), on=KEY)
+    return {"slug": study.slug, "title": study.title, "alternative": alternative,
+            "rows": interval_rows(converged, SELECTIVE_METRICS), "figure": figure_selective(predictions, alternative)}
+
+
+def ood_context(study: Study) -> dict | None:
+    runs = study.converged_runs()
+    ood = study.ood.merge(runs, on=KEY)
+    if ood.empty:
+        return None
+    rows = []
+    for eps, group in ood.groupby("epsilon"):
+        cells = {}
+        for score in OOD_SCORES:
+            part = group[group["score"] == score]
+            cells[score] = {"auroc": t_interval(part["auroc"].to_numpy()), "fpr95": t_interval(part["fpr95"].to_numpy())}
+        rows.append({"epsilon": eps, "n": group["seed"].nunique(), "cells": cells})
+    predictions = study.predictions.merge(runs, on=KEY)
+    return {"slug": study.slug, "title": study.title, "ood_set": study.ood_set, "rows": rows,
+            "n_ood": int(study.ood_predictions.groupby(KEY).size().max()),
+            "figure": figure_ood(predictions, study.ood_predictions.merge(runs, on=KEY), study.ood_set)}
 
 
 def study_row(study: Study) -> dict:
@@ -301,9 +357,8 @@ def study_row(study: Study) -> dict:
         return {**row, "baseline": None}
     baseline = float(converged["epsilon"].min())
     base = converged[converged["epsilon"] == baseline]
-    ts = base.merge(study.calibrated.dropna(subset=["temperature"]), on=KEY)
-    mean_ece = converged.groupby("epsilon")["ece"].mean()
-    best = float(mean_ece.idxmin())
+    ts = base.dropna(subset=["temperature"])
+    best = float(converged.groupby("epsilon")["ece"].mean().idxmin())
     return {**row, "baseline": baseline, "accuracy": t_interval(base["accuracy"].to_numpy()),
             "ece": t_interval(base["ece"].to_numpy()),
             "ece_ts": t_interval(ts["ece_ts"].to_numpy()) if not ts.empty else None,
@@ -313,8 +368,7 @@ def study_row(study: Study) -> dict:
 
 def diverged_runs(tables: Tables) -> list[dict]:
     final = final_epoch(tables.metrics)
-    rows = final.loc[final["diverged"], [*KEY, "epoch", "divergence"]]
-    return rows.to_dict("records")
+    return final.loc[final["diverged"], [*KEY, "epoch", "divergence"]].to_dict("records")
 
 
 def format_interval(i: Interval, digits: int = 4) -> str:
@@ -353,14 +407,26 @@ def environment() -> jinja2.Environment:
     return env
 
 
-def render(tables: Tables, title: str = "lsbench: label smoothing vs overconfidence") -> str:
+def findings(tables: Tables) -> list[dict]:
+    """Every study's findings (see lsbench.findings), as JSON-ready records."""
+    return json_ready([record for study in split_studies(tables) for record in study_findings(study)])
+
+
+def render(tables: Tables, title: str = "lsbench: label smoothing vs overconfidence",
+           found: list[dict] | None = None) -> str:
     studies = split_studies(tables)
     final = final_epoch(tables.metrics)
+    found = findings(tables) if found is None else found
     return environment().get_template("index.html.j2").render(
         title=title,
+        findings=[(s.title, [f["text"].split(": ", 1)[1] for f in found
+                             if (f["dataset"], f["model"]) == (s.dataset, s.model)]) for s in studies],
         summary_tables={"Accuracy and loss": ACCURACY_METRICS, "Calibration": CALIBRATION_METRICS},
-        ts_metrics=TS_METRICS,
+        ts_metrics=TS_METRICS, selective_metrics=SELECTIVE_METRICS, ood_scores=OOD_SCORES,
+        bootstrap_note=BOOTSTRAP_NOTE,
         study_rows=[study_row(s) for s in studies],
+        selective=[c for c in map(selective_context, studies) if c is not None],
+        ood=[c for c in map(ood_context, studies) if c is not None],
         studies=[study_context(s) for s in studies],
         datasets=sorted(tables.runs["dataset"].unique()),
         models=sorted(tables.runs["model"].unique()),
@@ -372,14 +438,22 @@ def render(tables: Tables, title: str = "lsbench: label smoothing vs overconfide
     )
 
 
+def findings_path(report_path: Path) -> Path:
+    """Where `lsbench report DIR -o FILE` writes the findings: findings.json next to FILE."""
+    return Path(report_path).with_name("findings.json")
+
+
 def write_report(results_dir: Path, out_path: Path) -> None:
-    """Render results_dir's tables to out_path (TablesError for broken tables; IsADirectoryError
-    when out_path is a directory)."""
+    """Render results_dir's tables to out_path and the findings to findings.json beside it
+    (TablesError for broken tables; IsADirectoryError when out_path is a directory)."""
     out_path = Path(out_path)
     if out_path.is_dir():
         raise IsADirectoryError(21, "is a directory; give the HTML file to write, e.g. "
                                 f"{out_path / 'index.html'}", str(out_path))
-    write_text(render(read_tables(results_dir)), out_path)
+    tables = read_tables(results_dir)
+    found = findings(tables)
+    write_text(render(tables, found=found), out_path)
+    write_text(json.dumps(found, indent=1, ensure_ascii=False) + "\n", findings_path(out_path))
 
 
-__all__ = ["Tables", "TablesError", "read_tables", "render", "write_report"]
+__all__ = ["Tables", "read_tables", "render", "section_ids", "study_slug", "write_report"]

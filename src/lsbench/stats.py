@@ -104,6 +104,19 @@ def paired_test(values: np.ndarray, baseline: np.ndarray) -> PairedTest:
     return PairedTest(interval, p_t, wilcoxon_p(diff), n_nonzero)
 
 
+def wilson_interval(successes: int, trials: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion (`scipy.stats.binomtest(...).proportion_ci`);
+    (NaN, NaN) for no trials.
+
+    >>> tuple(round(v, 4) for v in wilson_interval(8, 10))
+    (0.4902, 0.9433)
+    """
+    if trials == 0:
+        return math.nan, math.nan
+    ci = stats.binomtest(int(successes), int(trials)).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
 def final_epoch_intervals(final: pd.DataFrame, metrics: tuple[str, ...]) -> dict[float, dict[str, Interval]]:
     """{epsilon: {metric: Interval over seeds}} for converged runs of the final epoch."""
     ok = final[~final["diverged"]]

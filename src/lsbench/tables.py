@@ -21,20 +21,23 @@ KEY_KINDS = {"dataset": "str", "model": "str", "seed": "int", "epsilon": "float"
 COLUMNS: dict[str, dict[str, str]] = {
     "runs": {**KEY_KINDS, "epochs": "int", "batch_size": "int", "lr": "float", "validation_size": "int",
              "n_train": "int", "n_validation": "int", "n_test": "int", "num_classes": "int", "image_shape": "str",
-             "class_names": "str", "data_sha256": "str", "parameters": "int"},
+             "class_names": "str", "data_sha256": "str", "parameters": "int", "ood_set": "str", "ood_sha256": "str"},
     "metrics": {**KEY_KINDS, "epoch": "int", "diverged": "bool", "divergence": "str",
                 **{c: "float" for c in io.METRIC_COLUMNS if c not in (*io.KEY, "epoch", "diverged", "divergence")}},
     "reliability": {**KEY_KINDS, "bin": "int", "bin_lower": "float", "bin_upper": "float", "count": "int",
                     "mean_confidence": "float", "accuracy": "float"},
     "predictions": {**KEY_KINDS, "index": "int", "label": "int", "logit_0": "float", "prob_0": "float"},
     "calibrated": {**KEY_KINDS, **{c: "float" for c in io.CALIBRATED_COLUMNS if c not in io.KEY}},
+    "ood": {**KEY_KINDS, "ood_set": "str", "score": "str", "auroc": "float", "fpr95": "float"},
+    "ood_predictions": {**KEY_KINDS, "ood_set": "str", "index": "int"},
     "environment": {**KEY_KINDS, "python": "str", "torch": "str", "device_name": "str", "cpu_model": "str",
                     "torch_threads": "int", "job_seconds": "float", "resumed_after_epoch": "int"},
     "provenance": {"config_yaml": "str", "git_commit": "str", "snakemake": "str", "lsbench": "str"},
 }
 # Columns that identify a row within each table.
 UNIQUE = {"runs": io.KEY, "metrics": [*io.KEY, "epoch"], "reliability": [*io.KEY, "bin"],
-          "predictions": [*io.KEY, "index"], "calibrated": io.KEY, "environment": io.KEY}
+          "predictions": [*io.KEY, "index"], "calibrated": io.KEY, "environment": io.KEY,
+          "ood": [*io.KEY, "score"], "ood_predictions": [*io.KEY, "index"]}
 _CHECKS = {"int": ptypes.is_integer_dtype, "bool": ptypes.is_bool_dtype,
            "float": lambda s: ptypes.is_float_dtype(s) or ptypes.is_integer_dtype(s),
            "str": lambda s: ptypes.is_object_dtype(s) or ptypes.is_string_dtype(s)}
@@ -52,6 +55,8 @@ class Tables:
     reliability: pd.DataFrame
     predictions: pd.DataFrame
     calibrated: pd.DataFrame
+    ood: pd.DataFrame
+    ood_predictions: pd.DataFrame
     environment: pd.DataFrame
     provenance: pd.DataFrame
 
@@ -70,7 +75,7 @@ def read_table(path: Path, name: str) -> pd.DataFrame:
     for column, kind in COLUMNS[name].items():
         if not _CHECKS[kind](df[column]):
             raise TablesError(f"{path}: column {column!r} holds {df[column].dtype}, expected {_NAMES[kind]}")
-    if df.empty:
+    if df.empty and name not in io.OPTIONAL_TABLES:
         raise TablesError(f"{path}: no rows")
     if name in UNIQUE:
         dup = df[df.duplicated(UNIQUE[name], keep=False)]
@@ -88,16 +93,20 @@ def _run_set(df: pd.DataFrame) -> set[tuple]:
 
 def read_tables(results_dir: Path) -> Tables:
     """All published tables of `results_dir`, checked one by one and against each other: every
-    table must hold the same runs as runs.parquet. TablesError names the file and the problem."""
+    table must hold the runs of runs.parquet (the OOD tables those with an OOD set). TablesError
+    names the file and the problem."""
     d = Path(results_dir)
     frames = {name: read_table(d / f"{name}.parquet", name) for name in io.PUBLISHED}
     runs = _run_set(frames["runs"])
+    with_ood = _run_set(frames["runs"][frames["runs"]["ood_set"] != ""])
     for name in io.TABLES:
         other = _run_set(frames[name])
-        if other != runs:
-            extra, lacking = sorted(other - runs), sorted(runs - other)
+        # The OOD tables hold the runs that have an OOD set, every other table every run.
+        expected, which = (with_ood, "runs with an ood_set in") if name in io.OPTIONAL_TABLES else (runs, "runs of")
+        if other != expected:
+            extra, lacking = sorted(other - expected), sorted(expected - other)
             detail = "; ".join(part for part in (
-                f"{len(lacking)} run(s) of runs.parquet missing, e.g. {lacking[0]}" if lacking else "",
-                f"{len(extra)} run(s) not in runs.parquet, e.g. {extra[0]}" if extra else "") if part)
-            raise TablesError(f"{d / f'{name}.parquet'}: not the runs of runs.parquet: {detail}")
+                f"{len(lacking)} run(s) missing, e.g. {lacking[0]}" if lacking else "",
+                f"{len(extra)} run(s) too many, e.g. {extra[0]}" if extra else "") if part)
+            raise TablesError(f"{d / f'{name}.parquet'}: not the {which} runs.parquet: {detail}")
     return Tables(**frames)

@@ -5,6 +5,8 @@ rule collect:
         reliability=get_run_tables(LSB, "reliability"),
         predictions=get_run_tables(LSB, "predictions"),
         calibrated=get_run_tables(LSB, "calibrated"),
+        ood=get_run_tables(LSB, "ood"),
+        ood_predictions=get_run_tables(LSB, "ood_predictions"),
         environment=get_run_tables(LSB, "environment"),
         data=get_data_summaries(LSB),
     output:
@@ -13,6 +15,8 @@ rule collect:
         reliability="results/reliability.parquet",
         predictions="results/predictions.parquet",
         calibrated="results/calibrated.parquet",
+        ood="results/ood.parquet",
+        ood_predictions="results/ood_predictions.parquet",
         environment="results/environment.parquet",
         provenance="results/provenance.parquet",
     log:

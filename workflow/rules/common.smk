@@ -48,10 +48,6 @@ def get_run_tables(lsb, table):
     return [f"{d}/{table}.parquet" for d in get_run_dirs(lsb)]
 
 
-def get_data_summaries(lsb):
-    return [f"results/data/{d}.json" for d in lsb.datasets]
-
-
 def get_wildcard_run_dir(wildcards):
     return get_run_dir(
         wildcards.dataset,
@@ -95,6 +91,30 @@ def get_data_fingerprint(lsb):
         return _fingerprint(wildcards.dataset, lsb.data_root)
 
     return fingerprint
+
+
+def get_train_inputs(lsb):
+    # The dataset's cache, and its OOD set's when it has one.
+    def train_inputs(wildcards):
+        ood = lsb.ood_set(wildcards.dataset)
+        data = {"data": f"results/data/{wildcards.dataset}.npz"}
+        return {**data, "ood": f"results/data/{ood}.npz"} if ood else data
+
+    return train_inputs
+
+
+def get_ood_args(lsb):
+    def ood_args(wildcards):
+        ood = lsb.ood_set(wildcards.dataset)
+        return f"--ood-set {ood} --ood-data results/data/{ood}.npz" if ood else ""
+
+    return ood_args
+
+
+def get_data_summaries(lsb):
+    # Every dataset a run reads: the grid's and their OOD sets.
+    names = set(lsb.datasets) | {lsb.ood_set(d) for d in lsb.datasets if lsb.ood_set(d)}
+    return [f"results/data/{d}.json" for d in sorted(names)]
 
 
 def get_data_root_arg(lsb):

@@ -2,11 +2,12 @@ rule report:
     input:
         rules.collect.output,
     output:
-        report("report/index.html", category="Report"),
+        html=report("report/index.html", category="Report"),
+        findings="report/findings.json",
     log:
         "results/logs/report.log",
     conda:
         "../envs/lsbench.yaml"
     threads: 1
     shell:
-        "lsbench report results -o {output} > {log} 2>&1"
+        "lsbench report results -o {output.html} > {log} 2>&1"

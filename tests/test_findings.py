@@ -1,0 +1,102 @@
+"""The findings' rules on synthetic tables whose right conclusion is known, in each direction."""
+
+import pytest
+
+from lsbench.findings import study_findings
+from lsbench.studies import split_studies
+from synthetic import make_tables
+
+SEEDS = range(5)
+# Large test sets and five seeds, so that a built-in effect is detectable and a null one is not.
+N = 1500
+
+
+def findings(**kwargs) -> list[dict]:
+    tables = make_tables(seeds=SEEDS, n_test=N, **kwargs)
+    return study_findings(split_studies(tables)[0])
+
+
+def by_id(records: list[dict], id_: str) -> list[dict]:
+    return [r for r in records if r["id"] == id_]
+
+
+def one(records: list[dict], id_: str, **where) -> dict:
+    hits = [r for r in by_id(records, id_) if all(r.get(k) == v for k, v in where.items())]
+    assert len(hits) == 1, (id_, where, hits)
+    return hits[0]
+
+
+def test_overconfidence_everywhere_has_no_flip():
+    records = findings(epsilons=(0.0, 0.1), sharpness=lambda e: 3.0, accuracy=lambda e: 0.6)
+    for r in by_id(records, "miscalibration_direction"):
+        assert r["direction"] == "over" and r["low"] > 0 and "overconfident" in r["text"]
+    assert by_id(records, "miscalibration_flip") == []
+
+
+def test_over_to_underconfidence_flips_where_it_does():
+    # Sharp logits at eps=0 (overconfident), nearly flat ones at eps=0.3 (underconfident).
+    records = findings(epsilons=(0.0, 0.1, 0.3), sharpness=lambda e: 2.5 - 7.5 * e, accuracy=lambda e: 0.8)
+    assert one(records, "miscalibration_direction", epsilon=0.0)["direction"] == "over"
+    under = one(records, "miscalibration_direction", epsilon=0.3)
+    assert under["direction"] == "under" and under["high"] < 0 and "underconfident" in under["text"]
+    flip = one(records, "miscalibration_flip")
+    assert flip["to_epsilon"] == 0.3 and flip["from_epsilon"] in (0.0, 0.1)
+
+
+def test_the_ece_minimising_epsilon_is_found_and_tested_against_zero():
+    # Sharpness 2.5 - 7.5 eps: eps=0.1 (sharpness 1.75) is far better calibrated than eps=0 (2.5).
+    records = findings(epsilons=(0.0, 0.1, 0.3), sharpness=lambda e: 2.5 - 7.5 * e, accuracy=lambda e: 0.8)
+    best = one(records, "ece_minimizing_epsilon")
+    assert best["epsilon"] == 0.1 and best["direction"] == "under" and best["high"] < 0
+    assert "lower than at ε = 0.0" in best["text"] and best["p"] < 0.05
+
+
+def test_when_zero_is_best_no_epsilon_lowers_ece():
+    records = findings(epsilons=(0.0, 0.2), sharpness=lambda e: 1.5 + 5 * e, accuracy=lambda e: 0.8)
+    best = one(records, "ece_minimizing_epsilon")
+    assert best["epsilon"] == 0.0 and "no ε lowers it" in best["text"]
+
+
+@pytest.mark.parametrize("accuracy,direction,word", [
+    (lambda e: 0.6 + e, "over", "raises accuracy"),
+    (lambda e: 0.9 - e, "under", "lowers accuracy"),
+    (lambda e: 0.8, "none", "no detectable difference in accuracy"),
+])
+def test_accuracy_effect_in_each_direction(accuracy, direction, word):
+    records = findings(epsilons=(0.0, 0.2), accuracy=accuracy)
+    effect = one(records, "accuracy_effect", epsilon=0.2)
+    assert effect["direction"] == direction and word in effect["text"]
+    if direction == "none":
+        assert effect["low"] < 0 < effect["high"]
+        assert "raises" not in effect["text"] and "lowers" not in effect["text"]
+
+
+def test_temperature_scaling_against_the_best_epsilon():
+    # Every eps badly overconfident: the best eps stays miscalibrated; a fitted temperature fixes it.
+    records = findings(epsilons=(0.0, 0.1), sharpness=lambda e: 3.0, accuracy=lambda e: 0.6)
+    ts = one(records, "temperature_scaling_vs_best_epsilon")
+    assert ts["direction"] == "under" and "temperature scaling is better" in ts["text"]
+
+
+def test_aurc_and_ood_effects():
+    # Higher accuracy at eps=0.2 lowers AURC; flatter OOD logits at eps=0.2 make OOD easier to spot.
+    records = findings(epsilons=(0.0, 0.2), accuracy=lambda e: 0.6 + e, ood_sharpness=lambda e: 1.5 - 6 * e)
+    aurc = one(records, "aurc_effect", epsilon=0.2)
+    assert aurc["direction"] == "under" and "lowers AURC" in aurc["text"]
+    ood = one(records, "ood_auroc_effect", epsilon=0.2)
+    assert ood["direction"] == "over" and "raises OOD AUROC" in ood["text"] and ood["ood_set"] == "digits"
+
+
+def test_one_seed_cannot_tell():
+    tables = make_tables(seeds=[0], epsilons=(0.0, 0.2), n_test=200)
+    records = study_findings(split_studies(tables)[0])
+    assert one(records, "accuracy_effect", epsilon=0.2)["direction"] == "unknown"
+    assert "cannot tell" in one(records, "accuracy_effect", epsilon=0.2)["text"]
+
+
+def test_every_record_has_its_numbers():
+    records = findings(epsilons=(0.0, 0.2))
+    for r in records:
+        assert {"id", "dataset", "model", "text"} <= set(r)
+        if r["id"] not in ("miscalibration_flip",):
+            assert {"estimate", "low", "high", "n"} <= set(r), r["id"]
