@@ -21,8 +21,11 @@ from conftest import write_tiny_root
 
 
 def workflow_dir(root: Path, **overrides) -> Path:
-    return conftest.workflow_dir(root, idx={"n_train": 2048, "n_test": 64}, seeds=[0], epsilons=[0.1],
+    return conftest.workflow_dir(root, idx={"n_train": 2048, "n_test": 64}, seeds=[0], epsilons=[0.1], ood=None,
                                  batch_size=8, validation_size=256, **overrides)
+
+
+TABLES = "results/metrics.parquet"  # one of collect's outputs: asking for it makes every table
 
 
 def snakemake_cmd(workdir: Path, *args: str) -> list[str]:
@@ -41,20 +44,29 @@ def checkpoint_epoch(path: Path) -> int:
         return 0
 
 
-def train_pids() -> list[int]:
-    out = subprocess.run(["pgrep", "-f", "lsbench train"], capture_output=True, text=True).stdout
-    return [int(p) for p in out.split()]
+def job_pids(pattern: str, workdir: Path) -> list[int]:
+    """PIDs of processes matching `pattern` that run in `workdir` (other tests may run jobs too)."""
+    out = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout
+    pids = []
+    for pid in map(int, out.split()):
+        try:
+            if Path(f"/proc/{pid}/cwd").resolve() == workdir.resolve():
+                pids.append(pid)
+        except OSError:  # it ended meanwhile
+            pass
+    return pids
 
 
 def test_kill_minus_9_mid_run_then_rerun_resumes_exactly(tmp_path):
     killed = workflow_dir(tmp_path / "killed", epochs=6)
     ckpt = killed / "results" / "runs" / "fashion_mnist" / "mlp" / "seed0" / "eps0.1" / "checkpoint.pt"
-    proc = subprocess.Popen(snakemake_cmd(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # The tables are the target (collect's outputs): the report adds nothing to what is compared.
+    proc = subprocess.Popen(snakemake_cmd(killed, TABLES), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while checkpoint_epoch(ckpt) < 2 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
     assert checkpoint_epoch(ckpt) >= 2, "the train job never reached epoch 2"
-    pids = train_pids()
+    pids = job_pids("lsbench train", killed)
     assert pids, "no running train job to kill"
     for pid in pids:
         os.kill(pid, signal.SIGKILL)
@@ -64,13 +76,13 @@ def test_kill_minus_9_mid_run_then_rerun_resumes_exactly(tmp_path):
     assert not metrics.exists()
     done_before = checkpoint_epoch(ckpt)
     assert 2 <= done_before < 6
-    run_ok(killed)
+    run_ok(killed, TABLES)
     log = (killed / "results" / "logs" / "train" / "fashion_mnist" / "mlp" / "seed0_eps0.1.log").read_text()
     assert "resuming from" in log and f"after epoch {done_before}" in log
     assert not ckpt.exists()  # removed once the run is done
 
     straight = workflow_dir(tmp_path / "straight", epochs=6)
-    run_ok(straight)
+    run_ok(straight, TABLES)
     env = pd.read_parquet(killed / "results" / "environment.parquet")
     assert env.loc[0, "resumed_after_epoch"] == done_before  # provenance says the run was resumed
     for table in io.RESULT_TABLES:
@@ -81,8 +93,8 @@ def test_kill_minus_9_mid_run_then_rerun_resumes_exactly(tmp_path):
 
 def test_two_runs_give_identical_results(tmp_path):
     first, second = (workflow_dir(tmp_path / name, epochs=2) for name in ("a", "b"))
-    run_ok(first)
-    run_ok(second)
+    run_ok(first, TABLES)
+    run_ok(second, TABLES)
     a = pd.read_parquet(first / "results" / "metrics.parquet")
     b = pd.read_parquet(second / "results" / "metrics.parquet")
     pd.testing.assert_frame_equal(a.drop(columns="epoch_seconds"), b.drop(columns="epoch_seconds"), check_exact=True)
@@ -158,8 +170,8 @@ def test_a_full_disk_is_one_line_naming_the_file(tmp_path):
     out = tmp_path / "cache" / "fashion_mnist.npz"
     # bash's ulimit -f counts 1024-byte blocks: the 250 kB cache cannot be written. Python ignores
     # SIGXFSZ, so the write fails with EFBIG instead of killing the process.
-    run = subprocess.run(["bash", "-c", f'ulimit -f 100; exec "$0" -m lsbench prepare-data --dataset fashion_mnist '
-                          f'--data-root "$1" --out "$2"', sys.executable, str(root), str(out)],
+    run = subprocess.run(["bash", "-c", 'ulimit -f 100; exec "$0" -m lsbench prepare-data --dataset fashion_mnist '
+                          '--data-root "$1" --out "$2"', sys.executable, str(root), str(out)],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 1
     err = run.stderr.strip().splitlines()
@@ -174,8 +186,7 @@ def test_kill_minus_9_during_collect_then_rerun_rebuilds_the_tables(tmp_path):
                             stderr=subprocess.DEVNULL)
     deadline, pids = time.time() + 300, []
     while not pids and proc.poll() is None and time.time() < deadline:
-        out = subprocess.run(["pgrep", "-f", f"lsbench collect --out-dir results"], capture_output=True, text=True)
-        pids = [int(p) for p in out.stdout.split()]
+        pids = job_pids("lsbench collect --out-dir results", wd)
         time.sleep(0.02)
     assert pids, "collect never started"
     time.sleep(0.3)  # collect is importing pandas or writing the tables now

@@ -1,6 +1,5 @@
 """`lsbench report` on imperfect tables: one line naming the file and the problem."""
 
-import shutil
 
 import pandas as pd
 import pytest

@@ -211,3 +211,11 @@ def test_three_channel_data_trains(tmp_path):
               dataset="cifar10", model="resnet20")
     metrics = pd.read_parquet(tmp_path / "run" / "metrics.parquet")
     assert metrics["accuracy"].between(0, 1).all() and (metrics["model"] == "resnet20").all()
+
+
+def test_an_unreadable_checkpoint_is_ignored(tmp_path, tiny_dataset_file):
+    (tmp_path / CHECKPOINT_NAME).write_bytes(b"not a checkpoint")
+    messages = []
+    train_run(tiny_dataset_file, tmp_path, cfg=TrainConfig(epochs=1, batch_size=32, device="cpu"), log=messages.append)
+    assert any("ignoring" in m and "cannot be read" in m for m in messages)
+    assert pd.read_parquet(tmp_path / "metrics.parquet")["epoch"].tolist() == [1]

@@ -12,7 +12,6 @@ same schema (`validate_options`), with the same messages. The module imports no 
 
 from __future__ import annotations
 
-import copy
 import math
 import re
 from dataclasses import dataclass

@@ -160,7 +160,3 @@ def concat_parquet(paths: list[Path]) -> pd.DataFrame:
     # An empty frame (a run without an OOD set) adds no rows, only dtype trouble.
     df = pd.concat([f for f in frames if len(f)] or frames[:1], ignore_index=True)
     return df.sort_values(sort_keys(df), kind="stable").reset_index(drop=True)
-
-
-def key_of(row: Any) -> RunKey:
-    return RunKey(str(row["dataset"]), str(row["model"]), int(row["seed"]), float(row["epsilon"]))

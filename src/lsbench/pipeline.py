@@ -82,8 +82,12 @@ def resume(state: Any, ckpt_path: Path, key: dict, cfg: TrainConfig, log: Log) -
 
     if not ckpt_path.exists():
         return
-    blob = torch.load(ckpt_path, weights_only=True, map_location="cpu")
-    if blob.get("run_key") != key or blob["epoch"] > cfg.epochs:
+    try:
+        blob = torch.load(ckpt_path, weights_only=True, map_location="cpu")
+    except Exception as exc:  # noqa: BLE001 - unreadable (another torch, a damaged file): start over
+        log(f"ignoring {ckpt_path}: it cannot be read ({type(exc).__name__}: {exc})")
+        return
+    if not isinstance(blob, dict) or blob.get("run_key") != key or blob.get("epoch", 0) > cfg.epochs:
         log(f"ignoring {ckpt_path}: it belongs to another run configuration")
         return
     try:
