@@ -5,6 +5,7 @@ from snakemake.utils import min_version
 from lsbench.config import (
     load_schema,
     raw_overrides,
+    raw_yaml_texts,
     to_workflow_config,
     validate_config,
 )
@@ -15,12 +16,17 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
-# Coerce `--config` values to the schema's types and validate once, before any rule exists.
+# Coerce config values to the schema's types and validate once, before any rule exists. Strings
+# that YAML or `--config` read as numbers ("007", "2024.10") are taken as they were written.
+settings = workflow.config_settings
 config.update(
     validate_config(
         config,
         load_schema(),
-        raw_overrides(getattr(workflow.config_settings, "config_args", None)),
+        {
+            **raw_yaml_texts(["config.yaml", *getattr(settings, "configfiles", [])]),
+            **raw_overrides(getattr(settings, "config_args", None)),
+        },
     )
 )
 LSB = to_workflow_config(config)

@@ -5,8 +5,8 @@ import yaml
 
 from conftest import REPO
 from lsbench.cli import main as cli_main
-from lsbench.config import (ConfigError, format_epsilon, load_schema, raw_overrides, to_workflow_config,
-                            validate_config, validate_options)
+from lsbench.config import (ConfigError, format_epsilon, load_schema, raw_overrides, raw_yaml_texts,
+                            to_workflow_config, validate_config, validate_options)
 
 SCHEMA = load_schema(REPO / "workflow" / "schemas" / "config.schema.yaml")
 
@@ -155,3 +155,55 @@ def test_lsbench_train_validates_before_any_work(tmp_path, capsys, args, needle)
     err = capsys.readouterr().err
     assert needle in err and "Traceback" not in err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("option,key,value,needle", [
+    # A oneOf key says which bound the value breaks, not why it is not a mapping.
+    ("--validation-size", "validation_size", "-1", "-1 is less than the minimum of 0"),
+    ("--validation-size", "validation_size", "1.5", "1.5 is greater than or equal to the maximum of 1"),
+    # One list item is described as an item, not as the list.
+    ("--seed", "seeds[]", "-1", "Allowed: an integer in [0, 2^32 - 1]"),
+    ("--dataset", "datasets[]", "svhn", "Allowed: a dataset name, one of:"),
+])
+def test_option_messages_name_the_broken_rule(option, key, value, needle):
+    with pytest.raises(ConfigError) as info:
+        validate_options({option: (key, value)})
+    assert needle in str(info.value), str(info.value)
+    assert "is not of type 'object'" not in str(info.value) and "a non-empty list" not in str(info.value)
+
+
+def test_a_non_finite_number_gets_one_message():
+    with pytest.raises(ConfigError) as info:
+        validate_options({"--epochs": ("epochs", "nan")})
+    assert str(info.value).count("--epochs") == 1 and "not a finite number" in str(info.value), str(info.value)
+
+
+def test_an_ood_entry_can_be_switched_off_from_the_command_line():
+    # What `snakemake --config 'ood={fashion_mnist: null}'` hands over when the text is not YAML-parsed.
+    typed = raw_overrides(["ood={fashion_mnist: null}"])
+    got = validate_config({**base(), "ood": {"fashion_mnist": "null"}}, SCHEMA, typed)
+    assert got["ood"] == {"fashion_mnist": None}
+
+
+def test_lsbench_train_checks_its_data_and_ood_set(tmp_path, capsys, tiny_dataset_file):
+    common = ["train", "--model", "mlp", "--out-dir", str(tmp_path / "run"), "--seed", "0", "--epsilon", "0"]
+    # The Fashion-MNIST cache under another dataset's name, and as its own OOD set.
+    assert cli_main([*common, "--dataset", "mnist", "--data", str(tiny_dataset_file)]) == 1
+    assert "not mnist" in capsys.readouterr().err
+    assert cli_main([*common, "--dataset", "fashion_mnist", "--data", str(tiny_dataset_file),
+                     "--ood-set", "fashion_mnist", "--ood-data", str(tiny_dataset_file)]) == 1
+    err = capsys.readouterr().err
+    assert "--ood-set = 'fashion_mnist': a dataset cannot be its own out-of-distribution set" in err, err
+    assert cli_main([*common, "--dataset", "fashion_mnist", "--data", str(tiny_dataset_file),
+                     "--ood-set", "digits", "--ood-data", str(tiny_dataset_file)]) == 1
+    assert "not digits" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_config_files_strings_are_taken_as_written(tmp_path):
+    # YAML reads `data_root: 2024.10` as the float 2024.1; the folder is named "2024.10".
+    own = tmp_path / "mine.yaml"
+    own.write_text("data_root: 2024.10\nepochs: 3\n")
+    typed = raw_yaml_texts([REPO / "config.yaml", own, tmp_path / "missing.yaml"])
+    got = validate_config({**base(), **yaml.safe_load(own.read_text())}, SCHEMA, typed)
+    assert got["data_root"] == "2024.10" and got["epochs"] == 3

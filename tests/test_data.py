@@ -5,7 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lsbench.data import (IDX_STEMS, DataError, decode_idx, encode_idx, load_data, load_digits_split, write_idx)
+from lsbench.config import ConfigError
+from lsbench.data import (IDX_STEMS, DataError, decode_idx, encode_idx, files_sha256, load_data, load_digits_split,
+                          write_idx)
 from lsbench.datasets import DATASETS, decode, get_dataset, no_data_help, resolve_dataset, source_files
 from lsbench.pipeline import prepare_data
 
@@ -164,6 +166,7 @@ def test_source_order(tmp_path):
     got = resolve_dataset(spec, str(configured), tmp_path, download=_no_download)
     assert got.source == str(configured / "FashionMNIST/raw")
     assert len(source_files(spec, str(configured))) == 4
+    (tmp_path / "empty_root" / "FashionMNIST" / "raw").mkdir(parents=True)  # an empty folder is no source
     with pytest.raises(DataError, match="expected 60000"):  # Debian dir must hold the real set
         resolve_dataset(spec, str(tmp_path / "empty_root"), tmp_path, download=_no_download)
     calls = []
@@ -177,6 +180,7 @@ def test_source_order(tmp_path):
         resolve_dataset(nowhere, None, tmp_path / "dl", download=fake_download)
     assert calls == [tmp_path / "dl"] and source_files(nowhere, None) == []
     # With a data_root that lacks the dataset, torchvision downloads into data_root.
+    (tmp_path / "r").mkdir()
     with pytest.raises(DataError, match="expected 60000"):
         resolve_dataset(nowhere, str(tmp_path / "r"), tmp_path / "dl", download=fake_download)
     assert calls[-1] == tmp_path / "r"
@@ -204,3 +208,69 @@ def test_a_broken_cache_names_the_file(tmp_path):
     bad.write_bytes(b"PK junk")
     with pytest.raises(DataError, match="x.npz: not a dataset cache"):
         load_data(bad)
+
+
+def test_a_data_root_that_does_not_exist_is_an_error(tmp_path):
+    with pytest.raises(DataError, match="data_root .*/typo: no such directory"):
+        resolve_dataset(FMNIST, str(tmp_path / "typo"), tmp_path / "dl", download=_no_download)
+
+
+@pytest.mark.parametrize("name,stray", [("fashion_mnist", "train-images-idx3-ubyte.gz"), ("cifar10", "data_batch_1")])
+def test_files_at_the_top_of_data_root_get_a_hint(tmp_path, name, stray):
+    (tmp_path / stray).write_bytes(b"x")
+    spec = get_dataset(name)
+    with pytest.raises(DataError) as info:
+        resolve_dataset(spec, str(tmp_path), tmp_path / "dl", download=_no_download)
+    assert stray in str(info.value) and str(tmp_path / LAYOUT[name]) in str(info.value)
+
+
+def test_a_corrupt_deflate_stream_is_a_data_error(tmp_path):
+    d = write_tiny_idx(tmp_path / "d")
+    path = d / f"{IDX_STEMS['train_images']}.gz"
+    raw = bytearray(path.read_bytes())
+    raw[30:60] = b"\xff" * 30  # a valid gzip header, then garbage: zlib.error, not OSError
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match="cannot decompress") as info:
+        load(d)
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("labels,needle", [
+    (["a", "b"], "labels are not integers"),
+    ([0], "2 images but labels of shape (1,)"),
+    ([0, 10], "label 10 out of range 0..9"),
+    ([-1, 0], "label -1 out of range 0..9"),
+])
+def test_bad_cifar_labels_name_the_batch(tmp_path, labels, needle):
+    d = write_tiny_cifar(tmp_path / "root" / "cifar-10-batches-py")
+    (d / "data_batch_4").write_bytes(pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": labels}))
+    with pytest.raises(DataError) as info:
+        resolve_dataset(get_dataset("cifar10"), str(tmp_path / "root"), tmp_path / "dl", download=_no_download)
+    assert "data_batch_4" in str(info.value) and needle in str(info.value), str(info.value)
+
+
+def test_a_cache_of_another_dataset_is_refused(tmp_path, tiny_root):
+    out = tmp_path / "fashion_mnist.npz"
+    prepare_data("fashion_mnist", str(tiny_root), out, log=lambda m: None)
+    assert load_data(out, FMNIST).class_names == FMNIST.class_names
+    with pytest.raises(DataError, match="not mnist"):  # same image shape, other classes
+        load_data(out, get_dataset("mnist"))
+    digits = tmp_path / "digits.npz"
+    prepare_data("digits", None, digits, log=lambda m: None)
+    with pytest.raises(DataError, match=r"shape \(1, 8, 8\)"):
+        load_data(digits, FMNIST)
+
+
+def test_the_cache_must_be_an_npz_file(tmp_path):
+    with pytest.raises(ConfigError, match="must end in .npz"):
+        prepare_data("digits", None, tmp_path / "digits.json", log=lambda m: None)
+    assert not list(tmp_path.iterdir())
+
+
+def test_the_data_fingerprint_is_content_not_place(tmp_path):
+    a, b = write_tiny_idx(tmp_path / "a"), write_tiny_idx(tmp_path / "b")
+    files = sorted(IDX_STEMS.values())
+    digest = files_sha256([a / f"{f}.gz" for f in files])
+    assert digest == files_sha256([b / f"{f}.gz" for f in files])
+    (b / f"{files[0]}.gz").write_bytes(b"other")
+    assert digest != files_sha256([b / f"{f}.gz" for f in files])

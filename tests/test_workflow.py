@@ -291,6 +291,7 @@ def test_values_snakemake_mistypes_are_coerced(tmp_path):
     from lsbench.config import load_schema, raw_overrides, validate_config
 
     (tmp_path / "config.yaml").write_text((REPO / "config.yaml").read_text())
+    (tmp_path / "007").mkdir()  # a data_root must exist
     run = snakemake(tmp_path, "-n", "--config", *MISTYPED)
     assert run.returncode == 0, output(run)[-2000:]
     # The same path the Snakefile takes, with what Snakemake's parser makes of each override.
@@ -299,3 +300,28 @@ def test_values_snakemake_mistypes_are_coerced(tmp_path):
         assert validate_config(config, load_schema(), raw_overrides([override]))[key] == value
     assert validate_config({**yaml.safe_load((REPO / "config.yaml").read_text()), "data_root": 2024},
                            load_schema())["data_root"] == "2024"
+
+
+def test_collect_refuses_a_run_twice_and_names_a_missing_table(workdir, tmp_path, capsys):
+    from lsbench.cli import main as cli_main
+
+    run = sorted((workdir / "results" / "runs").glob("*/*/*/*"))[0]
+    assert cli_main(["collect", "--out-dir", str(tmp_path / "out"), str(run), str(run)]) == 1
+    err = capsys.readouterr().err
+    assert "2 run directories hold the same run" in err and str(run) in err and "Traceback" not in err
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    (copy / "metrics.parquet").unlink()
+    assert cli_main(["collect", "--out-dir", str(tmp_path / "out"), str(copy)]) == 1
+    err = capsys.readouterr().err
+    assert f"{copy / 'metrics.parquet'}: that run has not finished" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_moving_data_root_reruns_only_the_datasets_read_from_it(workdir, tmp_path):
+    wd = copy_workdir(workdir, tmp_path)
+    shutil.copytree(wd / "data", wd / "moved")
+    run = snakemake(wd, "-n", "--config", *GRID, "data_root=moved")
+    assert run.returncode == 0, output(run)[-2000:]
+    prepared = re.findall(r"rule prepare_data:.*?wildcards: dataset=(\w+)", run.stdout, flags=re.S)
+    assert prepared == ["fashion_mnist"], prepared  # digits comes from scikit-learn, wherever data_root is

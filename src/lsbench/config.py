@@ -189,6 +189,21 @@ def raw_overrides(config_args: list[str] | None) -> dict[str, str]:
     return out
 
 
+def raw_yaml_texts(paths: list[str | Path]) -> dict[str, str]:
+    """{key: text} of the top-level scalars of YAML config files as written (`data_root: 2024.10`
+    is the float 2024.1 to YAML, "2024.10" here); later files win, missing files are skipped."""
+    out: dict[str, str] = {}
+    for path in paths:
+        try:
+            with open(path, encoding="utf-8") as f:
+                doc = yaml.load(f, Loader=yaml.BaseLoader)  # every scalar stays a string
+        except (OSError, yaml.YAMLError):
+            continue
+        if isinstance(doc, dict):
+            out.update({k: v for k, v in doc.items() if isinstance(v, str)})
+    return out
+
+
 def coerce_config(raw: Mapping[str, Any], schema: Mapping[str, Any],
                   typed: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Coerce values (and list items, mapping values) to the types the schema declares. `typed`:
@@ -217,6 +232,19 @@ def _where(path: tuple) -> str:
     return str(path[0]) + "".join(f"[{p}]" for p in path[1:])
 
 
+def _allowed(path: tuple, schema: Mapping[str, Any]) -> str:
+    """The description of the innermost schema node on `path` that has one: a list item's own
+    ("an integer in [0, 2^32 - 1]") rather than its list's, where the item is at fault."""
+    node: Any = schema.get("properties", {}).get(path[0], {})
+    allowed = node.get("description", "")
+    for part in path[1:]:
+        node = node.get("items") if isinstance(part, int) else node.get("additionalProperties")
+        if not isinstance(node, Mapping):
+            break
+        allowed = node.get("description", allowed)
+    return allowed
+
+
 def _describe(error: Any, schema: Mapping[str, Any], name: str | None = None) -> str:
     path = tuple(error.absolute_path)
     if not path:
@@ -224,14 +252,25 @@ def _describe(error: Any, schema: Mapping[str, Any], name: str | None = None) ->
         hint = "".join(f" ('{k}' was replaced by {RENAMED[k]})" for k in unknown)
         allowed = ", ".join(sorted(schema.get("properties", {})))
         return f"config: {error.message}{hint}. Allowed keys: {allowed}"
-    allowed = schema.get("properties", {}).get(path[0], {}).get("description", "")
+    allowed = _allowed(path, schema)
     return f"{name or 'config key ' + repr(_where(path))} = {error.instance!r}: {_message(error)}. Allowed: {allowed}"
+
+
+def _leaves(error: Any) -> Iterator[Any]:
+    """The innermost errors under a oneOf/anyOf error (each branch's own reasons)."""
+    if not error.context:
+        yield error
+    for sub in error.context or ():
+        yield from _leaves(sub)
 
 
 def _message(error: Any) -> str:
     if error.validator in ("oneOf", "anyOf") and error.context:
-        # "is not valid under any of the given schemas" says nothing; the closest branch's reason does.
-        return min(error.context, key=lambda e: len(e.message)).message
+        # "is not valid under any of the given schemas" says nothing; a branch's reason does. A
+        # bound or a name ("-1 is less than the minimum of 0") says more than a wrong-type reason
+        # from a branch the value was never meant for ("-1 is not of type 'object'").
+        leaves = list(_leaves(error))
+        return next((e.message for e in leaves if e.validator != "type"), leaves[0].message)
     return error.message
 
 
@@ -241,9 +280,13 @@ def schema_errors(config: Mapping[str, Any], schema: Mapping[str, Any]) -> list[
 
     validator = jsonschema.Draft7Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
-    found = [(tuple(e.absolute_path), _describe(e, schema)) for e in errors]
-    for path, value in _non_finite(dict(config), ()):
-        allowed = schema.get("properties", {}).get(path[0], {}).get("description", "")
+    non_finite = dict(_non_finite(dict(config), ()))
+    # A non-finite number gets one message, "not a finite number", not also the schema's
+    # ("nan is not of type 'integer'", "-inf is less than the minimum of 0").
+    found = [(tuple(e.absolute_path), _describe(e, schema)) for e in errors
+             if tuple(e.absolute_path) not in non_finite]
+    for path, value in non_finite.items():
+        allowed = _allowed(path, schema)
         found.append((path, f"config key {_where(path)!r} = {value!r}: not a finite number. Allowed: {allowed}"))
     return found
 

@@ -24,10 +24,15 @@ import json
 import math
 import pickle
 import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # datasets imports this module
+    from lsbench.datasets import DatasetSpec
 
 IDX_STEMS = {
     "train_images": "train-images-idx3-ubyte",
@@ -80,7 +85,7 @@ def read_bytes(path: Path) -> bytes:
             with gzip.open(path, "rb") as f:
                 return f.read()
         return path.read_bytes()
-    except (OSError, EOFError) as exc:  # gzip raises these on a truncated or corrupt stream
+    except (OSError, EOFError, zlib.error) as exc:  # a truncated or corrupt gzip stream
         raise DataError(f"{path}: cannot decompress ({exc})") from exc
 
 
@@ -179,7 +184,16 @@ def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     data = np.asarray(data)
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         raise DataError(f"{path}: data is {data.dtype} {data.shape}, expected uint8 (N, 3072)")
-    return data.reshape(-1, 3, 32, 32), np.asarray(labels, dtype=np.int64)
+    try:
+        labels = np.asarray(labels, dtype=np.int64)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{path}: labels are not integers ({exc})") from exc
+    if labels.shape != (len(data),):
+        raise DataError(f"{path}: {len(data)} images but labels of shape {labels.shape}")
+    if len(labels) and (labels.min() < 0 or labels.max() >= 10):
+        bad = int(labels.max()) if labels.max() >= 10 else int(labels.min())
+        raise DataError(f"{path}: label {bad} out of range 0..9")
+    return data.reshape(-1, 3, 32, 32), labels
 
 
 def load_cifar_dir(directory: Path) -> dict[str, tuple[np.ndarray, np.ndarray, Path, Path]]:
@@ -271,11 +285,13 @@ def arrays_sha256(arrays: list[np.ndarray]) -> str:
 
 
 def files_sha256(paths: list[Path]) -> str:
-    """One sha256 over the named files' bytes (in the given order): what Snakemake compares to
-    notice data replaced in place, whatever its modification time."""
+    """One sha256 over the named files' contents (in the given order; each prefixed with its size
+    so that bytes cannot move between files unnoticed): what Snakemake compares to notice data
+    replaced in place, whatever its modification time. Paths are not hashed: the same files in
+    another folder give the same digest."""
     digest = hashlib.sha256()
     for path in paths:
-        digest.update(str(path).encode() + b"\0")
+        digest.update(Path(path).stat().st_size.to_bytes(8, "little"))
         with open(path, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
@@ -294,12 +310,20 @@ def save_data(data: ImageData, path: Path) -> None:
     atomic_write_bytes(buf.getvalue(), Path(path))
 
 
-def load_data(path: Path) -> ImageData:
-    """Load a cache written by `save_data` (well under a second for Fashion-MNIST's 55 MB)."""
+def load_data(path: Path, spec: DatasetSpec | None = None) -> ImageData:
+    """Load a cache written by `save_data` (well under a second for Fashion-MNIST's 55 MB).
+
+    With `spec`, DataError unless the cache holds that dataset (its image shape and class names),
+    so a cache of another dataset is not trained on under this one's name."""
     try:
         with np.load(path, allow_pickle=False) as blob:
             arrays = {k: blob[k] for k in ("train_images", "train_labels", "test_images", "test_labels")}
             meta = json.loads(str(blob["meta"]))
     except (OSError, ValueError, KeyError) as exc:
         raise DataError(f"{path}: not a dataset cache written by `lsbench prepare-data` ({exc})") from exc
-    return ImageData(**arrays, class_names=tuple(meta["class_names"]), sha256=meta["sha256"], source=meta["source"])
+    data = ImageData(**arrays, class_names=tuple(meta["class_names"]), sha256=meta["sha256"], source=meta["source"])
+    if spec is not None and (data.image_shape != spec.image_shape or data.class_names != spec.class_names):
+        raise DataError(f"{path}: holds images of shape {data.image_shape} with classes {list(data.class_names)}, "
+                        f"not {spec.name} ({spec.image_shape}, {list(spec.class_names)}); is it the cache "
+                        f"`lsbench prepare-data --dataset {spec.name}` wrote?")
+    return data

@@ -77,6 +77,8 @@ DATASETS: dict[str, DatasetSpec] = {
 }
 
 _DECODERS = {"idx": load_idx_dir, "cifar": load_cifar_dir}
+# File names (before any suffix) that mark a dataset's files put straight into data_root.
+_TOP_LEVEL_NAMES = {"idx": set(IDX_STEMS.values()), "cifar": {"data_batch_1", "test_batch"}}
 _FILE_LISTS = {"idx": lambda d: list(idx_files(d).values()), "cifar": cifar_files}
 
 
@@ -87,11 +89,25 @@ def get_dataset(name: str) -> DatasetSpec:
 
 
 def local_source(spec: DatasetSpec, data_root: str | None) -> tuple[Path, bool] | None:
-    """(directory, whether it must hold the real sizes) of the first local source that exists."""
+    """(directory, whether it must hold the real sizes) of the first local source that has files.
+
+    DataError when `data_root` is not a directory, or holds the dataset's files at its top level
+    instead of in torchvision's folder (a common slip, which would otherwise fall through to
+    another source unnoticed). An empty folder (a failed download leaves one) is no source.
+    """
     if spec.layout == "digits":
         return digits_file(), True
-    if data_root is not None and spec.subdir and (Path(data_root) / spec.subdir).is_dir():
-        return Path(data_root) / spec.subdir, False
+    if data_root is not None:
+        root = Path(data_root)
+        if not root.is_dir():
+            raise DataError(f"data_root {data_root}: no such directory")
+        folder = root / spec.subdir
+        if folder.is_dir() and any(p.is_file() for p in folder.iterdir()):
+            return folder, False
+        stray = [p.name for p in root.iterdir() if p.name.split(".")[0] in _TOP_LEVEL_NAMES[spec.layout]]
+        if stray and not folder.is_dir():
+            raise DataError(f"data_root {data_root} holds {', '.join(sorted(stray))} at its top level; "
+                            f"torchvision's layout puts {spec.title}'s files in {folder}")
     if spec.system_dir is not None and spec.system_dir.is_dir():
         return spec.system_dir, True
     return None
