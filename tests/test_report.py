@@ -151,3 +151,10 @@ def test_report_into_a_directory_is_one_line(report_results, tmp_path, capsys):
     assert cli_main(["report", str(report_results), "-o", str(tmp_path / "somedir") + "/"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "somedir: is a directory" in err and "Traceback" not in err
+
+
+def test_a_report_named_like_the_findings_is_refused(report_results, tmp_path, capsys):
+    out = tmp_path / "findings.json"
+    assert cli_main(["report", str(report_results), "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "give the report another name" in err and "Traceback" not in err and not out.exists()

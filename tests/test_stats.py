@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
-from lsbench.stats import final_epoch_intervals, paired_against, paired_test, t_interval
+from lsbench.stats import final_epoch_intervals, metric_interval, paired_against, paired_test, t_interval
 
 
 def test_t_interval_by_hand():
@@ -112,3 +112,19 @@ def test_close_epsilons_get_distinct_labels(report_tables):
         body = html.split(f'id="fashion_mnist-mlp-{section}"')[1].split("</section>")[0]
         assert "<td>0.001</td>" in body and "<td>0.004</td>" in body, section
     assert "<td>0.00</td>" not in html
+
+
+def test_intervals_stay_within_the_metrics_range():
+    # ECEs near 0 over 3 seeds: mean 0.0077, half-width 4.3 * 0.0107 / sqrt(3) = 0.0266.
+    ece = metric_interval(np.array([0.001, 0.002, 0.02]), "ece")
+    assert ece.lo == 0.0 and ece.hi == pytest.approx(0.0077 + 0.0266, abs=1e-4)
+    assert metric_interval(np.array([0.99, 0.999, 1.0]), "accuracy").hi == 1.0
+    assert metric_interval(np.array([0.1, 0.12, 0.5]), "temperature").lo == 0.0
+    # Overconfidence may be negative; differences and unknown columns are not clipped.
+    assert metric_interval(np.array([-0.01, 0.0, 0.02]), "overconfidence").lo < 0
+    assert t_interval(np.array([0.001, 0.002, 0.02])).lo < 0
+
+
+def test_missing_values_are_not_counted():
+    i = t_interval(np.array([0.1, np.nan, 0.3]))
+    assert i.n == 2 and i.mean == pytest.approx(0.2) and not math.isnan(i.lo)

@@ -94,3 +94,21 @@ def test_results_without_any_ood_set_render(tmp_path, capsys):
     assert pd.read_parquet(tmp_path / "results" / "ood.parquet").empty
     assert cli_main(["report", str(tmp_path / "results"), "-o", str(tmp_path / "r.html")]) == 0
     assert "No study has an out-of-distribution set" in (tmp_path / "r.html").read_text()
+
+
+@pytest.mark.parametrize("table,change,needle", [
+    ("runs", lambda df: df.assign(class_names='["a", "b"]'), "class_names that are not a JSON list of num_classes"),
+    ("runs", lambda df: df.assign(class_names="T-shirt, Trouser"), "class_names that are not a JSON list"),
+    ("runs", lambda df: df.assign(image_shape="28 by 28"), "image_shape that is not CxHxW"),
+    ("metrics", lambda df: df.assign(epsilon=df["epsilon"].where(df["epsilon"] == 0, 1.5)), "epsilon outside [0, 1)"),
+    ("metrics", lambda df: df.assign(model=df["model"].where(df["epoch"] > 1, None)), "lack a value in dataset"),
+    ("metrics", lambda df: df.assign(epoch=df["epoch"] + 100), "epoch outside 1..epochs of runs.parquet"),
+    ("metrics", lambda df: df.assign(ece=float("nan")), "non-finite accuracy, ece or mean_confidence"),
+    ("metrics", lambda df: df.assign(accuracy=df["accuracy"] * 100), "outside [0, 1]"),
+    ("reliability", lambda df: df[df["bin"] != 3], "bins that are not 0, 1, ..., n-1"),
+    ("predictions", lambda df: df.drop(columns=["prob_3"]), "missing column(s) prob_3"),
+])
+def test_values_the_report_would_misread(results, tmp_path, capsys, table, change, needle):
+    rewrite(results / f"{table}.parquet", change)
+    err = report_error(results, tmp_path, capsys)
+    assert f"{table}.parquet" in err and needle in err, err

@@ -8,7 +8,8 @@ t-test, `lsbench.stats`):
   underconfident when its interval excludes 0, else "no detectable over- or underconfidence".
 - miscalibration_flip: the first epsilon that is detectably underconfident after one that was
   detectably overconfident.
-- ece_minimizing_epsilon: the epsilon with the lowest mean ECE, paired against the baseline.
+- ece_minimizing_epsilon: the epsilon with the lowest mean ECE (over the seeds converged at every
+  epsilon), paired against the baseline.
 - accuracy_effect, aurc_effect, ood_auroc_effect (per epsilon): paired difference against the baseline.
 - temperature_scaling_vs_best_epsilon: ECE after temperature scaling at the baseline against
   the ECE of the best epsilon, paired by seed.
@@ -26,7 +27,7 @@ import pandas as pd
 
 from lsbench.config import format_epsilon
 from lsbench.io import KEY
-from lsbench.stats import Interval, PairedTest, paired_test, t_interval
+from lsbench.stats import Interval, PairedTest, metric_interval, paired_test
 from lsbench.studies import Study
 
 
@@ -60,7 +61,17 @@ def _paired_fields(t: PairedTest) -> dict[str, Any]:
 
 
 def _by_seed(df: pd.DataFrame, eps: float, column: str) -> pd.Series:
-    return df[df["epsilon"] == eps].set_index("seed")[column]
+    """`column` at `eps` by seed, without the seeds where it is NaN (a metric a run lacks)."""
+    return df[df["epsilon"] == eps].set_index("seed")[column].dropna()
+
+
+def best_epsilon(df: pd.DataFrame, column: str = "ece") -> float:
+    """The epsilon with the lowest mean `column` over the seeds that have it at every epsilon, so
+    that each mean is over the same seeds (a seed that diverged at one epsilon would otherwise
+    bias the comparison); over all seeds when no seed has every epsilon."""
+    per_seed = df.pivot_table(index="seed", columns="epsilon", values=column)
+    common = per_seed.dropna()
+    return float((common if not common.empty else per_seed).mean().idxmin())
 
 
 def paired(df: pd.DataFrame, eps: float, column: str, baseline: float,
@@ -92,7 +103,7 @@ def _effect(study: Study, id_: str, what: str, t: PairedTest, eps: float, baseli
 def direction_findings(study: Study, df: pd.DataFrame) -> list[dict[str, Any]]:
     records, last_over = [], None
     for eps in sorted(df["epsilon"].unique()):
-        i = t_interval(df.loc[df["epsilon"] == eps, "overconfidence"].to_numpy())
+        i = metric_interval(df.loc[df["epsilon"] == eps, "overconfidence"].to_numpy(), "overconfidence")
         d = _direction(i)
         words = {"over": "overconfident: mean confidence exceeds accuracy by",
                  "under": "underconfident: mean confidence falls short of accuracy by",
@@ -100,7 +111,8 @@ def direction_findings(study: Study, df: pd.DataFrame) -> list[dict[str, Any]]:
                  "unknown": "undetermined direction of miscalibration: mean confidence minus accuracy is"}[d]
         shown = Interval(i.n, abs(i.mean), -i.hi, -i.lo) if d == "under" else i
         records.append(_record(study, "miscalibration_direction",
-                               f"at ε = {format_epsilon(eps)}, {words} {_ci(shown)} (t-interval over {i.n} seeds).",
+                               f"at ε = {format_epsilon(eps)}, {words} {_ci(shown)}"
+                               + (f" (t-interval over {i.n} seeds)." if i.n >= 2 else "."),
                                epsilon=float(eps), metric="overconfidence", direction=d, **_interval_fields(i)))
         if d == "over":
             last_over = float(eps)
@@ -113,8 +125,8 @@ def direction_findings(study: Study, df: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def best_epsilon_finding(study: Study, df: pd.DataFrame, baseline: float) -> dict[str, Any]:
-    best = float(df.groupby("epsilon")["ece"].mean().idxmin())
-    ece = t_interval(df.loc[df["epsilon"] == best, "ece"].to_numpy())
+    best = best_epsilon(df)
+    ece = metric_interval(df.loc[df["epsilon"] == best, "ece"].to_numpy(), "ece")
     fields = {"epsilon": best, "baseline_epsilon": baseline, "ece": ece.mean, "ece_low": ece.lo, "ece_high": ece.hi}
     if best == baseline:
         text = (f"ε = {format_epsilon(best)} gives the lowest mean ECE, {_ci(ece)}: no ε lowers it.")
@@ -140,7 +152,7 @@ def temperature_finding(study: Study, df: pd.DataFrame, baseline: float, best: f
         return None
     t = paired(df, baseline, "ece_ts", best, baseline_column="ece")
     d, direction = t.difference, _direction(t.difference)
-    ts = t_interval(_by_seed(df, baseline, "ece_ts").to_numpy())
+    ts = metric_interval(_by_seed(df, baseline, "ece_ts").to_numpy(), "ece_ts")
     head = (f"temperature scaling alone (ECE {_ci(ts)} at ε = {format_epsilon(baseline)}) against the best ε "
             f"(ε = {format_epsilon(best)}): ")
     if direction == "under":

@@ -17,12 +17,12 @@ import jinja2
 import numpy as np
 import pandas as pd
 
-from lsbench.config import format_epsilon
+from lsbench.config import ConfigError, format_epsilon
 from lsbench.figures import (figure_confidence, figure_curves, figure_headline, figure_ood, figure_reliability,
                              figure_sample, figure_selective, figure_vs_epsilon)
-from lsbench.findings import json_ready, study_findings
+from lsbench.findings import best_epsilon, json_ready, study_findings
 from lsbench.io import KEY, OOD_SCORES, write_text
-from lsbench.stats import WILCOXON_MIN_N, Interval, PairedTest, final_epoch_intervals, paired_against, t_interval
+from lsbench.stats import WILCOXON_MIN_N, Interval, PairedTest, final_epoch_intervals, metric_interval, paired_against
 from lsbench.studies import Study, final_epoch, split_studies, study_slug
 from lsbench.tables import Tables, read_tables
 
@@ -68,7 +68,8 @@ def summary_rows(converged: pd.DataFrame, metrics: tuple[str, ...] = SUMMARY_MET
 
 def interval_rows(df: pd.DataFrame, metrics: tuple[str, ...]) -> list[dict]:
     """Per epsilon: a t-interval over seeds for each metric."""
-    return [{"epsilon": eps, "n": len(group), "cells": {m: t_interval(group[m].to_numpy(float)) for m in metrics}}
+    return [{"epsilon": eps, "n": len(group),
+             "cells": {m: metric_interval(group[m].to_numpy(float), m) for m in metrics}}
             for eps, group in df.groupby("epsilon")]
 
 
@@ -197,7 +198,7 @@ def ood_context(study: Study) -> dict | None:
         cells = {}
         for score in OOD_SCORES:
             part = group[group["score"] == score]
-            cells[score] = {"auroc": t_interval(part["auroc"].to_numpy()), "fpr95": t_interval(part["fpr95"].to_numpy())}
+            cells[score] = {m: metric_interval(part[m].to_numpy(), m) for m in ("auroc", "fpr95")}
         rows.append({"epsilon": eps, "n": group["seed"].nunique(), "cells": cells})
     predictions = study.predictions.merge(runs, on=KEY)
     return {"slug": study.slug, "title": study.title, "ood_set": study.ood_set, "rows": rows,
@@ -217,12 +218,13 @@ def study_row(study: Study) -> dict:
     baseline = float(converged["epsilon"].min())
     base = converged[converged["epsilon"] == baseline]
     ts = base.dropna(subset=["temperature"])
-    best = float(converged.groupby("epsilon")["ece"].mean().idxmin())
-    return {**row, "baseline": baseline, "accuracy": t_interval(base["accuracy"].to_numpy()),
-            "ece": t_interval(base["ece"].to_numpy()),
-            "ece_ts": t_interval(ts["ece_ts"].to_numpy()) if not ts.empty else None,
-            "temperature": t_interval(ts["temperature"].to_numpy()) if not ts.empty else None,
-            "best_epsilon": best, "best_ece": t_interval(converged.loc[converged["epsilon"] == best, "ece"].to_numpy())}
+    best = best_epsilon(converged)
+    return {**row, "baseline": baseline, "accuracy": metric_interval(base["accuracy"].to_numpy(), "accuracy"),
+            "ece": metric_interval(base["ece"].to_numpy(), "ece"),
+            "ece_ts": metric_interval(ts["ece_ts"].to_numpy(), "ece_ts") if not ts.empty else None,
+            "temperature": metric_interval(ts["temperature"].to_numpy(), "temperature") if not ts.empty else None,
+            "best_epsilon": best,
+            "best_ece": metric_interval(converged.loc[converged["epsilon"] == best, "ece"].to_numpy(), "ece")}
 
 
 def diverged_runs(tables: Tables) -> list[dict]:
@@ -304,8 +306,12 @@ def findings_path(report_path: Path) -> Path:
 
 def write_report(results_dir: Path, out_path: Path) -> None:
     """Render results_dir's tables to out_path and the findings to findings.json beside it
-    (TablesError for broken tables; IsADirectoryError when out_path is a directory)."""
+    (TablesError for broken tables; IsADirectoryError when out_path is a directory; ConfigError
+    when it is named findings.json)."""
     out_path = Path(out_path)
+    if out_path.name == findings_path(out_path).name:
+        raise ConfigError(f"{out_path}: the findings are written to {findings_path(out_path).name} beside the "
+                         "report; give the report another name, e.g. index.html")
     if out_path.is_dir():
         raise IsADirectoryError(21, "is a directory; give the HTML file to write, e.g. "
                                 f"{out_path / 'index.html'}", str(out_path))

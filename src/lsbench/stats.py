@@ -1,17 +1,17 @@
 """Statistics across seeds: t-intervals per epsilon, and paired differences against epsilon = 0.
 
-Methods (stated in the report too): a two-sided 95 % Student-t interval over seeds,
-mean ± t(0.975, n-1) · s / sqrt(n); paired differences (eps minus the baseline eps on the same
-seed) tested with the paired t-test (`scipy.stats.ttest_rel`) and the Wilcoxon signed-rank test
-(`scipy.stats.wilcoxon`). Seed-level metrics tie often (accuracy moves in steps of 1/N), and
-scipy's "exact" method assumes no ties, so with tied |differences| the Wilcoxon p-value is the
-permutation (sign-flip) p-value of the signed-rank statistic with average ranks for ties
-(`scipy.stats.PermutationMethod`, every sign flip enumerated) up to 10 pairs, and beyond 10, where
-enumerating 2^n flips gets slow, scipy's normal approximation with its tie correction
+Methods (stated in the report too): a two-sided 95 % Student-t interval over seeds, mean ± t(0.975,
+n-1) · s / sqrt(n), clipped to the metric's range (`METRIC_BOUNDS`); paired differences (eps minus
+the baseline eps on the same seed) tested with the paired t-test (`scipy.stats.ttest_rel`) and the
+Wilcoxon signed-rank test (`scipy.stats.wilcoxon`). Seed-level metrics tie often (accuracy moves in
+steps of 1/N), and scipy's "exact" method assumes no ties, so with tied |differences| the Wilcoxon
+p-value is the permutation (sign-flip) p-value of the signed-rank statistic with average ranks for
+ties (`scipy.stats.PermutationMethod`, every sign flip enumerated) up to 10 pairs, and beyond 10,
+where enumerating 2^n flips gets slow, scipy's normal approximation with its tie correction
 (`method="approx"`); without ties it is scipy's exact distribution. Zero differences are dropped
 first (`zero_method="wilcox"`), so the test uses the m non-zero pairs; with m < 6 its two-sided
-p-value cannot fall below 0.05 (its smallest value is 2 / 2^m), which the report marks in every
-such row.
+p-value cannot fall below 0.05 (its smallest value is 2 / 2^m), which the report marks in every such
+row.
 """
 
 from __future__ import annotations
@@ -38,20 +38,45 @@ class Interval:
     hi: float
 
 
-def t_interval(values: np.ndarray, confidence: float = CONFIDENCE) -> Interval:
-    """Two-sided Student-t interval for the mean.
+def t_interval(values: np.ndarray, confidence: float = CONFIDENCE,
+               bounds: tuple[float, float] | None = None) -> Interval:
+    """Two-sided Student-t interval for the mean of the non-NaN values (n counts them), clipped to
+    `bounds` (the values' possible range) when given: with 3 seeds, t(0.975, 2) = 4.3 stretches
+    an interval for an ECE near 0 below 0.
 
     >>> i = t_interval(np.array([1.0, 2.0, 3.0]))
     >>> round(i.mean, 3), round(i.lo, 3), round(i.hi, 3)  # 2 ± 4.303 · 1 / sqrt(3)
     (2.0, -0.484, 4.484)
+    >>> round(t_interval(np.array([1.0, 2.0, 3.0]), bounds=(0.0, 4.0)).lo, 3)
+    0.0
     """
     values = np.asarray(values, dtype=float)
+    values = values[~np.isnan(values)]  # a metric a run could not compute (NaN) is not a value
     n = len(values)
     mean = float(values.mean()) if n else math.nan
     if n < 2:
         return Interval(n, mean, math.nan, math.nan)
     half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * values.std(ddof=1) / math.sqrt(n))
-    return Interval(n, mean, mean - half, mean + half)
+    lo, hi = mean - half, mean + half
+    if bounds is not None:
+        lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
+    return Interval(n, mean, lo, hi)
+
+
+# The range each per-run number can take; intervals over seeds are clipped to it. Not listed:
+# unbounded or differences (paired differences are never clipped).
+_UNIT = ("accuracy", "ece", "mce", "mean_confidence", "ece_over", "ece_under", "ece_adaptive", "ece_classwise",
+         "smece", "aurc", "eaurc", "failure_auroc", "ece_ts", "mean_confidence_ts", "aurc_ts", "eaurc_ts",
+         "aurc_max_logit", "aurc_margin", "auroc", "fpr95", "ece_low", "ece_high", "smece_low", "smece_high")
+METRIC_BOUNDS: dict[str, tuple[float, float]] = {
+    **{m: (0.0, 1.0) for m in _UNIT}, "overconfidence": (-1.0, 1.0), "brier": (0.0, 2.0),
+    "test_nll": (0.0, math.inf), "nll_ts": (0.0, math.inf), "entropy": (0.0, math.inf),
+    "train_loss": (0.0, math.inf), "test_loss": (0.0, math.inf), "temperature": (0.0, math.inf)}
+
+
+def metric_interval(values: np.ndarray, metric: str) -> Interval:
+    """`t_interval` of a per-run metric's values over seeds, clipped to the metric's range."""
+    return t_interval(values, bounds=METRIC_BOUNDS.get(metric))
 
 
 @dataclass(frozen=True)
@@ -120,7 +145,7 @@ def wilson_interval(successes: int, trials: int, confidence: float = CONFIDENCE)
 def final_epoch_intervals(final: pd.DataFrame, metrics: tuple[str, ...]) -> dict[float, dict[str, Interval]]:
     """{epsilon: {metric: Interval over seeds}} for converged runs of the final epoch."""
     ok = final[~final["diverged"]]
-    return {float(eps): {m: t_interval(group[m].to_numpy()) for m in metrics}
+    return {float(eps): {m: metric_interval(group[m].to_numpy(), m) for m in metrics}
             for eps, group in ok.groupby("epsilon")}
 
 

@@ -8,9 +8,11 @@ twice the seeds and narrower intervals. No torch here.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from pandas.api import types as ptypes
 
@@ -84,7 +86,70 @@ def read_table(path: Path, name: str) -> pd.DataFrame:
             raise TablesError(f"{path}: {len(dup)} rows share their ({', '.join(UNIQUE[name])}), e.g. {first}")
     elif len(df) != 1:
         raise TablesError(f"{path}: {len(df)} rows, expected one")
+    if set(io.KEY) <= set(COLUMNS[name]):
+        _check_keys(df, path)
     return df
+
+
+def _fail(path: Path, df: pd.DataFrame, bad: pd.Series, problem: str) -> None:
+    """TablesError naming the file, how many rows break the rule and the first one's run."""
+    if bad.any():
+        first = df.loc[bad].iloc[0]
+        run = {k: first[k] for k in io.KEY if k in df.columns}
+        raise TablesError(f"{path}: {int(bad.sum())} row(s) {problem}, e.g. {run}")
+
+
+def _check_keys(df: pd.DataFrame, path: Path) -> None:
+    """Every row names its run: no missing key values, epsilon in [0, 1)."""
+    _fail(path, df, df[io.KEY].isna().any(axis=1), f"lack a value in {', '.join(io.KEY)}")
+    _fail(path, df, ~df["epsilon"].between(0, 1, inclusive="left"), "have an epsilon outside [0, 1)")
+
+
+def _check_runs(runs: pd.DataFrame, path: Path) -> None:
+    _fail(path, runs, ~runs["image_shape"].str.fullmatch(r"\d+x\d+x\d+").fillna(False).astype(bool),
+          "have an image_shape that is not CxHxW (e.g. 1x28x28)")
+
+    def bad_names(row: pd.Series) -> bool:
+        try:
+            names = json.loads(row["class_names"])
+        except (TypeError, ValueError):
+            return True
+        return not (isinstance(names, list) and len(names) == row["num_classes"]
+                    and all(isinstance(n, str) for n in names))
+
+    _fail(path, runs, runs.apply(bad_names, axis=1),
+          "have class_names that are not a JSON list of num_classes strings")
+    _fail(path, runs, runs["epochs"] < 1, "have epochs < 1")
+
+
+def _with_runs(df: pd.DataFrame, runs: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    return df.merge(runs[[*io.KEY, *columns]], on=io.KEY, how="left")
+
+
+def _check_values(d: Path, frames: dict[str, pd.DataFrame]) -> None:
+    """What the report computes from must be in range: epochs within the run, finite metrics for
+    runs that did not diverge, contiguous reliability bins, a logit and a probability per class."""
+    runs = frames["runs"]
+    _check_runs(runs, d / "runs.parquet")
+    path = d / "metrics.parquet"
+    m = _with_runs(frames["metrics"], runs, ["epochs"])
+    _fail(path, m, (m["epoch"] < 1) | (m["epoch"] > m["epochs"]), "have an epoch outside 1..epochs of runs.parquet")
+    values, kept = m[["accuracy", "ece", "mean_confidence"]].astype(float), ~m["diverged"].astype(bool)
+    _fail(path, m, kept & ~np.isfinite(values).all(axis=1),
+          "of runs that did not diverge have a non-finite accuracy, ece or mean_confidence")
+    _fail(path, m, kept & ~((values >= 0) & (values <= 1)).all(axis=1),
+          "have an accuracy, ece or mean_confidence outside [0, 1]")
+    path = d / "reliability.parquet"
+    r = frames["reliability"]
+    bins = r.groupby(io.KEY)["bin"].agg(["min", "max", "count"]).reset_index()
+    _fail(path, bins, (bins["min"] != 0) | (bins["max"] != bins["count"] - 1),
+          "(runs) have bins that are not 0, 1, ..., n-1")
+    path = d / "predictions.parquet"
+    p = frames["predictions"]
+    need = int(runs["num_classes"].max())
+    missing = [f"{kind}_{k}" for kind in ("logit", "prob") for k in range(need) if f"{kind}_{k}" not in p.columns]
+    if missing:
+        raise TablesError(f"{path}: missing column(s) {', '.join(missing)} (runs.parquet has {need} classes)")
 
 
 def _run_set(df: pd.DataFrame) -> set[tuple]:
@@ -109,4 +174,5 @@ def read_tables(results_dir: Path) -> Tables:
                 f"{len(lacking)} run(s) missing, e.g. {lacking[0]}" if lacking else "",
                 f"{len(extra)} run(s) too many, e.g. {extra[0]}" if extra else "") if part)
             raise TablesError(f"{d / f'{name}.parquet'}: not the {which} runs.parquet: {detail}")
+    _check_values(d, frames)
     return Tables(**frames)
