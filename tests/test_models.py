@@ -136,3 +136,17 @@ def test_mlp_flattens_image_batches():
     model = MLP(12, (5,), 3)
     x = torch.randn(4, 3, 2, 2)
     assert torch.equal(model(x), model(x.flatten(1)))
+
+
+def test_a_broken_user_module_or_a_model_without_parameters_is_a_config_error(tmp_path):
+    broken = write_user_module(tmp_path, "def net(input_shape, num_classes)\n    pass\n", "lsbench_broken")
+    empty = write_user_module(tmp_path, "from torch import nn\n\ndef net(input_shape, num_classes):\n"
+                                        "    return nn.Flatten()\n", "lsbench_empty")
+    try:
+        with pytest.raises(ConfigError, match=f"importing '{broken}' failed: SyntaxError"):
+            resolve_builder(f"{broken}:net")
+        with pytest.raises(ConfigError, match="no trainable parameters"):
+            build_model(f"{empty}:net", (1, 28, 28), 10, 0)
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.path.remove(str(tmp_path))

@@ -48,8 +48,11 @@ def test_slurm_results_equal_local_results(cluster, tmp_path):
     assert run.returncode == 0, log[-5000:]
     sbatch = [line for line in log.splitlines() if "sbatch call" in line]
     print("\n".join(sbatch))
-    # prepare_data alone, then the 4 train jobs as 2 groups of 2; collect and report run locally.
-    assert len(sbatch) == 3, sbatch
+    # prepare_data once per dataset (Fashion-MNIST and its default OOD set, digits), then the 4
+    # train jobs as 2 groups of 2; collect and report run locally.
+    prepare = [line for line in sbatch if "rule_prepare_data" in line]
+    assert sorted(re.search(r"wildcards_(\w+)", line).group(1) for line in prepare) == ["digits", "fashion_mnist"]
+    assert len(sbatch) == 4, sbatch
     groups = [line for line in sbatch if "group_train" in line or "--cpus-per-task=2" in line]
     assert len(groups) == 2 and all(re.search(r"--mem 3000\b", line) for line in groups), sbatch
 

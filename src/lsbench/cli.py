@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from lsbench.config import ConfigError, TrainConfig, validate_options
+from lsbench.config import ConfigError, TrainConfig, cross_key_errors, validate_options
 from lsbench.data import DataError
 
 # Option -> (config key, "[]" for one item of a list key) for the options that are config values.
@@ -95,6 +95,9 @@ def run(args: argparse.Namespace) -> None:
         ood = None
         if args.ood_set is not None:
             ood = (validate_options({"--ood-set": ("datasets[]", args.ood_set)})["--ood-set"], args.ood_data)
+            errors = cross_key_errors({"ood": {v["--dataset"]: ood[0]}})
+            if errors:
+                raise ConfigError(f"--ood-set = {ood[0]!r}: " + "; ".join(e.split(": ", 1)[1] for e in errors))
         pipeline.train_one(v["--dataset"], v["--model"], args.data, args.out_dir, v["--seed"], float(v["--epsilon"]),
                            cfg, args.keep_checkpoint, log, started, ood)
     elif args.command == "collect":

@@ -131,6 +131,8 @@ def resolve_builder(name: str) -> ModelBuilder:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ConfigError(f"model {name!r}: cannot import {module_name!r} ({exc}); is it on PYTHONPATH?") from exc
+    except Exception as exc:  # a user's module may fail to import in any way (SyntaxError, NameError...)
+        raise ConfigError(f"model {name!r}: importing {module_name!r} failed: {type(exc).__name__}: {exc}") from exc
     builder = getattr(module, attr, None)
     if not callable(builder):
         raise ConfigError(f"model {name!r}: module {module_name!r} has no function {attr!r}")
@@ -152,6 +154,8 @@ def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int, 
                           f"classes failed: {type(exc).__name__}: {exc}") from exc
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model {name!r}: the factory returned {type(model).__name__}, not a torch.nn.Module")
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ConfigError(f"model {name!r}: has no trainable parameters, so there is nothing to train")
     return model
 
 

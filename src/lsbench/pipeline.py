@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from lsbench import io, provenance
-from lsbench.config import TrainConfig, format_epsilon, validation_count
+from lsbench.config import ConfigError, TrainConfig, format_epsilon, validation_count
 from lsbench.data import ImageData, load_data, resize_images, save_data
 from lsbench.datasets import get_dataset, resolve_dataset
 
@@ -33,7 +33,11 @@ class CollectError(ValueError):
 
 
 def prepare_data(dataset: str, data_root: str | None, out_path: Path, log: Log) -> dict:
-    """Decode and validate a dataset once; write the cache and a JSON summary beside it."""
+    """Decode and validate a dataset once; write the cache `out_path` (ConfigError unless it ends
+    in .npz) and a JSON summary beside it (the same name with .json)."""
+    if Path(out_path).suffix != ".npz":
+        raise ConfigError(f"--out = {str(out_path)!r}: the cache file must end in .npz (its summary is written "
+                          "beside it with .json)")
     spec = get_dataset(dataset)
     data = resolve_dataset(spec, data_root, Path(out_path).parent / "download")
     save_data(data, Path(out_path))
@@ -146,8 +150,8 @@ def train_one(dataset: str, model: str, data_path: Path, run_dir: Path, seed: in
     spec = get_dataset(dataset)
     configure_cpu(cfg.threads)
     device = resolve_device(cfg.device)
-    data = load_data(Path(data_path))
-    ood_data = (ood[0], load_data(Path(ood[1]))) if ood else None
+    data = load_data(Path(data_path), spec)
+    ood_data = (ood[0], load_data(Path(ood[1]), get_dataset(ood[0]))) if ood else None
     n_val = validation_count(cfg.validation_size, len(data.train_labels))
     device_data = DeviceData.from_data(data, spec.mean, spec.std, device, seed, n_val)
     # The OOD images go through this dataset's input pipeline: its size and normalisation.
@@ -217,6 +221,19 @@ def check_runs(runs: pd.DataFrame, config: dict, data_sha256: dict[str, str]) ->
                            "(snakemake --forcerun train) or restore the config:\n  " + "\n  ".join(shown))
 
 
+def check_unique_runs(runs: pd.DataFrame, run_dirs: list[Path]) -> None:
+    """CollectError when two run directories hold the same run (dataset, model, seed, epsilon):
+    collected twice, it would count as two seeds and narrow every interval."""
+    dup = runs[runs.duplicated(io.KEY, keep=False)]
+    if dup.empty:
+        return
+    key = dup.iloc[0][io.KEY].to_dict()
+    dirs = [str(d) for d in run_dirs
+            if (pd.read_parquet(io.run_paths(Path(d))["runs"])[io.KEY].iloc[0] == pd.Series(key)).all()]
+    raise CollectError(f"{len(dup)} run directories hold the same run {key}: {', '.join(dirs)}; "
+                       "collect each run once")
+
+
 def collect(run_dirs: list[Path], out_dir: Path, log: Log, config: dict | None = None,
             source_dir: Path | None = None, data_dir: Path | None = None) -> None:
     """Concatenate each per-run table into out_dir/{table}.parquet (see io.TABLES), and write
@@ -226,7 +243,14 @@ def collect(run_dirs: list[Path], out_dir: Path, log: Log, config: dict | None =
     (CollectError otherwise), and, with `data_dir` (where prepare-data wrote {dataset}.json), that
     they were trained on the data now prepared; nothing is written when a check fails.
     """
-    tables = {table: io.concat_parquet([io.run_paths(Path(d))[table] for d in run_dirs]) for table in io.TABLES}
+    paths = {table: [io.run_paths(Path(d))[table] for d in run_dirs] for table in io.TABLES}
+    missing = [p for table_paths in paths.values() for p in table_paths if not p.is_file()]
+    if missing:
+        raise CollectError(f"{len(missing)} run table(s) missing, e.g. {missing[0]}: that run has not finished "
+                           "(snakemake reruns it; by hand: lsbench train --out-dir "
+                           f"{missing[0].parent})")
+    tables = {table: io.concat_parquet(table_paths) for table, table_paths in paths.items()}
+    check_unique_runs(tables["runs"], run_dirs)
     if config is not None:
         sha = {}
         if data_dir is not None:
