@@ -120,7 +120,9 @@ def get_data_summaries(lsb):
 def get_data_root_arg(lsb):
     # Untracked: a dataset read from data_root reruns when its files move or change (the input and
     # fingerprint triggers); one that is not (digits, a Debian copy) must not rerun for a new root.
-    return Untracked("" if lsb.data_root is None else f"--data-root {shlex.quote(lsb.data_root)}")
+    return Untracked(
+        "" if lsb.data_root is None else f"--data-root {shlex.quote(lsb.data_root)}"
+    )
 
 
 def get_execution_options(lsb):
