@@ -65,8 +65,11 @@ def test_validation_size_too_large_names_the_key():
 def test_validation_count_images_or_fraction():
     assert validation_count(5000, 60000) == 5000 and validation_count(0, 10) == 0
     assert validation_count(0.1, 1437) == 143 and validation_count(2.0, 10) == 2
-    with pytest.raises(ConfigError, match="holds out 10 of the 10"):
+    with pytest.raises(ConfigError, match="of the 10 training images, this holds out 10 and must leave at least one"):
         validation_count(10, 10)
+    # A fraction too small for the set holds out nothing: the temperature would silently be NaN.
+    with pytest.raises(ConfigError, match=r"holds out 0 \(use 0 for none, or a fraction of at least 1/1437\)"):
+        validation_count(0.0001, 1437)
 
 
 def test_train_one_writes_calibrated_table(tmp_path, tiny_dataset_file):

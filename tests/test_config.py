@@ -207,3 +207,17 @@ def test_a_config_files_strings_are_taken_as_written(tmp_path):
     typed = raw_yaml_texts([REPO / "config.yaml", own, tmp_path / "missing.yaml"])
     got = validate_config({**base(), **yaml.safe_load(own.read_text())}, SCHEMA, typed)
     assert got["data_root"] == "2024.10" and got["epochs"] == 3
+
+
+@pytest.mark.parametrize("override,needle", [
+    ({"datasets": ["digits"]}, "config key 'validation_size' = 5000: digits has 1437 training images"),
+    ({"datasets": ["fashion_mnist", "digits"], "validation_size": {"digits": 2000}},
+     "config key 'validation_size[digits]' = 2000: digits has 1437"),
+    ({"validation_size": 0.00001}, "holds out 0 (use 0 for none"),
+])
+def test_validation_size_is_checked_against_each_datasets_size(override, needle):
+    # Caught before any job: the runs of such a grid would all fail at their start.
+    with pytest.raises(ConfigError) as info:
+        validate_config({**base(), **override}, SCHEMA)
+    assert needle in str(info.value), str(info.value)
+    assert validate_config({**base(), "datasets": ["digits"], "validation_size": 0.1}, SCHEMA)["validation_size"] == 0.1

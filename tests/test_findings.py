@@ -84,6 +84,10 @@ def test_aurc_and_ood_effects():
     records = findings(epsilons=(0.0, 0.2), accuracy=lambda e: 0.6 + e, ood_sharpness=lambda e: 1.5 - 6 * e)
     aurc = one(records, "aurc_effect", epsilon=0.2)
     assert aurc["direction"] == "under" and "lowers AURC" in aurc["text"]
+    # The size is unsigned ("lowers ... by 0.05"), the interval that of the signed difference.
+    d = aurc
+    assert f"by {abs(d['estimate']):.4f} against" in d["text"], d["text"]
+    assert f"(difference {d['estimate']:+.4f} [95 % CI {d['low']:+.4f}, {d['high']:+.4f}]" in d["text"], d["text"]
     ood = one(records, "ood_auroc_effect", epsilon=0.2)
     assert ood["direction"] == "over" and "raises OOD AUROC" in ood["text"] and ood["ood_set"] == "digits"
 

@@ -100,6 +100,8 @@ USER = """
 
     def raises(input_shape, num_classes):
         raise RuntimeError("boom")
+
+    NOT_CALLABLE = 5
 """
 
 
@@ -121,6 +123,8 @@ def test_user_factory(tmp_path):
             build_model(f"{mod}:raises", (1, 28, 28), 10, 0)
         with pytest.raises(ConfigError, match="has no function 'missing'"):
             resolve_builder(f"{mod}:missing")
+        with pytest.raises(ConfigError, match=f"{mod}.NOT_CALLABLE is a int, not a function"):
+            resolve_builder(f"{mod}:NOT_CALLABLE")
     finally:
         sys.path.remove(str(tmp_path))
 

@@ -103,8 +103,23 @@ def test_results_without_any_ood_set_render(tmp_path, capsys):
     ("metrics", lambda df: df.assign(epsilon=df["epsilon"].where(df["epsilon"] == 0, 1.5)), "epsilon outside [0, 1)"),
     ("metrics", lambda df: df.assign(model=df["model"].where(df["epoch"] > 1, None)), "lack a value in dataset"),
     ("metrics", lambda df: df.assign(epoch=df["epoch"] + 100), "epoch outside 1..epochs of runs.parquet"),
-    ("metrics", lambda df: df.assign(ece=float("nan")), "non-finite accuracy, ece or mean_confidence"),
-    ("metrics", lambda df: df.assign(accuracy=df["accuracy"] * 100), "outside [0, 1]"),
+    ("metrics", lambda df: df.assign(ece=float("nan")), "have a metric that is not finite or out of its range"),
+    ("metrics", lambda df: df.assign(accuracy=df["accuracy"] * 100), "have a metric that is not finite or out of"),
+    # A NaN in any metric of a converged run, not only accuracy and ECE.
+    ("metrics", lambda df: df.assign(smece=df["smece"].where(df["seed"] != 0)), "not finite or out of its range"),
+    ("metrics", lambda df: df.assign(aurc=-0.5), "not finite or out of its range"),
+    # The run's last row missing: its epoch 1 row would pass for its final epoch.
+    ("metrics", lambda df: df[~((df["seed"] == 0) & (df["epsilon"] == 0) & (df["epoch"] == 2))],
+     "did not diverge but end before the epochs of runs.parquet"),
+    ("metrics", lambda df: df[~((df["seed"] == 0) & (df["epsilon"] == 0) & (df["epoch"] == 1))],
+     "lack an epoch before their last"),
+    ("metrics", lambda df: df.assign(seed=df["seed"] + 2**40), "seed outside [0, 2^32 - 1]"),
+    ("calibrated", lambda df: df.assign(temperature=-1.0), "value out of its range"),
+    ("calibrated", lambda df: df.assign(ece_low=0.5, ece_high=0.1), "low end is above its high end"),
+    ("ood", lambda df: df.assign(auroc=1.5), "auroc or fpr95 outside [0, 1]"),
+    ("reliability", lambda df: df.assign(count=df["count"] * 1000), "do not add up to n_test"),
+    ("predictions", lambda df: df.assign(label=42), "label outside 0..num_classes-1"),
+    ("predictions", lambda df: df.assign(prob_0=5.0), "probability outside [0, 1]"),
     ("reliability", lambda df: df[df["bin"] != 3], "bins that are not 0, 1, ..., n-1"),
     ("predictions", lambda df: df.drop(columns=["prob_3"]), "missing column(s) prob_3"),
 ])
@@ -112,3 +127,4 @@ def test_values_the_report_would_misread(results, tmp_path, capsys, table, chang
     rewrite(results / f"{table}.parquet", change)
     err = report_error(results, tmp_path, capsys)
     assert f"{table}.parquet" in err and needle in err, err
+    assert "np.int64" not in err and "np.float64" not in err, err  # plain values name the run

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -67,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dirs", type=Path, nargs="+")
     p = sub.add_parser("report", help="render the HTML report from a results directory")
     p.add_argument("results_dir", type=Path, help="directory with the parquet files written by collect")
-    p.add_argument("-o", "--out", type=Path, default=Path("report/index.html"))
+    p.add_argument("-o", "--out", default="report/index.html", help="the HTML file to write")
     return parser
 
 
@@ -105,7 +106,10 @@ def run(args: argparse.Namespace) -> None:
     elif args.command == "report":
         from lsbench.report import write_report
 
-        write_report(args.results_dir, args.out)
+        if args.out.endswith(("/", os.sep)):  # Path() would drop the slash and write a file of that name
+            raise IsADirectoryError(21, "is a directory; give the HTML file to write, e.g. "
+                                    f"{Path(args.out) / 'index.html'}", args.out.rstrip("/" + os.sep))
+        write_report(args.results_dir, Path(args.out))
         log(f"wrote {args.out}")
 
 
@@ -130,3 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"lsbench {args.command}: error: {describe_os_error(exc)}")
         return 1
     return 0
+
+
+if __name__ == "__main__":  # python -m lsbench.cli
+    sys.exit(main())

@@ -303,7 +303,7 @@ def validate_config(raw: Mapping[str, Any], schema: Mapping[str, Any],
 
 def cross_key_errors(config: Mapping[str, Any]) -> list[str]:
     """Rules that involve the dataset registry: an OOD set must be another dataset with the same
-    number of channels."""
+    number of channels; validation_size must leave training images in each dataset's real set."""
     from lsbench.datasets import DATASETS
 
     errors = []
@@ -317,6 +317,16 @@ def cross_key_errors(config: Mapping[str, Any]) -> list[str]:
             errors.append(f"config key 'ood[{dataset}]' = {ood!r}: {ood} has {DATASETS[ood].image_shape[0]} "
                           f"channel(s), {dataset} {DATASETS[dataset].image_shape[0]}; an out-of-distribution "
                           "set needs the same number")
+    sizes = config.get("validation_size", 0)
+    for dataset in config.get("datasets") or ():
+        size = sizes.get(dataset, 0) if isinstance(sizes, Mapping) else sizes
+        n_train = DATASETS[dataset].sizes[0]  # the real set's; a data_root copy may hold fewer
+        problem = _validation_problem(size, n_train)
+        if problem:
+            key = f"validation_size[{dataset}]" if isinstance(sizes, Mapping) else "validation_size"
+            errors.append(f"config key {key!r} = {size!r}: {dataset} has {n_train} training images; this "
+                          f"{problem}. Allowed: fewer images than each dataset has, a fraction in (0, 1), or "
+                          f"a mapping such as {{{dataset}: 0.1}}")
     return errors
 
 
@@ -362,8 +372,22 @@ def to_workflow_config(config: Mapping[str, Any]) -> WorkflowConfig:
 def validation_count(size: int | float, n_train: int) -> int:
     """Images to hold out of `n_train`: `size` itself, or floor(size * n_train) for a fraction;
     ConfigError unless at least one training image is left."""
-    count = int(size) if isinstance(size, int) or float(size).is_integer() else math.floor(size * n_train)
+    problem = _validation_problem(size, n_train)
+    if problem:
+        raise ConfigError(f"config key 'validation_size' = {size!r}: of the {n_train} training images, this {problem}")
+    return _held_out(size, n_train)
+
+
+def _held_out(size: int | float, n_train: int) -> int:
+    fraction = not (isinstance(size, int) or float(size).is_integer())
+    return math.floor(size * n_train) if fraction else int(size)
+
+
+def _validation_problem(size: int | float, n_train: int) -> str | None:
+    """Why `size` cannot be held out of `n_train` images, or None."""
+    count = _held_out(size, n_train)
     if not 0 <= count < n_train:
-        raise ConfigError(f"config key 'validation_size' = {size!r}: holds out {count} of the {n_train} "
-                          f"training images; it must leave at least one")
-    return count
+        return f"holds out {count} and must leave at least one"
+    if count == 0 and size != 0:  # a temperature fitted on nothing would silently be NaN
+        return f"holds out 0 (use 0 for none, or a fraction of at least 1/{n_train})"
+    return None

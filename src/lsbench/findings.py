@@ -43,6 +43,11 @@ def _ci(i: Interval, digits: int = 4) -> str:
         else f"{i.mean:.{digits}f} (n=1, no interval)"
 
 
+def _difference(d: Interval, digits: int = 4) -> str:
+    """The signed paired difference (epsilon minus baseline) with its interval, as the tables show it."""
+    return f"difference {d.mean:+.{digits}f} [95 % CI {d.lo:+.{digits}f}, {d.hi:+.{digits}f}]"
+
+
 def _test(t: PairedTest) -> str:
     p = "–" if math.isnan(t.p_ttest) else f"{t.p_ttest:.3g}"
     return f"paired t-test p = {p}, {t.difference.n} seeds"
@@ -94,8 +99,8 @@ def _effect(study: Study, id_: str, what: str, t: PairedTest, eps: float, baseli
                    f"{_test(t)})")
     else:
         verdict = (f"ε = {format_epsilon(eps)} {up if direction == 'over' else down} {what} by "
-                   f"{abs(d.mean):.{digits}f} [95 % CI {d.lo:+.{digits}f}, {d.hi:+.{digits}f}] against ε = "
-                   f"{format_epsilon(baseline)} ({_test(t)})")
+                   f"{abs(d.mean):.{digits}f} against ε = {format_epsilon(baseline)} ({_difference(d, digits)}, "
+                   f"{_test(t)})")
     return _record(study, id_, verdict + ".", epsilon=eps, baseline_epsilon=baseline, direction=direction,
                    **_paired_fields(t), **extra)
 
@@ -136,7 +141,7 @@ def best_epsilon_finding(study: Study, df: pd.DataFrame, baseline: float) -> dic
     d, direction = t.difference, _direction(t.difference)
     if direction == "under":
         text = (f"ε = {format_epsilon(best)} gives the lowest ECE, {_ci(ece)}, lower than at ε = "
-                f"{format_epsilon(baseline)} by {abs(d.mean):.4f} [95 % CI {d.lo:+.4f}, {d.hi:+.4f}] ({_test(t)}).")
+                f"{format_epsilon(baseline)} by {abs(d.mean):.4f} ({_difference(d)}, {_test(t)}).")
     elif direction == "unknown":
         text = (f"ε = {format_epsilon(best)} has the lowest mean ECE, {_ci(ece)}; with one pair of seeds the data "
                 f"cannot tell it from ε = {format_epsilon(baseline)}.")
@@ -156,9 +161,9 @@ def temperature_finding(study: Study, df: pd.DataFrame, baseline: float, best: f
     head = (f"temperature scaling alone (ECE {_ci(ts)} at ε = {format_epsilon(baseline)}) against the best ε "
             f"(ε = {format_epsilon(best)}): ")
     if direction == "under":
-        tail = f"temperature scaling is better by {abs(d.mean):.4f} [95 % CI {d.lo:+.4f}, {d.hi:+.4f}] ({_test(t)})."
+        tail = f"temperature scaling is better by {abs(d.mean):.4f} ({_difference(d)}, {_test(t)})."
     elif direction == "over":
-        tail = f"the best ε is better by {d.mean:.4f} [95 % CI {d.lo:+.4f}, {d.hi:+.4f}] ({_test(t)})."
+        tail = f"the best ε is better by {d.mean:.4f} ({_difference(d)}, {_test(t)})."
     elif direction == "none":
         tail = f"no detectable difference ({d.mean:+.4f} [95 % CI {d.lo:+.4f}, {d.hi:+.4f}], {_test(t)})."
     else:

@@ -133,9 +133,11 @@ def resolve_builder(name: str) -> ModelBuilder:
         raise ConfigError(f"model {name!r}: cannot import {module_name!r} ({exc}); is it on PYTHONPATH?") from exc
     except Exception as exc:  # a user's module may fail to import in any way (SyntaxError, NameError...)
         raise ConfigError(f"model {name!r}: importing {module_name!r} failed: {type(exc).__name__}: {exc}") from exc
-    builder = getattr(module, attr, None)
-    if not callable(builder):
+    if not hasattr(module, attr):
         raise ConfigError(f"model {name!r}: module {module_name!r} has no function {attr!r}")
+    builder = getattr(module, attr)
+    if not callable(builder):
+        raise ConfigError(f"model {name!r}: {module_name}.{attr} is a {type(builder).__name__}, not a function")
     return builder
 
 

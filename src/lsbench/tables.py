@@ -17,6 +17,7 @@ import pandas as pd
 from pandas.api import types as ptypes
 
 from lsbench import io
+from lsbench.stats import METRIC_BOUNDS
 
 # Required columns and their kinds: "int", "float", "str", "bool" ("float" accepts integers too).
 KEY_KINDS = {"dataset": "str", "model": "str", "seed": "int", "epsilon": "float"}
@@ -95,7 +96,7 @@ def _fail(path: Path, df: pd.DataFrame, bad: pd.Series, problem: str) -> None:
     """TablesError naming the file, how many rows break the rule and the first one's run."""
     if bad.any():
         first = df.loc[bad].iloc[0]
-        run = {k: first[k] for k in io.KEY if k in df.columns}
+        run = {k: first[k].item() if hasattr(first[k], "item") else first[k] for k in io.KEY if k in df.columns}
         raise TablesError(f"{path}: {int(bad.sum())} row(s) {problem}, e.g. {run}")
 
 
@@ -103,6 +104,20 @@ def _check_keys(df: pd.DataFrame, path: Path) -> None:
     """Every row names its run: no missing key values, epsilon in [0, 1)."""
     _fail(path, df, df[io.KEY].isna().any(axis=1), f"lack a value in {', '.join(io.KEY)}")
     _fail(path, df, ~df["epsilon"].between(0, 1, inclusive="left"), "have an epsilon outside [0, 1)")
+    _fail(path, df, ~df["seed"].between(0, 2**32 - 1), "have a seed outside [0, 2^32 - 1]")
+
+
+def _out_of_range(df: pd.DataFrame, columns: list[str], allow_nan: bool) -> pd.Series:
+    """Rows where one of `columns` lies outside its range (`METRIC_BOUNDS`) or, unless `allow_nan`,
+    is not finite."""
+    bad = pd.Series(False, index=df.index)
+    for column in columns:
+        values = df[column].astype(float)
+        lo, hi = METRIC_BOUNDS.get(column, (-np.inf, np.inf))
+        bad |= (values < lo - 1e-9) | (values > hi + 1e-9)  # rounding: E-AURC can be -1e-17
+        if not allow_nan:
+            bad |= ~np.isfinite(values)
+    return bad
 
 
 def _check_runs(runs: pd.DataFrame, path: Path) -> None:
@@ -127,29 +142,59 @@ def _with_runs(df: pd.DataFrame, runs: pd.DataFrame, columns: list[str]) -> pd.D
 
 
 def _check_values(d: Path, frames: dict[str, pd.DataFrame]) -> None:
-    """What the report computes from must be in range: epochs within the run, finite metrics for
-    runs that did not diverge, contiguous reliability bins, a logit and a probability per class."""
+    """What the report computes from must be in range: every epoch of each run up to its last (its
+    epochs unless it diverged), finite metrics within their ranges for runs that did not diverge,
+    contiguous reliability bins counting the test set, a label, a logit and a probability per
+    class."""
     runs = frames["runs"]
     _check_runs(runs, d / "runs.parquet")
     path = d / "metrics.parquet"
     m = _with_runs(frames["metrics"], runs, ["epochs"])
     _fail(path, m, (m["epoch"] < 1) | (m["epoch"] > m["epochs"]), "have an epoch outside 1..epochs of runs.parquet")
-    values, kept = m[["accuracy", "ece", "mean_confidence"]].astype(float), ~m["diverged"].astype(bool)
-    _fail(path, m, kept & ~np.isfinite(values).all(axis=1),
-          "of runs that did not diverge have a non-finite accuracy, ece or mean_confidence")
-    _fail(path, m, kept & ~((values >= 0) & (values <= 1)).all(axis=1),
-          "have an accuracy, ece or mean_confidence outside [0, 1]")
+    # Every epoch from 1 to the last, and a run that did not diverge ends at its epochs: the report
+    # takes each run's last row as its final epoch.
+    last = m.loc[m.groupby(io.KEY)["epoch"].idxmax()]
+    count = m.groupby(io.KEY)["epoch"].transform("count")
+    _fail(path, m, count != m.groupby(io.KEY)["epoch"].transform("max"), "(runs) lack an epoch before their last")
+    _fail(path, last, ~last["diverged"].astype(bool) & (last["epoch"] != last["epochs"]),
+          "(runs) did not diverge but end before the epochs of runs.parquet (a missing final epoch)")
+    kept = ~m["diverged"].astype(bool)
+    # failure_auroc is undefined (NaN) when every prediction is right or every one wrong.
+    strict = [c for c in COLUMNS["metrics"] if COLUMNS["metrics"][c] == "float" and c not in io.KEY
+              and c not in ("failure_auroc", "epoch_seconds")]
+    _fail(path, m, kept & _out_of_range(m, strict, allow_nan=False),
+          f"of runs that did not diverge have a metric that is not finite or out of its range ({', '.join(strict)})")
+    _fail(path, m, kept & _out_of_range(m, ["failure_auroc"], allow_nan=True), "have a failure_auroc outside [0, 1]")
+    path = d / "calibrated.parquet"
+    c = frames["calibrated"]
+    _fail(path, c, _out_of_range(c, [k for k in COLUMNS["calibrated"] if k not in io.KEY], allow_nan=True),
+          "have a value out of its range (e.g. a negative temperature, an AURC above 1)")
+    _fail(path, c, (c["ece_low"] > c["ece_high"]) | (c["smece_low"] > c["smece_high"]),
+          "have an interval whose low end is above its high end")
+    path = d / "ood.parquet"
+    _fail(path, frames["ood"], _out_of_range(frames["ood"], ["auroc", "fpr95"], allow_nan=True),
+          "have an auroc or fpr95 outside [0, 1]")
     path = d / "reliability.parquet"
     r = frames["reliability"]
     bins = r.groupby(io.KEY)["bin"].agg(["min", "max", "count"]).reset_index()
     _fail(path, bins, (bins["min"] != 0) | (bins["max"] != bins["count"] - 1),
           "(runs) have bins that are not 0, 1, ..., n-1")
+    counts = _with_runs(r.groupby(io.KEY)["count"].agg(["sum", "min"]).reset_index(), runs, ["n_test"])
+    _fail(path, counts, (counts["min"] < 0) | (counts["sum"] != counts["n_test"]),
+          "(runs) have bin counts that do not add up to n_test of runs.parquet")
+    _fail(path, r, _out_of_range(r, ["mean_confidence", "accuracy"], allow_nan=True),
+          "have a mean_confidence or accuracy outside [0, 1]")
     path = d / "predictions.parquet"
     p = frames["predictions"]
     need = int(runs["num_classes"].max())
     missing = [f"{kind}_{k}" for kind in ("logit", "prob") for k in range(need) if f"{kind}_{k}" not in p.columns]
     if missing:
         raise TablesError(f"{path}: missing column(s) {', '.join(missing)} (runs.parquet has {need} classes)")
+    labels = _with_runs(p[[*io.KEY, "label"]], runs, ["num_classes"])
+    _fail(path, labels, (labels["label"] < 0) | (labels["label"] >= labels["num_classes"]),
+          "have a label outside 0..num_classes-1 of runs.parquet")
+    probs = p[[f"prob_{k}" for k in range(need)]].astype(float)
+    _fail(path, p, ((probs < 0) | (probs > 1)).any(axis=1), "have a probability outside [0, 1]")
 
 
 def _run_set(df: pd.DataFrame) -> set[tuple]:
