@@ -5,4 +5,6 @@ cd "$(dirname "$0")/.."
 python3 -m pip install -q -e '.[train,test]'
 snakemake --lint
 snakefmt --check Snakefile workflow/rules/
-python3 -m pytest "$@"
+# Two workers, one test file each at a time (module fixtures stay in one process): the end-to-end
+# tests spend much of their time waiting on Snakemake, SLURM and killed jobs, which overlaps.
+python3 -m pytest -n 2 --dist loadfile "$@"
