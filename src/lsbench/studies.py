@@ -11,19 +11,13 @@ import pandas as pd
 from lsbench.config import model_slug
 from lsbench.datasets import DATASETS
 from lsbench.io import KEY
-from lsbench.tables import Tables
+from lsbench.tables import Tables, final_epoch  # noqa: F401 - final_epoch is used here and re-exported
 
 STUDY = ["dataset", "model"]
 
 
 def study_slug(dataset: str, model: str) -> str:
     return f"{dataset}-{model_slug(model)}"
-
-
-def final_epoch(metrics: pd.DataFrame) -> pd.DataFrame:
-    """The last recorded epoch of every run."""
-    last = metrics.groupby(KEY)["epoch"].transform("max")
-    return metrics[metrics["epoch"] == last].reset_index(drop=True)
 
 
 @dataclass(frozen=True)

@@ -141,21 +141,20 @@ def _with_runs(df: pd.DataFrame, runs: pd.DataFrame, columns: list[str]) -> pd.D
     return df.merge(runs[[*io.KEY, *columns]], on=io.KEY, how="left")
 
 
-def _check_values(d: Path, frames: dict[str, pd.DataFrame]) -> None:
-    """What the report computes from must be in range: every epoch of each run up to its last (its
-    epochs unless it diverged), finite metrics within their ranges for runs that did not diverge,
-    contiguous reliability bins counting the test set, a label, a logit and a probability per
-    class."""
-    runs = frames["runs"]
-    _check_runs(runs, d / "runs.parquet")
-    path = d / "metrics.parquet"
-    m = _with_runs(frames["metrics"], runs, ["epochs"])
+def final_epoch(metrics: pd.DataFrame) -> pd.DataFrame:
+    """The last recorded epoch of every run."""
+    last = metrics.groupby(io.KEY)["epoch"].transform("max")
+    return metrics[metrics["epoch"] == last].reset_index(drop=True)
+
+
+def _check_metrics(m: pd.DataFrame, path: Path) -> None:
+    """`m`: metrics.parquet with runs.parquet's `epochs`."""
     _fail(path, m, (m["epoch"] < 1) | (m["epoch"] > m["epochs"]), "have an epoch outside 1..epochs of runs.parquet")
     # Every epoch from 1 to the last, and a run that did not diverge ends at its epochs: the report
     # takes each run's last row as its final epoch.
-    last = m.loc[m.groupby(io.KEY)["epoch"].idxmax()]
-    count = m.groupby(io.KEY)["epoch"].transform("count")
-    _fail(path, m, count != m.groupby(io.KEY)["epoch"].transform("max"), "(runs) lack an epoch before their last")
+    epochs = m.groupby(io.KEY)["epoch"]
+    _fail(path, m, epochs.transform("count") != epochs.transform("max"), "(runs) lack an epoch before their last")
+    last = final_epoch(m)
     _fail(path, last, ~last["diverged"].astype(bool) & (last["epoch"] != last["epochs"]),
           "(runs) did not diverge but end before the epochs of runs.parquet (a missing final epoch)")
     kept = ~m["diverged"].astype(bool)
@@ -165,17 +164,16 @@ def _check_values(d: Path, frames: dict[str, pd.DataFrame]) -> None:
     _fail(path, m, kept & _out_of_range(m, strict, allow_nan=False),
           f"of runs that did not diverge have a metric that is not finite or out of its range ({', '.join(strict)})")
     _fail(path, m, kept & _out_of_range(m, ["failure_auroc"], allow_nan=True), "have a failure_auroc outside [0, 1]")
-    path = d / "calibrated.parquet"
-    c = frames["calibrated"]
+
+
+def _check_calibrated(c: pd.DataFrame, path: Path) -> None:
     _fail(path, c, _out_of_range(c, [k for k in COLUMNS["calibrated"] if k not in io.KEY], allow_nan=True),
           "have a value out of its range (e.g. a negative temperature, an AURC above 1)")
     _fail(path, c, (c["ece_low"] > c["ece_high"]) | (c["smece_low"] > c["smece_high"]),
           "have an interval whose low end is above its high end")
-    path = d / "ood.parquet"
-    _fail(path, frames["ood"], _out_of_range(frames["ood"], ["auroc", "fpr95"], allow_nan=True),
-          "have an auroc or fpr95 outside [0, 1]")
-    path = d / "reliability.parquet"
-    r = frames["reliability"]
+
+
+def _check_reliability(r: pd.DataFrame, runs: pd.DataFrame, path: Path) -> None:
     bins = r.groupby(io.KEY)["bin"].agg(["min", "max", "count"]).reset_index()
     _fail(path, bins, (bins["min"] != 0) | (bins["max"] != bins["count"] - 1),
           "(runs) have bins that are not 0, 1, ..., n-1")
@@ -184,8 +182,9 @@ def _check_values(d: Path, frames: dict[str, pd.DataFrame]) -> None:
           "(runs) have bin counts that do not add up to n_test of runs.parquet")
     _fail(path, r, _out_of_range(r, ["mean_confidence", "accuracy"], allow_nan=True),
           "have a mean_confidence or accuracy outside [0, 1]")
-    path = d / "predictions.parquet"
-    p = frames["predictions"]
+
+
+def _check_predictions(p: pd.DataFrame, runs: pd.DataFrame, path: Path) -> None:
     need = int(runs["num_classes"].max())
     missing = [f"{kind}_{k}" for kind in ("logit", "prob") for k in range(need) if f"{kind}_{k}" not in p.columns]
     if missing:
@@ -195,6 +194,21 @@ def _check_values(d: Path, frames: dict[str, pd.DataFrame]) -> None:
           "have a label outside 0..num_classes-1 of runs.parquet")
     probs = p[[f"prob_{k}" for k in range(need)]].astype(float)
     _fail(path, p, ((probs < 0) | (probs > 1)).any(axis=1), "have a probability outside [0, 1]")
+
+
+def _check_values(d: Path, frames: dict[str, pd.DataFrame]) -> None:
+    """What the report computes from must be in range: every epoch of each run up to its last (its
+    epochs unless it diverged), finite metrics within their ranges for runs that did not diverge,
+    contiguous reliability bins counting the test set, a label, a logit and a probability per
+    class."""
+    runs = frames["runs"]
+    _check_runs(runs, d / "runs.parquet")
+    _check_metrics(_with_runs(frames["metrics"], runs, ["epochs"]), d / "metrics.parquet")
+    _check_calibrated(frames["calibrated"], d / "calibrated.parquet")
+    _fail(d / "ood.parquet", frames["ood"], _out_of_range(frames["ood"], ["auroc", "fpr95"], allow_nan=True),
+          "have an auroc or fpr95 outside [0, 1]")
+    _check_reliability(frames["reliability"], runs, d / "reliability.parquet")
+    _check_predictions(frames["predictions"], runs, d / "predictions.parquet")
 
 
 def _run_set(df: pd.DataFrame) -> set[tuple]:
