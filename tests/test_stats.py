@@ -128,3 +128,24 @@ def test_intervals_stay_within_the_metrics_range():
 def test_missing_values_are_not_counted():
     i = t_interval(np.array([0.1, np.nan, 0.3]))
     assert i.n == 2 and i.mean == pytest.approx(0.2) and not math.isnan(i.lo)
+
+
+def test_differences_that_do_not_vary_have_no_interval_and_no_t_test():
+    """Two seeds, both exactly +1/64: no spread is not certainty (scipy's t-test says p = 0)."""
+    base = np.array([0.5, 0.25])
+    result = paired_test(base + 1 / 64, base)
+    assert result.difference.constant and result.difference.mean == 1 / 64
+    assert math.isnan(result.difference.lo) and math.isnan(result.difference.hi)
+    assert math.isnan(result.p_ttest)
+    assert t_interval(np.array([0.9, 0.9, 0.9])).constant
+
+
+def test_wilcoxon_ties_equal_image_count_gains():
+    """Accuracies are k/N: equal gains in images tie although their float differences differ in
+    the last bits. Ranks 5, 5, 5, 2.5, 2.5, 1 give p = 0.3125 (the exact no-ties method: 0.28125)."""
+    k = np.array([8735, 8607, 8846, 8819, 8922, 8902])
+    gain = np.array([30, 30, 30, -20, -20, 10])
+    result = paired_test((k + gain) / 10_000, k / 10_000)
+    assert result.p_wilcoxon == pytest.approx(0.3125, abs=1e-12)
+    integers = scipy_stats.wilcoxon(gain, method=scipy_stats.PermutationMethod()).pvalue
+    assert result.p_wilcoxon == pytest.approx(integers, abs=1e-12)

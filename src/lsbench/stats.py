@@ -8,10 +8,16 @@ steps of 1/N), and scipy's "exact" method assumes no ties, so with tied |differe
 p-value is the permutation (sign-flip) p-value of the signed-rank statistic with average ranks for
 ties (`scipy.stats.PermutationMethod`, every sign flip enumerated) up to 10 pairs, and beyond 10,
 where enumerating 2^n flips gets slow, scipy's normal approximation with its tie correction
-(`method="approx"`); without ties it is scipy's exact distribution. Zero differences are dropped
-first (`zero_method="wilcox"`), so the test uses the m non-zero pairs; with m < 6 its two-sided
-p-value cannot fall below 0.05 (its smallest value is 2 / 2^m), which the report marks in every such
-row.
+(`method="approx"`); without ties it is scipy's exact distribution. Differences are rounded to
+`DIFFERENCE_DECIMALS` decimal places first: accuracies are k/N, so two seeds that gain the same
+number of images differ in the last bits of their float differences and would not tie otherwise.
+Zero differences are dropped (`zero_method="wilcox"`), so the test uses the m non-zero pairs; with
+m < 6 its two-sided p-value cannot fall below 0.05 (its smallest value is 2 / 2^m), which the report
+marks in every such row.
+
+Values that do not vary (every seed the same, or every paired difference the same) have no
+t-interval and no t-test: a zero standard deviation over a few seeds is not certainty, so
+`Interval.constant` is set, lo/hi and the t-test's p are NaN, and the report says so in words.
 """
 
 from __future__ import annotations
@@ -26,16 +32,21 @@ from scipy import stats
 CONFIDENCE = 0.95
 WILCOXON_MIN_N = 6  # 2 / 2**5 = 0.0625 > 0.05: five pairs can never reach significance
 WILCOXON_EXACT_MAX_N = 10  # 2**10 sign flips take 0.3 s in scipy; 2**13 take 2.7 s
+# Metrics are k/N for N up to 10^6 test images, and their float64 differences carry ~1e-16 of
+# rounding: 12 decimals keep every real difference and make the equal ones tie exactly.
+DIFFERENCE_DECIMALS = 12
 
 
 @dataclass(frozen=True)
 class Interval:
-    """Mean of n values with a 95 % t-interval; lo/hi are NaN when n < 2."""
+    """Mean of n values with a 95 % t-interval; lo/hi are NaN when n < 2, and when the n values are
+    all equal (`constant`: no spread to build an interval from)."""
 
     n: int
     mean: float
     lo: float
     hi: float
+    constant: bool = False
 
 
 def t_interval(values: np.ndarray, confidence: float = CONFIDENCE,
@@ -49,6 +60,8 @@ def t_interval(values: np.ndarray, confidence: float = CONFIDENCE,
     (2.0, -0.484, 4.484)
     >>> round(t_interval(np.array([1.0, 2.0, 3.0]), bounds=(0.0, 4.0)).lo, 3)
     0.0
+    >>> t_interval(np.array([0.25, 0.25]))  # no spread: no interval, not a zero-width one
+    Interval(n=2, mean=0.25, lo=nan, hi=nan, constant=True)
     """
     values = np.asarray(values, dtype=float)
     values = values[~np.isnan(values)]  # a metric a run could not compute (NaN) is not a value
@@ -56,6 +69,8 @@ def t_interval(values: np.ndarray, confidence: float = CONFIDENCE,
     mean = float(values.mean()) if n else math.nan
     if n < 2:
         return Interval(n, mean, math.nan, math.nan)
+    if np.ptp(np.round(values, DIFFERENCE_DECIMALS)) == 0:
+        return Interval(n, mean, math.nan, math.nan, constant=True)
     half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * values.std(ddof=1) / math.sqrt(n))
     lo, hi = mean - half, mean + half
     if bounds is not None:
@@ -105,6 +120,7 @@ def wilcoxon_p(diff: np.ndarray) -> float:
     >>> round(wilcoxon_p(np.array([10, 10, -10, 20, 30, 20]) * 1e-4), 4)
     0.125
     """
+    diff = np.round(np.asarray(diff, dtype=float), DIFFERENCE_DECIMALS)
     nonzero = diff[diff != 0]
     if len(nonzero) == 0:
         return math.nan
@@ -118,14 +134,14 @@ def wilcoxon_p(diff: np.ndarray) -> float:
 
 
 def paired_test(values: np.ndarray, baseline: np.ndarray) -> PairedTest:
-    """Paired comparison of two equally ordered per-seed arrays (NaN p-values when n < 2
-    or when every difference is zero)."""
+    """Paired comparison of two equally ordered per-seed arrays: NaN p-values when n < 2 or every
+    difference is zero; no t-test (NaN, not scipy's p = 0) when every difference is the same."""
     diff = np.asarray(values, dtype=float) - np.asarray(baseline, dtype=float)
     interval = t_interval(diff)
-    n_nonzero = int((diff != 0).sum())
+    n_nonzero = int((np.round(diff, DIFFERENCE_DECIMALS) != 0).sum())
     if len(diff) < 2 or n_nonzero == 0:
         return PairedTest(interval, math.nan, math.nan, n_nonzero)
-    p_t = float(stats.ttest_rel(values, baseline).pvalue)
+    p_t = math.nan if interval.constant else float(stats.ttest_rel(values, baseline).pvalue)
     return PairedTest(interval, p_t, wilcoxon_p(diff), n_nonzero)
 
 
