@@ -44,6 +44,7 @@ def test_temperature_scaled_metrics_and_empty_validation():
     assert out["nll_ts"] < F.cross_entropy(torch.from_numpy(z[2000:] * 3), torch.from_numpy(labels[2000:])).item()
     assert out["ece_ts"] < 0.03
     empty = temperature_scaled(z[:0], labels[:0], z, labels)
+    assert empty.pop("temperature_at_bound") is False
     assert all(math.isnan(v) for v in empty.values())
 
 
@@ -64,7 +65,11 @@ def test_validation_size_too_large_names_the_key():
 
 def test_validation_count_images_or_fraction():
     assert validation_count(5000, 60000) == 5000 and validation_count(0, 10) == 0
-    assert validation_count(0.1, 1437) == 143 and validation_count(2.0, 10) == 2
+    assert validation_count(0.1, 1437) == 143 and validation_count(0.0, 10) == 0
+    # 1.0 is ambiguous (every image, or one?): refused, as is any whole number written as a float.
+    for size in (1.0, 2.0):
+        with pytest.raises(ConfigError, match="whole number written as a float, which is ambiguous"):
+            validation_count(size, 10)
     with pytest.raises(ConfigError, match="of the 10 training images, this holds out 10 and must leave at least one"):
         validation_count(10, 10)
     # A fraction too small for the set holds out nothing: the temperature would silently be NaN.
@@ -76,7 +81,7 @@ def test_train_one_writes_calibrated_table(tmp_path, tiny_dataset_file):
     cfg = TrainConfig(epochs=2, batch_size=32, device="cpu", validation_size=64)
     train_run(tiny_dataset_file, tmp_path / "ts", 1, 0.1, cfg)
     row = pd.read_parquet(tmp_path / "ts" / "calibrated.parquet")
-    assert list(row.columns) == ["dataset", "model", "seed", "epsilon", "temperature", "ece_ts", "nll_ts",
+    assert list(row.columns) == ["dataset", "model", "seed", "epsilon", "temperature", "temperature_at_bound", "ece_ts", "nll_ts",
                                  "mean_confidence_ts", "aurc_ts", "eaurc_ts", "ece_low", "ece_high", "smece_low",
                                  "smece_high", "aurc_max_logit", "aurc_margin"]
     assert len(row) == 1 and row["seed"].iloc[0] == 1 and 0.05 <= row["temperature"].iloc[0] <= 20

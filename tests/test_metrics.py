@@ -7,8 +7,8 @@ import torch.nn.functional as F
 from torchmetrics.functional.classification import multiclass_calibration_error
 
 from lsbench.metrics import (adaptive_ece, bin_index, calibration_bins, classwise_ece, ece_from_bins,
-                             evaluate_logits, expected_calibration_error, mce_from_bins, probabilities,
-                             reliability_table)
+                             evaluate_logits, expected_calibration_error, mce_from_bins, ood_detection,
+                             probabilities, reliability_table, risk_coverage_curve, smooth_ece)
 
 
 def reference_ece_loop(conf: np.ndarray, correct: np.ndarray, n_bins: int) -> tuple[float, float]:
@@ -302,3 +302,63 @@ def test_risk_coverage_curve():
 
     scores, correct = np.array([0.9, 0.8, 0.7, 0.6]), np.array([1, 0, 1, 0])
     assert risk_coverage_curve(scores, correct, np.array([0.25, 0.5, 1.0])).tolist() == [0.0, 0.5, 0.5]
+
+
+def test_fpr95_reads_every_roc_point():
+    """roc_curve's default drop_intermediate=True skips the point where TPR first reaches 95 %."""
+    scores = np.arange(1.0, 21.0)
+    assert ood_detection(scores, scores)["fpr95"] == pytest.approx(0.95)
+    assert ood_detection(scores, scores - 100)["fpr95"] == 0.0
+
+
+def test_risk_coverage_curve_breaks_ties_as_aurc_does():
+    conf, correct = np.full(4, 0.7), np.array([1, 1, 0, 0])
+    for order in ([0, 1, 2, 3], [2, 3, 0, 1], [2, 0, 3, 1]):
+        risk = risk_coverage_curve(conf[order], correct[order], np.array([0.25, 0.5, 1.0]))
+        assert risk.tolist() == [0.5, 0.5, 0.5]
+    # Untied scores: the risk of the top k exactly.
+    risk = risk_coverage_curve(np.array([0.9, 0.8, 0.7]), np.array([1, 0, 1]), np.array([1 / 3, 2 / 3, 1.0]))
+    assert risk.tolist() == pytest.approx([0.0, 0.5, 1 / 3])
+
+
+def _smece_by_definition(conf: np.ndarray, correct: np.ndarray) -> float:
+    """smECE from its definition (Błasiok & Nakkiran 2023), independent of relplot: the Gaussian
+    kernel reflected at 0 and 1 (images up to two reflections), integrated by the trapezoid rule
+    on a fine grid, and the fixed point sigma = smECE_sigma found by bisection."""
+    t = np.linspace(0, 1, 20001)
+
+    def at(sigma: float) -> float:
+        residual = np.zeros_like(t)
+        for f, r in zip(conf, conf - correct):
+            for image in (f, -f, 2 - f, f - 2, f + 2, -2 - f):
+                residual += np.exp(-((t - image) ** 2) / (2 * sigma**2)) / (np.sqrt(2 * np.pi) * sigma) * r
+        return float(np.trapezoid(np.abs(residual / len(conf)), t))
+
+    lo, hi = 1e-3, 1.0
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if at(mid) > mid else (lo, mid)
+    return at(lo)
+
+
+@pytest.mark.parametrize("conf,correct", [
+    ([0.95, 1.0], [1, 0]),          # mass at exactly 1.0, where relplot's reflection loses half of it
+    ([0.95, 0.999], [1, 0]),
+    ([0.0, 0.3, 0.6], [1, 0, 1]),   # and at exactly 0
+    ([1.0, 1.0, 1.0, 0.9, 0.8], [1, 1, 0, 1, 1]),
+])
+def test_smooth_ece_is_the_definitions_value_at_the_boundary(conf, correct):
+    conf, correct = np.array(conf, dtype=float), np.array(correct, dtype=float)
+    assert smooth_ece(conf, correct) == pytest.approx(_smece_by_definition(conf, correct), abs=0.01)
+
+
+def test_smooth_ece_equals_relplot_away_from_the_end_nodes_and_is_continuous_at_one():
+    import relplot
+
+    rng = np.random.default_rng(0)
+    conf = rng.uniform(0.1, 0.9, 2000)
+    correct = (rng.uniform(size=2000) < conf**1.2).astype(float)
+    assert smooth_ece(conf, correct) == relplot.smECE(conf, correct)
+    # Moving one confidence from .999 to 1.0 barely moves it (relplot: 0.476 -> 0.301).
+    near, at_one = (smooth_ece(np.array([0.95, c]), np.array([1.0, 0.0])) for c in (0.999, 1.0))
+    assert abs(near - at_one) < 0.005

@@ -27,15 +27,17 @@ METRIC_COLUMNS = [
 ]
 RELIABILITY_COLUMNS = [*KEY, "bin", "bin_lower", "bin_upper", "count", "mean_confidence", "accuracy"]
 # One row per run, final epoch: temperature scaling, bootstrap intervals, other rejection scores.
-CALIBRATED_COLUMNS = [*KEY, "temperature", "ece_ts", "nll_ts", "mean_confidence_ts", "aurc_ts", "eaurc_ts",
+CALIBRATED_COLUMNS = [*KEY, "temperature", "temperature_at_bound", "ece_ts", "nll_ts", "mean_confidence_ts", "aurc_ts", "eaurc_ts",
                       "ece_low", "ece_high", "smece_low", "smece_high", "aurc_max_logit", "aurc_margin"]
 # Out-of-distribution detection: one row per run x score; the OOD images' logits, one row per image.
 OOD_COLUMNS = [*KEY, "ood_set", "score", "auroc", "fpr95"]
 OOD_SCORES = ("msp", "max_logit", "energy")
 # What defines a run's numbers, recorded by the run itself (results/runs.parquet); collect checks it
-# against the workflow's config. class_names is a JSON list, image_shape "CxHxW".
+# against the workflow's config. class_names is a JSON list, image_shape "CxHxW", model_sha256 the
+# hash of the model's code (lsbench.plan.model_code_sha256; tables written before 0.3 lack it).
 RUN_COLUMNS = [*KEY, "epochs", "batch_size", "lr", "validation_size", "n_train", "n_validation", "n_test",
-               "num_classes", "image_shape", "class_names", "data_sha256", "parameters", "ood_set", "ood_sha256"]
+               "num_classes", "image_shape", "class_names", "data_sha256", "parameters", "ood_set", "ood_sha256",
+               "model_sha256"]
 # Per-run tables, each collected into results/{name}.parquet. The results proper are equal between
 # reruns (timing columns aside); `environment` is provenance: the software, hardware and wall
 # time of the job that produced the run.

@@ -278,11 +278,54 @@ def failure_auroc(conf: np.ndarray, correct: np.ndarray) -> float:
 
 
 def smooth_ece(conf: np.ndarray, correct: np.ndarray) -> float:
-    """Smooth ECE (Błasiok & Nakkiran 2023) of (confidence, correct) with `relplot.smECE` and its
-    default bandwidth search."""
-    import relplot
+    """Smooth ECE (Błasiok & Nakkiran 2023, "Smooth ECE: principled reliability diagrams via kernel
+    smoothing") of (confidence (N,) in [0, 1], correct (N,) bool or 0/1): the fixed point σ* of
+    σ = smECE_σ, smECE_σ = ∫_0^1 |(1/N) Σ_i K_σ(t, f_i) (f_i - y_i)| dt, K_σ the Gaussian kernel
+    reflected at 0 and 1.
 
-    return float(relplot.smECE(np.asarray(conf, dtype=np.float64), np.asarray(correct, dtype=np.float64)))
+    relplot's own `smECE` (the authors' package) computes this on a grid, but its reflection
+    drops the mirror image of the two end nodes, so mass at (or next to) a confidence of exactly
+    0 or 1 is halved: confidences [.95, 1.0], correct [1, 0] give 0.301 there, [.95, .999] 0.476.
+    Saturated models (ε = 0) sit at 1.0, smoothed ones do not, so that would bias the smECE-vs-ε
+    comparison. This function calls relplot's own steps (grid rounding, kernel, bandwidth search,
+    `relplot.metrics.search_param`) with that one reflection fixed (`_ReflectedGaussianKernel`);
+    away from the end nodes it equals `relplot.smECE` bit for bit (tested).
+
+    >>> round(smooth_ece(np.array([0.95, 1.0]), np.array([1, 0])), 3)
+    0.477
+    """
+    from relplot.metrics import search_param
+
+    f, y = np.asarray(conf, dtype=np.float64), np.asarray(correct, dtype=np.float64)
+    width = search_param(lambda sigma: sigma < 0.001 or sigma < _smooth_ece_at(f, y, sigma), start=1, refine=10)
+    return _smooth_ece_at(f, y, width)
+
+
+def _smooth_ece_at(f: np.ndarray, y: np.ndarray, sigma: float) -> float:
+    """smECE at bandwidth σ, as `relplot.metrics.smooth_ece` computes it, with the fixed kernel."""
+    from relplot import config
+
+    t = np.linspace(0, 1, max(round(10 / sigma), config.smECE_mesh_pts))
+    residual, density = _reflected_kernel(sigma).smooth(f, f - y, t)
+    return float(np.sum(np.abs(residual) * density) / np.sum(density))
+
+
+def _reflected_kernel(sigma: float):  # noqa: ANN202 - relplot's class, imported lazily
+    from relplot.kernels import ReflectedGaussianKernel
+
+    class _ReflectedGaussianKernel(ReflectedGaussianKernel):
+        """relplot's reflected Gaussian kernel, with the end nodes' own mirror images: node 0 is its
+        own reflection at 0 (and node n-1 at 1), so it counts twice, as K_σ(t, 0) = 2 φ_σ(t)."""
+
+        def convolve(self, values: np.ndarray, eval_points: int) -> np.ndarray:
+            n = len(values)
+            extended = np.concatenate([np.flip(values)[:-1], values, np.flip(values)[1:]])
+            extended[n - 1] += values[0]
+            extended[2 * n - 2] += values[-1]
+            return np.convolve(extended, self.kernel_ev(eval_points), "valid")[eval_points // 2:eval_points // 2
+                                                                                + eval_points]
+
+    return _ReflectedGaussianKernel(sigma)
 
 
 # Bootstrap over test images for the final epoch's ECE and smECE intervals (percentile method,
@@ -321,12 +364,22 @@ def rejection_scores(logits: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def risk_coverage_curve(scores: np.ndarray, correct: np.ndarray, coverages: np.ndarray) -> np.ndarray:
-    """Risk (error rate) of the ceil(c * N) highest-scored samples at each coverage c in (0, 1]
-    (ties in score broken by a stable sort): a risk-coverage curve for plotting."""
-    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
+    """Risk (error rate) at each coverage c in (0, 1]: of the k = ceil(c * N) highest-scored
+    samples, with `aurc`'s tie rule, so the curve is the step function AURC integrates and does not
+    depend on the order of the rows: samples with equal scores are accepted together, so a k that
+    falls inside a run of ties takes the risk of accepting the whole run.
+
+    >>> risk_coverage_curve(np.full(4, 0.7), np.array([1, 1, 0, 0]), np.array([0.5, 1.0])).tolist()
+    [0.5, 0.5]
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    order = np.argsort(-s, kind="stable")
+    s = s[order]
     errors = np.cumsum(1.0 - np.asarray(correct, dtype=np.float64)[order])
     k = np.clip(np.ceil(np.asarray(coverages) * len(order)).astype(int), 1, len(order))
-    return errors[k - 1] / k
+    ends = np.flatnonzero(np.append(s[1:] != s[:-1], True))  # the last index of each run of ties
+    end = ends[np.searchsorted(ends, k - 1, side="left")]
+    return errors[end] / (end + 1)
 
 
 def rejection_aurcs(logits: np.ndarray, correct: np.ndarray) -> dict[str, float]:
@@ -342,13 +395,19 @@ def ood_detection(id_scores: np.ndarray, ood_scores: np.ndarray) -> dict[str, fl
     """In- vs out-of-distribution with one score (higher = in-distribution): auroc (in-distribution
     as the positive class, `sklearn.metrics.roc_auc_score`, ties one half) and fpr95, the share of
     OOD samples accepted at the largest threshold that accepts >= 95 % of the in-distribution
-    ones (from `sklearn.metrics.roc_curve`).
+    ones (from `sklearn.metrics.roc_curve` with `drop_intermediate=False`: its default drops the
+    ROC points between collinear ones, and the first point past 95 % may then be a later one).
 
     By hand: 5 of the 6 (ID, OOD) pairs are ordered right; accepting all three ID samples (>= 1.0)
     accepts the OOD sample at 1.5, one of two.
 
     >>> {k: round(v, 4) for k, v in ood_detection(np.array([3.0, 2.0, 1.0]), np.array([0.0, 1.5])).items()}
     {'auroc': 0.8333, 'fpr95': 0.5}
+
+    Scores 1..20 on both sides: the threshold 2 accepts 19 of 20 of each.
+
+    >>> ood_detection(np.arange(1.0, 21.0), np.arange(1.0, 21.0))["fpr95"]
+    0.95
     """
     from sklearn.metrics import roc_auc_score, roc_curve
 
@@ -356,7 +415,7 @@ def ood_detection(id_scores: np.ndarray, ood_scores: np.ndarray) -> dict[str, fl
     s = np.concatenate([id_scores, ood_scores]).astype(np.float64)
     if not np.isfinite(s).all():
         return {"auroc": math.nan, "fpr95": math.nan}
-    fpr, tpr, _ = roc_curve(y, s)
+    fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)
     return {"auroc": float(roc_auc_score(y, s)), "fpr95": float(fpr[np.searchsorted(tpr, 0.95, side="left")])}
 
 
@@ -381,11 +440,28 @@ def mean_nll(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(-log_probs[np.arange(len(labels)), labels].mean())
 
 
+# The search interval of the temperature. A fit that ends at either end did not find a minimum of
+# the held-out NLL inside it (too few or too easy held-out images); `temperature_at_bound` flags it.
+TEMPERATURE_BOUNDS = (0.05, 20.0)
+
+
+def temperature_at_bound(temperature: np.ndarray | float) -> np.ndarray:
+    """Whether a fitted temperature lies at a search bound (within 1e-4 in log T; the search's own
+    tolerance is 1e-6): bool, the shape of `temperature`; False for NaN (no fit).
+
+    >>> temperature_at_bound(np.array([20.0, 1.7, 0.05000001, np.nan])).tolist()
+    [True, False, True, False]
+    """
+    log_t = np.log(np.asarray(temperature, dtype=np.float64))
+    with np.errstate(invalid="ignore"):
+        return np.any([np.abs(log_t - math.log(b)) < 1e-4 for b in TEMPERATURE_BOUNDS], axis=0)
+
+
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     """The temperature T > 0 minimising the NLL of softmax(logits / T) (Guo et al. 2017).
 
     logits: (N, C) float, labels: (N,) int. One scalar, so a bounded 1-D search on log T over
-    [0.05, 20] (scipy's `minimize_scalar`) in float64 is exact enough and deterministic.
+    `TEMPERATURE_BOUNDS` (scipy's `minimize_scalar`) in float64 is exact enough and deterministic.
 
     >>> z = np.array([[4.0, 0.0], [0.0, 4.0], [4.0, 0.0], [0.0, 4.0]])
     >>> round(fit_temperature(z, np.array([0, 1, 1, 0])), 1)  # half wrong: flatten fully
@@ -395,7 +471,7 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
 
     z, y = np.asarray(logits, dtype=np.float64), np.asarray(labels)
     result = minimize_scalar(lambda log_t: mean_nll(z / math.exp(log_t), y),
-                             bounds=(math.log(0.05), math.log(20.0)), method="bounded",
+                             bounds=tuple(map(math.log, TEMPERATURE_BOUNDS)), method="bounded",
                              options={"xatol": 1e-6})
     return math.exp(result.x)
 
@@ -408,10 +484,12 @@ def temperature_scaled(val_logits: np.ndarray, val_labels: np.ndarray, test_logi
     All NaN when there is no validation set or the logits are not finite (a diverged run).
     """
     if len(val_labels) == 0 or not np.isfinite(val_logits).all():
-        return dict.fromkeys(("temperature", "ece_ts", "nll_ts", "mean_confidence_ts", "aurc_ts", "eaurc_ts"), math.nan)
+        return {**dict.fromkeys(("temperature", "ece_ts", "nll_ts", "mean_confidence_ts", "aurc_ts", "eaurc_ts"),
+                                math.nan), "temperature_at_bound": False}
     t = fit_temperature(val_logits, val_labels)
     scaled = evaluate_logits(np.asarray(test_logits, dtype=np.float64) / t, test_labels, epsilon=0.0)
-    return {"temperature": t, "ece_ts": scaled["ece"], "nll_ts": scaled["test_nll"],
+    return {"temperature": t, "temperature_at_bound": bool(temperature_at_bound(t)), "ece_ts": scaled["ece"],
+            "nll_ts": scaled["test_nll"],
             "mean_confidence_ts": scaled["mean_confidence"], "aurc_ts": scaled["aurc"], "eaurc_ts": scaled["eaurc"]}
 
 

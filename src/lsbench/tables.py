@@ -17,6 +17,7 @@ import pandas as pd
 from pandas.api import types as ptypes
 
 from lsbench import io
+from lsbench.metrics import temperature_at_bound
 from lsbench.stats import METRIC_BOUNDS
 
 # Required columns and their kinds: "int", "float", "str", "bool" ("float" accepts integers too).
@@ -30,7 +31,9 @@ COLUMNS: dict[str, dict[str, str]] = {
     "reliability": {**KEY_KINDS, "bin": "int", "bin_lower": "float", "bin_upper": "float", "count": "int",
                     "mean_confidence": "float", "accuracy": "float"},
     "predictions": {**KEY_KINDS, "index": "int", "label": "int", "logit_0": "float", "prob_0": "float"},
-    "calibrated": {**KEY_KINDS, **{c: "float" for c in io.CALIBRATED_COLUMNS if c not in io.KEY}},
+    # temperature_at_bound is derived from temperature on reading (tables written before it lack it).
+    "calibrated": {**KEY_KINDS, **{c: "float" for c in io.CALIBRATED_COLUMNS
+                                   if c not in (*io.KEY, "temperature_at_bound")}},
     "ood": {**KEY_KINDS, "ood_set": "str", "score": "str", "auroc": "float", "fpr95": "float"},
     "ood_predictions": {**KEY_KINDS, "ood_set": "str", "index": "int"},
     "environment": {**KEY_KINDS, "python": "str", "torch": "str", "device_name": "str", "cpu_model": "str",
@@ -184,16 +187,54 @@ def _check_reliability(r: pd.DataFrame, runs: pd.DataFrame, path: Path) -> None:
           "have a mean_confidence or accuracy outside [0, 1]")
 
 
-def _check_predictions(p: pd.DataFrame, runs: pd.DataFrame, path: Path) -> None:
+def _check_predictions(p: pd.DataFrame, runs: pd.DataFrame, metrics: pd.DataFrame, path: Path) -> None:
+    """One row per test image of every run (index 0..n_test-1), a label and a probability per
+    class in range, and the very predictions the run's final metrics were computed from: its final
+    accuracy and mean confidence follow from them (a file from another results folder does not)."""
     need = int(runs["num_classes"].max())
     missing = [f"{kind}_{k}" for kind in ("logit", "prob") for k in range(need) if f"{kind}_{k}" not in p.columns]
     if missing:
         raise TablesError(f"{path}: missing column(s) {', '.join(missing)} (runs.parquet has {need} classes)")
+    _check_image_rows(p, runs, "n_test", path)
     labels = _with_runs(p[[*io.KEY, "label"]], runs, ["num_classes"])
     _fail(path, labels, (labels["label"] < 0) | (labels["label"] >= labels["num_classes"]),
           "have a label outside 0..num_classes-1 of runs.parquet")
     probs = p[[f"prob_{k}" for k in range(need)]].astype(float)
     _fail(path, p, ((probs < 0) | (probs > 1)).any(axis=1), "have a probability outside [0, 1]")
+    top = probs.to_numpy()
+    # Classes a run does not have (a study with fewer) hold NaN: argmax over the run's own.
+    recomputed = p[io.KEY].assign(correct=np.nanargmax(np.nan_to_num(top, nan=-1.0), axis=1) == p["label"].to_numpy(),
+                                  confidence=np.nanmax(top, axis=1))
+    per_run = recomputed.groupby(io.KEY, as_index=False).agg(accuracy=("correct", "mean"),
+                                                              mean_confidence=("confidence", "mean"))
+    final = final_epoch(metrics)
+    final = final[~final["diverged"].astype(bool)].merge(per_run, on=io.KEY, suffixes=("", "_p"))
+    _fail(path, final, ((final["accuracy"] - final["accuracy_p"]).abs() > 1e-9)
+          | ((final["mean_confidence"] - final["mean_confidence_p"]).abs() > 1e-9),
+          "(runs) are not the predictions their final metrics in metrics.parquet were computed from (another "
+          "run's, or another results folder's?)")
+
+
+def _check_image_rows(p: pd.DataFrame, runs: pd.DataFrame, count: str, path: Path) -> None:
+    """Each run's rows have index 0, 1, ..., n-1, n being `count` of runs.parquet (or, without a
+    column of that name, whatever number the run has)."""
+    rows = p.groupby(io.KEY)["index"].agg(["min", "max", "count"]).reset_index()
+    _fail(path, rows, (rows["min"] != 0) | (rows["max"] != rows["count"] - 1),
+          "(runs) have image indices that are not 0, 1, ..., n-1 (rows missing)")
+    if count in runs.columns:
+        rows = _with_runs(rows, runs, [count])
+        _fail(path, rows, rows["count"] != rows[count], f"(runs) have another number of rows than {count} of "
+              "runs.parquet (rows missing)")
+
+
+def _check_ood_predictions(p: pd.DataFrame, runs: pd.DataFrame, path: Path) -> None:
+    if p.empty:
+        return
+    need = int(runs.loc[runs["ood_set"] != "", "num_classes"].max())
+    missing = [f"logit_{k}" for k in range(need) if f"logit_{k}" not in p.columns]
+    if missing:
+        raise TablesError(f"{path}: missing column(s) {', '.join(missing)} (runs.parquet has {need} classes)")
+    _check_image_rows(p, runs, "", path)
 
 
 def _check_values(d: Path, frames: dict[str, pd.DataFrame]) -> None:
@@ -208,7 +249,8 @@ def _check_values(d: Path, frames: dict[str, pd.DataFrame]) -> None:
     _fail(d / "ood.parquet", frames["ood"], _out_of_range(frames["ood"], ["auroc", "fpr95"], allow_nan=True),
           "have an auroc or fpr95 outside [0, 1]")
     _check_reliability(frames["reliability"], runs, d / "reliability.parquet")
-    _check_predictions(frames["predictions"], runs, d / "predictions.parquet")
+    _check_predictions(frames["predictions"], runs, frames["metrics"], d / "predictions.parquet")
+    _check_ood_predictions(frames["ood_predictions"], runs, d / "ood_predictions.parquet")
 
 
 def _run_set(df: pd.DataFrame) -> set[tuple]:
@@ -234,4 +276,6 @@ def read_tables(results_dir: Path) -> Tables:
                 f"{len(extra)} run(s) too many, e.g. {extra[0]}" if extra else "") if part)
             raise TablesError(f"{d / f'{name}.parquet'}: not the {which} runs.parquet: {detail}")
     _check_values(d, frames)
+    calibrated = frames["calibrated"]
+    frames["calibrated"] = calibrated.assign(temperature_at_bound=temperature_at_bound(calibrated["temperature"]))
     return Tables(**frames)
