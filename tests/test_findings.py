@@ -122,3 +122,52 @@ def test_one_seed_says_so_once():
     tables = make_tables(seeds=[0], epsilons=(0.0, 0.2), n_test=200)
     for r in by_id(study_findings(split_studies(tables)[0]), "miscalibration_direction"):
         assert "(n=1, no interval)" in r["text"] and "t-interval over" not in r["text"], r["text"]
+
+
+def without_runs(tables, drop):
+    """`tables` without the runs (seed, epsilon) in `drop`, from every table."""
+    import dataclasses
+
+    def keep(df):
+        gone = df[["seed", "epsilon"]].apply(tuple, axis=1).isin(drop) if len(df) else df.index == -1
+        return df[~gone].reset_index(drop=True)
+
+    return dataclasses.replace(tables, **{f.name: keep(getattr(tables, f.name)) for f in dataclasses.fields(tables)
+                                          if f.name != "provenance"})
+
+
+def test_unpaired_seeds_say_there_is_no_comparison():
+    tables = make_tables(seeds=range(4), epsilons=(0.0, 0.2), n_test=N)
+    tables = without_runs(tables, {(0, 0.2), (1, 0.2), (2, 0.0), (3, 0.0)})
+    records = study_findings(split_studies(tables)[0])
+    effect = one(records, "accuracy_effect", epsilon=0.2)
+    assert effect["n"] == 0 and effect["direction"] == "unknown"
+    assert "no seed has both runs converged" in effect["text"] and "nan" not in effect["text"]
+
+
+def test_a_baseline_whose_runs_all_diverged_is_not_replaced():
+    records = findings(epsilons=(0.0, 0.2, 0.3), diverged={(s, 0.0) for s in SEEDS})
+    assert one(records, "baseline_diverged")["baseline_epsilon"] == 0.0
+    for id_ in ("ece_minimizing_epsilon", "temperature_scaling_vs_best_epsilon", "accuracy_effect", "aurc_effect"):
+        assert by_id(records, id_) == []
+    assert not [r for r in records if "gives the lowest" in r["text"] or "has the lowest" in r["text"]]
+
+
+def test_a_temperature_at_its_search_bound_cannot_tell():
+    tables = make_tables(seeds=SEEDS, epsilons=(0.0, 0.1), n_test=N, sharpness=lambda e: 3.0, accuracy=lambda e: 0.6)
+    tables.calibrated.loc[tables.calibrated["epsilon"] == 0.0, "temperature"] = 20.0
+    ts = one(study_findings(split_studies(tables)[0]), "temperature_scaling_vs_best_epsilon")
+    assert ts["direction"] == "unknown" and ts["runs_at_bound"] == len(SEEDS)
+    assert "search bound" in ts["text"] and "better" not in ts["text"]
+
+
+def test_a_difference_without_spread_is_not_certainty():
+    tables = make_tables(seeds=range(2), epsilons=(0.0, 0.2), n_test=64)
+    final = tables.metrics["epoch"] == tables.metrics["epoch"].max()
+    for seed, acc in ((0, 0.5), (1, 0.75)):
+        rows = final & (tables.metrics["seed"] == seed)
+        tables.metrics.loc[rows & (tables.metrics["epsilon"] == 0.0), "accuracy"] = acc
+        tables.metrics.loc[rows & (tables.metrics["epsilon"] == 0.2), "accuracy"] = acc + 1 / 64
+    effect = one(study_findings(split_studies(tables)[0]), "accuracy_effect", epsilon=0.2)
+    assert effect["direction"] == "unknown" and effect["p"] != effect["p"]  # NaN, not 0
+    assert "no spread" in effect["text"] and "raises" not in effect["text"]

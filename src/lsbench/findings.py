@@ -1,9 +1,11 @@
 """Findings in words, generated from the tables: each a record with its estimate, 95 % interval and
 test, and a sentence that says no more than they do.
 
-Rules (per study, over its converged runs, final epoch; baseline = the smallest epsilon, normally 0;
-intervals are Student-t over seeds, paired ones over the seeds both runs share; p from the paired
-t-test, `lsbench.stats`):
+Rules (per study, over its converged runs, final epoch; baseline = the smallest epsilon of the
+study's runs, normally 0, diverged runs included (`Study.baseline`): when every baseline run
+diverged there is no comparison, and no claim of a lowest ECE or of temperature scaling alone is
+made; intervals are Student-t over seeds, paired ones over the seeds both runs share; p from the
+paired t-test, `lsbench.stats`):
 - miscalibration_direction (per epsilon): overconfidence = mean confidence - accuracy. Over- or
   underconfident when its interval excludes 0, else "no detectable over- or underconfidence".
 - miscalibration_flip: the first epsilon that is detectably underconfident after one that was
@@ -13,8 +15,11 @@ t-test, `lsbench.stats`):
 - accuracy_effect, aurc_effect, ood_auroc_effect (per epsilon): paired difference against the baseline.
 - temperature_scaling_vs_best_epsilon: ECE after temperature scaling at the baseline against
   the ECE of the best epsilon, paired by seed.
-A difference whose interval contains 0 is "no detectable difference", never an effect; with one
-pair there is no interval and the sentence says the data cannot tell.
+A difference whose interval contains 0 is "no detectable difference", never an effect. Without an
+interval the sentence says the data cannot tell, and why: no seed has both runs, one pair of
+seeds, or differences that do not vary over the seeds (no spread is not certainty). A temperature
+fitted at its search bound (`lsbench.metrics.TEMPERATURE_BOUNDS`) in any run makes the
+temperature-scaling finding "cannot tell".
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import pandas as pd
 
 from lsbench.config import format_epsilon
 from lsbench.io import KEY
+from lsbench.metrics import TEMPERATURE_BOUNDS, temperature_at_bound
 from lsbench.stats import Interval, PairedTest, metric_interval, paired_test
 from lsbench.studies import Study
 
@@ -39,8 +45,20 @@ def _direction(i: Interval) -> str:
 
 
 def _ci(i: Interval, digits: int = 4) -> str:
-    return f"{i.mean:.{digits}f} [95 % CI {i.lo:.{digits}f}, {i.hi:.{digits}f}]" if i.n >= 2 \
-        else f"{i.mean:.{digits}f} (n=1, no interval)"
+    if i.n >= 2 and not i.constant:
+        return f"{i.mean:.{digits}f} [95 % CI {i.lo:.{digits}f}, {i.hi:.{digits}f}]"
+    return f"{i.mean:.{digits}f} ({_no_interval(i)})" if i.n else "(no converged run)"
+
+
+def _no_interval(i: Interval, signed: bool = False, digits: int = 4) -> str:
+    """Why an interval is missing, in words (n = 0, 1, or no spread)."""
+    if i.n == 0:
+        return "no seed has both runs converged, so there is no comparison"
+    if i.n == 1:
+        return "n=1, no interval"
+    value = f"{i.mean:+.{digits}f}" if signed else f"{i.mean:.{digits}f}"
+    return (f"all {i.n} seeds give exactly {value}: with no spread over seeds there is no interval "
+            "or t-test, and no spread is not certainty")
 
 
 def _difference(d: Interval, digits: int = 4) -> str:
@@ -92,7 +110,8 @@ def _effect(study: Study, id_: str, what: str, t: PairedTest, eps: float, baseli
     d = t.difference
     direction = _direction(d)
     if direction == "unknown":
-        verdict = f"cannot tell how ε = {format_epsilon(eps)} changes {what} with one pair of seeds ({d.mean:+.{digits}f})"
+        verdict = (f"cannot tell how ε = {format_epsilon(eps)} changes {what} against ε = {format_epsilon(baseline)} "
+                   f"({_no_interval(d, signed=True, digits=digits)})")
     elif direction == "none":
         verdict = (f"no detectable difference in {what} between ε = {format_epsilon(eps)} and ε = "
                    f"{format_epsilon(baseline)} ({d.mean:+.{digits}f} [95 % CI {d.lo:+.{digits}f}, {d.hi:+.{digits}f}], "
@@ -143,8 +162,8 @@ def best_epsilon_finding(study: Study, df: pd.DataFrame, baseline: float) -> dic
         text = (f"ε = {format_epsilon(best)} gives the lowest ECE, {_ci(ece)}, lower than at ε = "
                 f"{format_epsilon(baseline)} by {abs(d.mean):.4f} ({_difference(d)}, {_test(t)}).")
     elif direction == "unknown":
-        text = (f"ε = {format_epsilon(best)} has the lowest mean ECE, {_ci(ece)}; with one pair of seeds the data "
-                f"cannot tell it from ε = {format_epsilon(baseline)}.")
+        text = (f"ε = {format_epsilon(best)} has the lowest mean ECE, {_ci(ece)}; the data cannot tell it from "
+                f"ε = {format_epsilon(baseline)} ({_no_interval(d, signed=True)}).")
     else:
         text = (f"ε = {format_epsilon(best)} has the lowest mean ECE, {_ci(ece)}, but there is no detectable "
                 f"difference from ε = {format_epsilon(baseline)} ({d.mean:+.4f} [95 % CI {d.lo:+.4f}, {d.hi:+.4f}], "
@@ -160,6 +179,14 @@ def temperature_finding(study: Study, df: pd.DataFrame, baseline: float, best: f
     ts = metric_interval(_by_seed(df, baseline, "ece_ts").to_numpy(), "ece_ts")
     head = (f"temperature scaling alone (ECE {_ci(ts)} at ε = {format_epsilon(baseline)}) against the best ε "
             f"(ε = {format_epsilon(best)}): ")
+    at_bound = int(temperature_at_bound(df.loc[df["epsilon"] == baseline, "temperature"]).sum())
+    if at_bound:
+        low, high = TEMPERATURE_BOUNDS
+        tail = (f"cannot tell: the fitted temperature hit its search bound ({low:g} or {high:g}) in {at_bound} of "
+                f"{int((df['epsilon'] == baseline).sum())} runs, so the held-out images did not determine it "
+                "(too few of them?).")
+        return _record(study, "temperature_scaling_vs_best_epsilon", head + tail, epsilon=best,
+                       baseline_epsilon=baseline, direction="unknown", runs_at_bound=at_bound, **_paired_fields(t))
     if direction == "under":
         tail = f"temperature scaling is better by {abs(d.mean):.4f} ({_difference(d)}, {_test(t)})."
     elif direction == "over":
@@ -167,9 +194,9 @@ def temperature_finding(study: Study, df: pd.DataFrame, baseline: float, best: f
     elif direction == "none":
         tail = f"no detectable difference ({d.mean:+.4f} [95 % CI {d.lo:+.4f}, {d.hi:+.4f}], {_test(t)})."
     else:
-        tail = f"one pair of seeds cannot tell them apart ({d.mean:+.4f})."
+        tail = f"the data cannot tell them apart ({_no_interval(d, signed=True)})."
     return _record(study, "temperature_scaling_vs_best_epsilon", head + tail, epsilon=best, baseline_epsilon=baseline,
-                   direction=direction, **_paired_fields(t))
+                   direction=direction, runs_at_bound=0, **_paired_fields(t))
 
 
 def ood_frame(study: Study, score: str = "msp") -> pd.DataFrame:
@@ -181,9 +208,15 @@ def study_findings(study: Study) -> list[dict[str, Any]]:
     df = study.converged()
     if df.empty:
         return [_record(study, "all_diverged", "every run diverged; there is nothing to conclude.")]
-    baseline = float(df["epsilon"].min())
+    baseline = study.baseline
     others = sorted(e for e in df["epsilon"].unique() if e != baseline)
     records = direction_findings(study, df)
+    if not (df["epsilon"] == baseline).any():
+        return records + [_record(
+            study, "baseline_diverged",
+            f"every run at ε = {format_epsilon(baseline)} diverged, so nothing can be compared with it: no claim "
+            "of an effect of ε, of a lowest ECE or of temperature scaling alone is made.",
+            baseline_epsilon=baseline)]
     best = best_epsilon_finding(study, df, baseline)
     records.append(best)
     records += [_effect(study, "accuracy_effect", "accuracy", paired(df, e, "accuracy", baseline), e, baseline,

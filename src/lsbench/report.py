@@ -22,6 +22,7 @@ from lsbench.figures import (figure_confidence, figure_curves, figure_headline, 
                              figure_sample, figure_selective, figure_vs_epsilon)
 from lsbench.findings import best_epsilon, json_ready, study_findings
 from lsbench.io import KEY, OOD_SCORES, write_text
+from lsbench.metrics import TEMPERATURE_BOUNDS, temperature_at_bound
 from lsbench.stats import WILCOXON_MIN_N, Interval, PairedTest, final_epoch_intervals, metric_interval, paired_against
 from lsbench.studies import Study, final_epoch, split_studies, study_slug
 from lsbench.tables import Tables, read_tables
@@ -90,7 +91,10 @@ def temperature_rows(converged: pd.DataFrame) -> list[dict]:
     (before) and "eps + temperature scaling" (after). Empty when no temperature was fitted.
     """
     fitted = converged.dropna(subset=["temperature"])
-    return summary_rows(fitted, TS_METRICS) if not fitted.empty else []
+    rows = summary_rows(fitted, TS_METRICS) if not fitted.empty else []
+    for row in rows:
+        row["at_bound"] = int(temperature_at_bound(fitted.loc[fitted["epsilon"] == row["epsilon"], "temperature"]).sum())
+    return rows
 
 
 def distinct(values: pd.Series) -> str:
@@ -132,7 +136,10 @@ def provenance_section(tables: Tables) -> dict:
         + [(n, distinct(env[n])) for n in SOFTWARE if n in env],
         "data": [(f"{dataset} {name}", distinct(group[column]))
                  for dataset, group in data.groupby("dataset")
-                 for name, column in (("sha256", "data_sha256"), ("source", "data_source")) if column in group],
+                 for name, column in (("sha256", "data_sha256"), ("source", "data_source")) if column in group]
+        # Every dataset the runs read, OOD sets included, as prepared (tables before 0.3 lack it).
+        + [(f"{dataset} source (prepared)", source)
+           for dataset, source in json.loads(workflow.get("data_sources") or "{}").items()],
         "hardware": hardware,
         "runs": len(env),
         "resumed": int((env["resumed_after_epoch"] > 0).sum()),
@@ -141,9 +148,8 @@ def provenance_section(tables: Tables) -> dict:
     }
 
 
-def statistics(converged: pd.DataFrame) -> dict:
-    """Intervals per epsilon and paired tests against the smallest epsilon, for the template."""
-    baseline = float(converged["epsilon"].min())
+def statistics(converged: pd.DataFrame, baseline: float) -> dict:
+    """Intervals per epsilon and paired tests against the study's baseline, for the template."""
     return {"metrics": STATS_METRICS, "baseline": baseline,
             "intervals": final_epoch_intervals(converged, STATS_METRICS),
             "paired": paired_against(converged, STATS_METRICS, baseline),
@@ -160,7 +166,7 @@ def study_context(study: Study) -> dict:
                "n_diverged": int(final["diverged"].sum())}
     if converged.empty:
         return {**context, "figures": None}
-    stats = statistics(converged)
+    stats = statistics(converged, study.baseline)
     runs = study.converged_runs()
     epsilons = sorted(converged["epsilon"].unique())
     predictions = study.predictions.merge(runs, on=KEY)
@@ -215,7 +221,7 @@ def study_row(study: Study) -> dict:
            "n_diverged": int(study.final()["diverged"].sum())}
     if converged.empty:
         return {**row, "baseline": None}
-    baseline = float(converged["epsilon"].min())
+    baseline = study.baseline
     base = converged[converged["epsilon"] == baseline]
     ts = base.dropna(subset=["temperature"])
     best = best_epsilon(converged)
@@ -233,6 +239,8 @@ def diverged_runs(tables: Tables) -> list[dict]:
 
 
 def format_interval(i: Interval, digits: int = 4) -> str:
+    if i.constant:
+        return f"{format_number(i.mean, digits)} (all {i.n} equal, no interval)"
     if i.n < 2:
         return f"{format_number(i.mean, digits)} (n={i.n}, no interval)"
     return f"{i.mean:.{digits}f} [{i.lo:.{digits}f}, {i.hi:.{digits}f}]"
@@ -283,7 +291,8 @@ def render(tables: Tables, title: str = "lsbench: label smoothing vs overconfide
         findings=[(s.title, [f["text"].split(": ", 1)[1] for f in found
                              if (f["dataset"], f["model"]) == (s.dataset, s.model)]) for s in studies],
         summary_tables={"Accuracy and loss": ACCURACY_METRICS, "Calibration": CALIBRATION_METRICS},
-        ts_metrics=TS_METRICS, selective_metrics=SELECTIVE_METRICS, ood_scores=OOD_SCORES,
+        ts_metrics=TS_METRICS, temperature_bounds=TEMPERATURE_BOUNDS, selective_metrics=SELECTIVE_METRICS,
+        ood_scores=OOD_SCORES,
         bootstrap_note=BOOTSTRAP_NOTE,
         study_rows=[study_row(s) for s in studies],
         selective=[c for c in map(selective_context, studies) if c is not None],

@@ -55,6 +55,13 @@ class Study:
     def ood_set(self) -> str:
         return str(self.runs["ood_set"].iloc[0])
 
+    @property
+    def baseline(self) -> float:
+        """The epsilon every other is compared with: the smallest of the study's runs, diverged
+        ones included (normally 0), so that a baseline whose runs all diverged is missing, never
+        silently replaced by the next epsilon."""
+        return float(self.runs["epsilon"].min())
+
     def final(self) -> pd.DataFrame:
         return final_epoch(self.metrics)
 
