@@ -162,13 +162,12 @@ def test_source_order(tmp_path):
     configured = write_tiny_root(tmp_path / "configured", n_train=20, n_test=10)
     debian = write_tiny_idx(tmp_path / "debian", n_train=30, n_test=10)
     spec = FMNIST.__class__(**{**FMNIST.__dict__, "system_dir": debian})
-    # data_root wins over the Debian directory; then Debian; then the downloader.
+    # data_root, when set, is the only source; without it the Debian directory, then the downloader.
     got = resolve_dataset(spec, str(configured), tmp_path, download=_no_download)
     assert got.source == str(configured / "FashionMNIST/raw")
     assert len(source_files(spec, str(configured))) == 4
-    (tmp_path / "empty_root" / "FashionMNIST" / "raw").mkdir(parents=True)  # an empty folder is no source
-    with pytest.raises(DataError, match="expected 60000"):  # Debian dir must hold the real set
-        resolve_dataset(spec, str(tmp_path / "empty_root"), tmp_path, download=_no_download)
+    with pytest.raises(DataError, match="expected 60000"):  # the Debian dir must hold the real set
+        resolve_dataset(spec, None, tmp_path, download=_no_download)
     calls = []
 
     def fake_download(s, root):
@@ -179,11 +178,27 @@ def test_source_order(tmp_path):
     with pytest.raises(DataError, match="expected 60000"):
         resolve_dataset(nowhere, None, tmp_path / "dl", download=fake_download)
     assert calls == [tmp_path / "dl"] and source_files(nowhere, None) == []
-    # With a data_root that lacks the dataset, torchvision downloads into data_root.
-    (tmp_path / "r").mkdir()
-    with pytest.raises(DataError, match="expected 60000"):
-        resolve_dataset(nowhere, str(tmp_path / "r"), tmp_path / "dl", download=fake_download)
-    assert calls[-1] == tmp_path / "r"
+
+
+@pytest.mark.parametrize("where", ["empty/FashionMNIST/raw", "deep/x/FashionMNIST/raw", "noraw/FashionMNIST",
+                                   "other/FashionMnist/raw"])
+def test_a_data_root_without_the_dataset_names_where_it_looked(tmp_path, where):
+    """data_root set: no fall-back to the Debian copy (60000 images), the user pointed elsewhere."""
+    debian = write_tiny_idx(tmp_path / "debian", n_train=30, n_test=10)
+    spec = FMNIST.__class__(**{**FMNIST.__dict__, "system_dir": debian})
+    root = tmp_path / where.split("/")[0]
+    if where.startswith("empty"):
+        (tmp_path / where).mkdir(parents=True)  # a failed download leaves an empty folder
+    else:
+        write_tiny_idx(tmp_path / where)
+    with pytest.raises(DataError) as info:
+        resolve_dataset(spec, str(root), tmp_path / "dl", download=_no_download)
+    message = str(info.value)
+    assert f"no Fashion-MNIST files in {root / 'FashionMNIST/raw'}" in message and "data_root holds:" in message
+    held = where.split("/")[1]
+    assert f"{held}/" in message, message
+    if not where.startswith(("empty", "other")):
+        assert "were found in" in message
 
 
 def test_prepare_data_caches_and_reloads(tmp_path, tiny_root):
@@ -274,3 +289,58 @@ def test_the_data_fingerprint_is_content_not_place(tmp_path):
     assert digest == files_sha256([b / f"{f}.gz" for f in files])
     (b / f"{files[0]}.gz").write_bytes(b"other")
     assert digest != files_sha256([b / f"{f}.gz" for f in files])
+
+
+class _RunsCode:
+    """A pickle that calls os.system when loaded, as a crafted data_batch_1 could."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_crafted_cifar_batch_runs_no_code(tmp_path):
+    d = write_tiny_cifar(tmp_path / "root" / "cifar-10-batches-py")
+    marker = tmp_path / "ran"
+    (d / "data_batch_1").write_bytes(pickle.dumps({b"data": _RunsCode(marker), b"labels": [0]}))
+    with pytest.raises(DataError) as info:
+        resolve_dataset(get_dataset("cifar10"), str(tmp_path / "root"), tmp_path / "dl", download=_no_download)
+    assert "data_batch_1" in str(info.value) and "refusing to load" in str(info.value)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("labels", [[2.5, 1.0], [True, 1], np.array([1.0, 2.0])])
+def test_cifar_labels_that_are_not_integers_are_refused(tmp_path, labels):
+    d = write_tiny_cifar(tmp_path / "root" / "cifar-10-batches-py")
+    (d / "data_batch_2").write_bytes(pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": labels}))
+    with pytest.raises(DataError, match="data_batch_2: labels are not integers"):
+        resolve_dataset(get_dataset("cifar10"), str(tmp_path / "root"), tmp_path / "dl", download=_no_download)
+
+
+def test_a_download_behind_a_proxy_that_never_answers_gives_up(tmp_path, monkeypatch):
+    """torchvision's urllib calls have no timeout of their own: a silent proxy must not hang the job."""
+    import socket
+    import time
+
+    from lsbench.datasets import torchvision_download
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)  # accepts connections (the kernel does), never answers
+    proxy = f"http://127.0.0.1:{server.getsockname()[1]}"
+    for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        monkeypatch.setenv(name, proxy)
+    for name in ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    started = time.monotonic()
+    try:
+        with pytest.raises(DataError, match="No MNIST data found"):
+            resolve_dataset(get_dataset("mnist"), None, tmp_path / "dl",
+                            download=lambda spec, root: torchvision_download(spec, root, timeout=0.5))
+    finally:
+        server.close()
+    assert time.monotonic() - started < 30

@@ -171,12 +171,40 @@ def cifar_files(directory: Path) -> list[Path]:
     return paths
 
 
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles only what a CIFAR-10 batch holds (dicts, lists, bytes, str, numbers and NumPy
+    arrays): a pickle can name any callable, and a crafted batch file would otherwise run code."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+               ("numpy._core.multiarray", "scalar"), ("_codecs", "encode")}
+
+    def find_class(self, module: str, name: str):  # noqa: ANN201 - pickle's protocol
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}: a CIFAR-10 batch holds only "
+                                         "dicts, lists, bytes and NumPy arrays")
+        return super().find_class(module, name)
+
+
+def _integer_labels(labels: object, path: Path) -> np.ndarray:
+    """Labels (a list, as CIFAR-10 stores them, or an array) as int64; DataError unless every one
+    is an integer: 2.5 or True would otherwise be truncated or cast to a class silently."""
+    if isinstance(labels, np.ndarray) and labels.dtype != object:
+        bad = None if np.issubdtype(labels.dtype, np.integer) else labels.dtype
+    else:
+        items = list(labels) if isinstance(labels, (list, tuple, np.ndarray)) else [labels]
+        bad = next((v for v in items if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer))),
+                   None)
+    if bad is not None:
+        raise DataError(f"{path}: labels are not integers (e.g. {bad!r})")
+    return np.asarray(labels, dtype=np.int64)
+
+
 def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Images (N, 3, 32, 32) uint8 and labels (N,) int64 from one pickled batch."""
+    """Images (N, 3, 32, 32) uint8 and labels (N,) int64 from one pickled batch (`_CifarUnpickler`)."""
     try:
         with open(path, "rb") as f:
-            # CIFAR's own format is a pickle; it holds only bytes, lists and numpy arrays.
-            batch = pickle.load(f, encoding="bytes")
+            batch = _CifarUnpickler(f, encoding="bytes").load()
         data, labels = batch[b"data"], batch[b"labels"]
     except (OSError, EOFError, pickle.UnpicklingError, KeyError, TypeError, ValueError,
             AttributeError, IndexError) as exc:
@@ -184,10 +212,7 @@ def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     data = np.asarray(data)
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         raise DataError(f"{path}: data is {data.dtype} {data.shape}, expected uint8 (N, 3072)")
-    try:
-        labels = np.asarray(labels, dtype=np.int64)
-    except (TypeError, ValueError) as exc:
-        raise DataError(f"{path}: labels are not integers ({exc})") from exc
+    labels = _integer_labels(labels, path)
     if labels.shape != (len(data),):
         raise DataError(f"{path}: {len(data)} images but labels of shape {labels.shape}")
     if len(labels) and (labels.min() < 0 or labels.max() >= 10):

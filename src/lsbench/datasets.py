@@ -3,13 +3,17 @@
 Adding a dataset is one `DatasetSpec` entry here (plus its test); nothing outside this entry knows
 its shape, class names, normalisation or where its files live. The module imports no torch.
 
-Where a dataset's files are looked for, in order (the first that exists is used; a source that
-exists but is incomplete or corrupt is an error naming the file, never a silent fall-through):
-1. `data_root`/<torchvision's folder> (`FashionMNIST/raw/`, `MNIST/raw/`, `KMNIST/raw/` with the four
-   IDX files, gzipped or not; `cifar-10-batches-py/` with CIFAR-10's python pickles), any size;
-2. the Debian package `dataset-fashion-mnist` (`/usr/share/datasets/fashion-mnist/`), for
-   Fashion-MNIST only, which must hold the real 60000/10000 images;
-3. torchvision's downloader when online (into `data_root`, else `results/data/download`).
+Where a dataset's files are looked for (a source that exists but is incomplete or corrupt is an
+error naming the file, never a silent fall-through):
+1. with `data_root` set: `data_root`/<torchvision's folder> (`FashionMNIST/raw/`, `MNIST/raw/`,
+   `KMNIST/raw/` with the four IDX files, gzipped or not; `cifar-10-batches-py/` with CIFAR-10's
+   python pickles), any size, and nowhere else: a dataset that is not there is an error that names
+   the folder looked in and what data_root holds (the user pointed here; another copy would be
+   used behind their back);
+2. without `data_root`: the Debian package `dataset-fashion-mnist`
+   (`/usr/share/datasets/fashion-mnist/`), for Fashion-MNIST only, which must hold the real
+   60000/10000 images; then torchvision's downloader when online (into `results/data/download`),
+   with a bounded wait (`DOWNLOAD_TIMEOUT_S` per connection and read).
 `digits` is scikit-learn's bundled 8x8 set and needs none of these.
 """
 
@@ -23,6 +27,9 @@ from lsbench.data import (IDX_STEMS, DataError, ImageData, MissingDataError, arr
                           cifar_files, digits_file, idx_files, load_cifar_dir, load_digits_split, load_idx_dir)
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+# Seconds torchvision's downloader may wait on a connection or a read before the next mirror (and
+# then the "No ... data found" message): a proxy that never answers must not hang a job.
+DOWNLOAD_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -89,28 +96,36 @@ def get_dataset(name: str) -> DatasetSpec:
 
 
 def local_source(spec: DatasetSpec, data_root: str | None) -> tuple[Path, bool] | None:
-    """(directory, whether it must hold the real sizes) of the first local source that has files.
-
-    DataError when `data_root` is not a directory, or holds the dataset's files at its top level
-    instead of in torchvision's folder (a common slip, which would otherwise fall through to
-    another source unnoticed). An empty folder (a failed download leaves one) is no source.
+    """(directory, whether it must hold the real sizes) of the local source of `spec`, or None
+    (download). With `data_root` set that is its torchvision folder, else DataError naming the
+    folder looked in and what data_root holds (not a directory; the files at its top level, one
+    level too deep, or without raw/; an empty folder, as a failed download leaves one).
     """
     if spec.layout == "digits":
         return digits_file(), True
     if data_root is not None:
-        root = Path(data_root)
-        if not root.is_dir():
-            raise DataError(f"data_root {data_root}: no such directory")
-        folder = root / spec.subdir
-        if folder.is_dir() and any(p.is_file() for p in folder.iterdir()):
-            return folder, False
-        stray = [p.name for p in root.iterdir() if p.name.split(".")[0] in _TOP_LEVEL_NAMES[spec.layout]]
-        if stray and not folder.is_dir():
-            raise DataError(f"data_root {data_root} holds {', '.join(sorted(stray))} at its top level; "
-                            f"torchvision's layout puts {spec.title}'s files in {folder}")
+        return _data_root_folder(spec, Path(data_root)), False
     if spec.system_dir is not None and spec.system_dir.is_dir():
         return spec.system_dir, True
     return None
+
+
+def _data_root_folder(spec: DatasetSpec, root: Path) -> Path:
+    if not root.is_dir():
+        raise DataError(f"data_root {root}: no such directory")
+    folder = root / spec.subdir
+    if folder.is_dir() and any(p.is_file() for p in folder.iterdir()):
+        return folder
+    markers = _TOP_LEVEL_NAMES[spec.layout]
+    found = sorted(str(p.parent.relative_to(root)).replace(".", "data_root itself") + "/"
+                   if p.parent == root else str(p.parent.relative_to(root)) + "/"
+                   for p in root.rglob("*") if p.is_file() and p.name.split(".")[0] in markers)
+    held = sorted(p.name + ("/" if p.is_dir() else "") for p in root.iterdir())
+    hint = (f"; {spec.title}'s files were found in {', '.join(dict.fromkeys(found))} (under data_root), "
+            f"but torchvision's layout puts them in {spec.subdir}/" if found else "")
+    raise DataError(f"data_root {root}: no {spec.title} files in {folder} ({_layout_files(spec)}){hint}. "
+                    f"data_root holds: {', '.join(held[:20]) or 'nothing'}"
+                    + (f" and {len(held) - 20} more" if len(held) > 20 else ""))
 
 
 def source_files(spec: DatasetSpec, data_root: str | None) -> list[Path]:
@@ -138,13 +153,22 @@ def decode(spec: DatasetSpec, directory: Path, real_sizes: bool) -> ImageData:
                      source=str(directory))
 
 
-def torchvision_download(spec: DatasetSpec, root: Path) -> Path:
-    """Fetch `spec` with torchvision (needs the network); return the directory of its raw files."""
+def torchvision_download(spec: DatasetSpec, root: Path, timeout: float = DOWNLOAD_TIMEOUT_S) -> Path:
+    """Fetch `spec` with torchvision (needs the network); return the directory of its raw files.
+    Every connection and read waits at most `timeout` seconds (torchvision's urllib calls take no
+    timeout of their own, so the process-wide socket default bounds them)."""
+    import socket
+
     import torchvision.datasets
 
     cls = getattr(torchvision.datasets, spec.torchvision_class)
-    for train in (True, False):
-        cls(str(root), train=train, download=True)
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(timeout)
+    try:
+        for train in (True, False):
+            cls(str(root), train=train, download=True)
+    finally:
+        socket.setdefaulttimeout(previous)
     return root / spec.subdir
 
 
@@ -172,9 +196,8 @@ def resolve_dataset(spec: DatasetSpec, data_root: str | None, download_root: Pat
     found = local_source(spec, data_root)
     if found is not None:
         return decode(spec, *found)
-    root = Path(data_root) if data_root is not None else download_root
     try:
-        raw_dir = download(spec, root)
-    except (OSError, RuntimeError) as exc:  # URLError is an OSError; torchvision raises RuntimeError
+        raw_dir = download(spec, download_root)
+    except (OSError, RuntimeError) as exc:  # URLError and timeouts are OSErrors; torchvision raises RuntimeError
         raise DataError(f"{no_data_help(spec)}\n(torchvision download failed: {exc})") from exc
     return decode(spec, raw_dir, real_sizes=True)
