@@ -3,15 +3,18 @@
 Adding a model is one entry in `MODELS` (plus its test). A user's own model is an import path,
 "package.module:function", naming a factory with the same signature that returns a module
 mapping float32 images (B, C, H, W) to logits (B, num_classes); it must be importable on the
-training jobs' PYTHONPATH. Every model, built-in or not, is built right after
-`torch.manual_seed(seed)`, so the run's seed fixes its initial weights.
+training jobs' PYTHONPATH. Every model, built-in or not, is built right after seeding torch's,
+NumPy's global and Python's `random` generators with the run's seed, so the seed fixes its initial
+weights whichever of them a factory draws from.
 """
 
 from __future__ import annotations
 
 import importlib
+import random
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -141,12 +144,20 @@ def resolve_builder(name: str) -> ModelBuilder:
     return builder
 
 
+def seed_everything(seed: int) -> None:
+    """Seed what a factory may reasonably draw from: torch's default generator (and CUDA's), NumPy's
+    global generator and Python's `random`."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
 def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int, seed: int) -> nn.Module:
-    """Seed torch's default generator with `seed`, then build model `name` for images
-    `input_shape` (C, H, W) and `num_classes` classes; ConfigError naming the model if the
+    """Seed torch, NumPy and `random` with `seed` (`seed_everything`), then build model `name` for
+    images `input_shape` (C, H, W) and `num_classes` classes; ConfigError naming the model if the
     factory fails or returns something other than an nn.Module."""
     builder = resolve_builder(name)
-    torch.manual_seed(seed)
+    seed_everything(seed)
     try:
         model = builder(tuple(input_shape), num_classes)
     except ConfigError:
@@ -162,7 +173,10 @@ def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int, 
 
 
 def check_output(name: str, model: nn.Module, x: torch.Tensor, num_classes: int) -> None:
-    """ConfigError naming the model unless it maps a batch x (B, C, H, W) to logits (B, num_classes)."""
+    """ConfigError naming the model unless it maps a batch x (B, C, H, W) to finite logits
+    (B, num_classes). Outputs that are probabilities (every row non-negative and summing to 1: a
+    final Softmax) are refused: lsbench applies the softmax itself, and a second one would make
+    every run look underconfident."""
     was_training = model.training
     model.eval()
     try:
@@ -176,3 +190,9 @@ def check_output(name: str, model: nn.Module, x: torch.Tensor, num_classes: int)
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (x.shape[0], num_classes):
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ConfigError(f"model {name!r}: expected logits of shape {(x.shape[0], num_classes)}, got {got}")
+    out = out.double()
+    if not torch.isfinite(out).all():
+        raise ConfigError(f"model {name!r}: its untrained outputs are not finite (NaN or inf)")
+    if bool((out >= 0).all()) and bool(torch.allclose(out.sum(dim=1), torch.ones(len(out), dtype=out.dtype), atol=1e-4)):
+        raise ConfigError(f"model {name!r}: returns probabilities (every row is non-negative and sums to 1, e.g. "
+                          "a final Softmax); return logits instead: lsbench applies the softmax itself")

@@ -11,11 +11,16 @@
   is built) and for data order, both from the seed, so a seed means the same initial weights and
   batch order for every epsilon (a paired comparison).
 - `model.train()` while training, `model.eval()` while evaluating (BatchNorm, dropout).
+- A model is someone else's code: it gets copies of lsbench's tensors (a forward that scales its
+  input in place changes nothing here), never a one-image training batch (BatchNorm cannot take
+  one: a last batch of one joins the batch before it), and one evaluation of the test set per
+  epoch feeds every number of that epoch, the final tables included (a model that is random at
+  test time, such as MC dropout, cannot give metrics that disagree with its predictions).
 """
 
 from __future__ import annotations
 
-import math
+import random
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Protocol
@@ -37,6 +42,8 @@ EVAL_CHUNK = 1024
 # streams for one seed, none of which depends on epsilon.
 DATA_SEED_OFFSET = 2**32
 SPLIT_SEED_OFFSET = 2**33
+# Images of the first forward pass that checks a model's output (shape, logits not probabilities).
+CHECK_BATCH = 64
 
 
 def resolve_device(name: str) -> torch.device:
@@ -116,15 +123,20 @@ class Stepper(Protocol):
 class AutogradStepper:
     """Adam (`torch.optim.Adam(fused=True)`, lr `lr`, torch's defaults otherwise) on
     `F.cross_entropy(model(x), y, label_smoothing=epsilon)`; `step` returns the batch loss as a
-    device scalar."""
+    device scalar. A forward that fails is a ConfigError naming the model (`name`)."""
 
-    def __init__(self, model: nn.Module, lr: float, epsilon: float) -> None:
-        self.model, self.epsilon = model, epsilon
+    def __init__(self, model: nn.Module, lr: float, epsilon: float, name: str = "model") -> None:
+        self.model, self.epsilon, self.name = model, epsilon, name
         self.optimizer = torch.optim.Adam(model.parameters(), lr=lr, fused=True)
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         self.optimizer.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(self.model(x), y, label_smoothing=self.epsilon)
+        try:
+            logits = self.model(x)
+        except Exception as exc:  # noqa: BLE001 - a user's forward may raise anything; say whose it was
+            raise ConfigError(f"model {self.name!r}: forward on a training batch of shape {tuple(x.shape)} failed: "
+                              f"{type(exc).__name__}: {exc}") from exc
+        loss = F.cross_entropy(logits, y, label_smoothing=self.epsilon)
         loss.backward()
         self.optimizer.step()
         return loss.detach()
@@ -136,15 +148,17 @@ class AutogradStepper:
         self.optimizer.load_state_dict(blob)
 
 
-def make_stepper(model: nn.Module, lr: float, epsilon: float, allow_manual: bool = True) -> Stepper:
+def make_stepper(model: nn.Module, lr: float, epsilon: float, allow_manual: bool = True,
+                 name: str = "model") -> Stepper:
     """The model's own fast step if it has one (and `allow_manual`), else autograd's."""
     manual = getattr(model, "manual_stepper", None) if allow_manual else None
-    return manual(lr, epsilon) if manual is not None else AutogradStepper(model, lr, epsilon)
+    return manual(lr, epsilon) if manual is not None else AutogradStepper(model, lr, epsilon, name)
 
 
 @dataclass
 class TrainState:
-    """Everything a resumed run needs: weights (and buffers), optimiser state, RNG states, history."""
+    """Everything a resumed run needs: weights (and buffers), optimiser state, RNG states, history,
+    and the last epoch's test logits (N, C) float32 on the CPU, from which its tables are written."""
 
     model: nn.Module
     stepper: Stepper
@@ -152,18 +166,24 @@ class TrainState:
     epoch: int = 0
     records: list[dict[str, Any]] = field(default_factory=list)
     diverged: bool = False
+    test_logits: torch.Tensor | None = None
 
     def state_dict(self) -> dict[str, Any]:
+        numpy_rng = np.random.get_state()
         return {
             "model": self.model.state_dict(),
             "optimizer": self.stepper.state_dict(),
             "data_generator": self.data_generator.get_state(),
-            # A user's model may draw random numbers while training (dropout): resume those too.
+            # A user's model may draw random numbers while training (dropout, from torch, NumPy or
+            # Python's random): resume those too. NumPy's key goes as a tensor (weights_only loads).
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy_rng": (numpy_rng[0], torch.from_numpy(numpy_rng[1].astype(np.int64)), *numpy_rng[2:]),
+            "python_rng": random.getstate(),
             "epoch": self.epoch,
             "records": self.records,
             "diverged": self.diverged,
+            "test_logits": self.test_logits,
         }
 
     def load_state_dict(self, blob: dict[str, Any]) -> None:
@@ -173,9 +193,13 @@ class TrainState:
         torch.set_rng_state(blob["torch_rng"])
         if blob["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(blob["cuda_rng"])
+        kind, key, *rest = blob["numpy_rng"]
+        np.random.set_state((kind, key.numpy().astype(np.uint32), *rest))
+        random.setstate(blob["python_rng"])
         self.epoch = int(blob["epoch"])
         self.records = list(blob["records"])
         self.diverged = bool(blob["diverged"])
+        self.test_logits = blob["test_logits"]
 
 
 def new_state(model_name: str, data: DeviceData, num_classes: int, seed: int, epsilon: float, cfg: TrainConfig,
@@ -184,9 +208,22 @@ def new_state(model_name: str, data: DeviceData, num_classes: int, seed: int, ep
     its stepper, and the data-order generator."""
     device = data.train_x.device
     model = build_model(model_name, tuple(data.train_x.shape[1:]), num_classes, seed).to(device)
-    check_output(model_name, model, data.train_x[:2], num_classes)
-    stepper = make_stepper(model, cfg.lr, epsilon, allow_manual)
+    check_output(model_name, model, data.train_x[:CHECK_BATCH].clone(), num_classes)
+    stepper = make_stepper(model, cfg.lr, epsilon, allow_manual, model_name)
     return TrainState(model, stepper, torch.Generator().manual_seed(DATA_SEED_OFFSET + seed))
+
+
+def batch_bounds(n: int, batch_size: int) -> list[int]:
+    """Start of every batch of an epoch of n images, then n. A last batch of one image joins the
+    batch before it: BatchNorm cannot normalise a batch of one in training mode.
+
+    >>> batch_bounds(7, 3), batch_bounds(6, 3), batch_bounds(1, 3)
+    ([0, 3, 7], [0, 3, 6], [0, 1])
+    """
+    bounds = [*range(0, n, batch_size), n]
+    if len(bounds) > 2 and bounds[-1] - bounds[-2] == 1:
+        del bounds[-2]
+    return bounds
 
 
 def train_epoch(state: TrainState, data: DeviceData, batch_size: int) -> torch.Tensor:
@@ -196,20 +233,22 @@ def train_epoch(state: TrainState, data: DeviceData, batch_size: int) -> torch.T
     order = torch.randperm(n, generator=state.data_generator).to(device)
     total = torch.zeros((), device=device)
     state.model.train()
-    for start in range(0, n, batch_size):
-        idx = order[start:start + batch_size]
-        # index_select: the same rows as train_x[idx], gathered faster.
+    bounds = batch_bounds(n, batch_size)
+    for start, end in zip(bounds[:-1], bounds[1:]):
+        idx = order[start:end]
+        # index_select: the same rows as train_x[idx], gathered faster (and a copy the model may change).
         total += state.stepper.step(data.train_x.index_select(0, idx), data.train_y.index_select(0, idx))
-    return total / math.ceil(n / batch_size)
+    return total / (len(bounds) - 1)
 
 
 @torch.inference_mode()
 def predict_logits(model: nn.Module, x: torch.Tensor, chunk: int = EVAL_CHUNK) -> torch.Tensor:
-    """Logits (N, C) float32 in eval mode, in chunks; (0, C) for an empty x."""
+    """Logits (N, C) float32 in eval mode, in chunks; (0, C) for an empty x. The model sees a copy
+    of each chunk, so a forward that changes its input in place cannot change `x`."""
     was_training = model.training
     model.eval()
     try:
-        return torch.cat([model(x[i:i + chunk]).float() for i in range(0, max(x.shape[0], 1), chunk)])
+        return torch.cat([model(x[i:i + chunk].clone()).float() for i in range(0, max(x.shape[0], 1), chunk)])
     finally:
         model.train(was_training)
 
@@ -237,7 +276,8 @@ def run_epochs(state: TrainState, data: DeviceData, epsilon: float, cfg: TrainCo
     while state.epoch < cfg.epochs and not state.diverged:
         start = time.perf_counter()
         train_loss = float(train_epoch(state, data, cfg.batch_size))  # one sync per epoch
-        metrics = evaluate_logits(to_numpy(predict_logits(state.model, data.test_x)), test_y, epsilon)
+        state.test_logits = predict_logits(state.model, data.test_x).cpu()
+        metrics = evaluate_logits(state.test_logits.numpy(), test_y, epsilon)
         sync_device(device)
         state.epoch += 1
         reason = divergence(train_loss, num_classes)

@@ -1,0 +1,139 @@
+"""A user's model is untrusted code: its contract is checked and it cannot change lsbench's state."""
+
+import json
+import sys
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import train_run
+from lsbench.config import ConfigError, TrainConfig
+from lsbench.metrics import evaluate_logits
+from lsbench.models import build_model
+
+CFG = TrainConfig(epochs=2, batch_size=32, device="cpu")
+
+NETS = """
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+
+    class Halving(nn.Module):
+        # Scales its input in place: a forward that writes into the tensor it is given.
+        def __init__(self, in_features, num_classes, in_place):
+            super().__init__()
+            self.fc, self.in_place = nn.Linear(in_features, num_classes), in_place
+
+        def forward(self, x):
+            if self.in_place:
+                x /= 2
+            else:
+                x = x / 2
+            return self.fc(x.flatten(1))
+
+
+    def halves_in_place(input_shape, num_classes):
+        return Halving(int(np.prod(input_shape)), num_classes, True)
+
+
+    def halves_a_copy(input_shape, num_classes):
+        return Halving(int(np.prod(input_shape)), num_classes, False)
+
+
+    def softmax_head(input_shape, num_classes):
+        return nn.Sequential(nn.Flatten(), nn.Linear(int(np.prod(input_shape)), num_classes), nn.Softmax(dim=1))
+
+
+    class MCDropout(nn.Module):
+        # Dropout that stays on in eval mode (MC dropout): random at test time.
+        def __init__(self, in_features, num_classes):
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(in_features, 64), nn.Linear(64, num_classes)
+
+        def forward(self, x):
+            return self.fc2(F.dropout(F.relu(self.fc1(x.flatten(1))), p=0.5, training=True))
+
+
+    def mc_dropout(input_shape, num_classes):
+        return MCDropout(int(np.prod(input_shape)), num_classes)
+
+
+    def numpy_init(input_shape, num_classes):
+        layer = nn.Linear(int(np.prod(input_shape)), num_classes)
+        with torch.no_grad():
+            layer.weight.copy_(torch.from_numpy(np.random.randn(*layer.weight.shape) * 0.01))
+        return nn.Sequential(nn.Flatten(), layer)
+
+
+    def batchnorm(input_shape, num_classes):
+        return nn.Sequential(nn.Flatten(), nn.Linear(int(np.prod(input_shape)), 16), nn.BatchNorm1d(16), nn.ReLU(),
+                             nn.Linear(16, num_classes))
+"""
+
+
+@pytest.fixture
+def nets(tmp_path):
+    name = "lsbench_user_nets"
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent(NETS))
+    sys.path.insert(0, str(tmp_path))
+    sys.modules.pop(name, None)
+    yield name
+    sys.path.remove(str(tmp_path))
+    sys.modules.pop(name, None)
+
+
+def tables(run_dir):
+    return {t: pd.read_parquet(run_dir / f"{t}.parquet") for t in ("metrics", "predictions", "runs", "calibrated")}
+
+
+def test_a_model_that_returns_probabilities_is_refused(tmp_path, tiny_dataset_file, nets):
+    with pytest.raises(ConfigError, match=f"model '{nets}:softmax_head': returns probabilities"):
+        train_run(tiny_dataset_file, tmp_path / "run", model=f"{nets}:softmax_head", cfg=CFG)
+
+
+def test_a_forward_that_changes_its_input_in_place_changes_nothing(tmp_path, tiny_dataset_file, nets):
+    train_run(tiny_dataset_file, tmp_path / "in_place", model=f"{nets}:halves_in_place", cfg=CFG)
+    train_run(tiny_dataset_file, tmp_path / "copy", model=f"{nets}:halves_a_copy", cfg=CFG)
+    a, b = tables(tmp_path / "in_place"), tables(tmp_path / "copy")
+    drop = ["epoch_seconds", "model"]
+    pd.testing.assert_frame_equal(a["metrics"].drop(columns=drop), b["metrics"].drop(columns=drop))
+    logits = [c for c in a["predictions"] if c.startswith("logit_")]
+    assert np.array_equal(a["predictions"][logits].to_numpy(), b["predictions"][logits].to_numpy())
+
+
+def test_a_model_random_at_test_time_gives_one_set_of_final_numbers(tmp_path, tiny_dataset_file, nets):
+    train_run(tiny_dataset_file, tmp_path / "mc", model=f"{nets}:mc_dropout", cfg=CFG)
+    t = tables(tmp_path / "mc")
+    final = t["metrics"].iloc[-1]
+    p = t["predictions"]
+    logits = p[[f"logit_{c}" for c in range(10)]].to_numpy()
+    again = evaluate_logits(logits, p["label"].to_numpy(), epsilon=0.1)
+    for metric in ("accuracy", "ece", "test_nll", "smece", "aurc"):
+        assert again[metric] == final[metric], metric
+
+
+def test_a_factory_that_draws_from_numpy_is_seeded(tmp_path, tiny_dataset_file, nets):
+    first, second, other = (build_model(f"{nets}:numpy_init", (1, 28, 28), 10, seed) for seed in (3, 3, 4))
+    assert all(np.array_equal(a.detach(), b.detach()) for a, b in zip(first.parameters(), second.parameters()))
+    assert not np.array_equal(first[1].weight.detach(), other[1].weight.detach())
+
+
+def test_batchnorm_never_gets_a_one_image_batch(tmp_path, tiny_dataset_file, nets):
+    # 256 images - 31 held out = 225 = 7 x 32 + 1: the last batch would hold one image.
+    cfg = TrainConfig(epochs=1, batch_size=32, device="cpu", validation_size=31)
+    train_run(tiny_dataset_file, tmp_path / "bn", model=f"{nets}:batchnorm", cfg=cfg)
+    runs = tables(tmp_path / "bn")["runs"]
+    assert runs.loc[0, "n_train"] == 225 and not tables(tmp_path / "bn")["metrics"]["diverged"].any()
+
+
+def test_the_runs_table_records_the_models_code(tmp_path, tiny_dataset_file, nets):
+    from lsbench.plan import model_code_sha256
+
+    train_run(tiny_dataset_file, tmp_path / "run", model=f"{nets}:halves_a_copy", cfg=CFG)
+    recorded = tables(tmp_path / "run")["runs"].loc[0, "model_sha256"]
+    assert recorded == model_code_sha256(f"{nets}:halves_a_copy") and len(recorded) == 16
+    assert json.loads(tables(tmp_path / "run")["runs"].loc[0, "class_names"])[0] == "T-shirt/top"
