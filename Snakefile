@@ -19,20 +19,27 @@ configfile: "config.yaml"
 # Coerce config values to the schema's types and validate once, before any rule exists. Strings
 # that YAML or `--config` read as numbers ("007", "2024.10") are taken as they were written.
 settings = workflow.config_settings
+config_files = ["config.yaml", *getattr(settings, "configfiles", [])]
 config.update(
     validate_config(
         config,
         load_schema(),
         {
-            **raw_yaml_texts(["config.yaml", *getattr(settings, "configfiles", [])]),
+            **raw_yaml_texts(config_files),
             **raw_overrides(getattr(settings, "config_args", None)),
         },
+        yaml_files=config_files,
     )
 )
 LSB = to_workflow_config(config)
 
 
 include: "workflow/rules/common.smk"
+
+
+PLAN = get_plan(LSB)
+
+
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/collect.smk"

@@ -75,6 +75,15 @@ def workflow_dir(root: Path, idx: dict | None = None, **config) -> Path:
     return root
 
 
+def run_file(workdir: Path, name: str, dataset: str = "fashion_mnist", model: str = "mlp", seed: int = 0,
+             eps: str = "0.1") -> Path:
+    """`name` in the one run directory of (dataset, model, seed, eps) under workdir/results/runs,
+    whatever its definition digest (lsbench.plan); a path that does not exist if there is none."""
+    found = sorted((workdir / "results" / "runs" / dataset / model).glob(f"*/seed{seed}/eps{eps}"))
+    assert len(found) <= 1, found
+    return (found[0] if found else workdir / "results" / "runs" / "none") / name
+
+
 def snakemake_cmd(workdir: Path, *args: str) -> list[str]:
     """`snakemake` on the repo's Snakefile, run in `workdir`, with this Python."""
     return [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
@@ -129,7 +138,8 @@ def report_results(tmp_path_factory) -> Path:
             train_run(data, runs[-1], seed, eps, cfg, ood=("digits", digits))
     config = {**yaml.safe_load((REPO / "config.yaml").read_text()), "seeds": [0, 1], "epsilons": [0.0, 0.3],
               "epochs": 2, "batch_size": 32, "validation_size": 32, "device": "cpu", "data_root": str(root / "data")}
-    collect(runs, root / "results", lambda m: None, config=config, source_dir=REPO, data_dir=root / "data")
+    collect(runs, root / "results", lambda m: None, config=config, source_dir=REPO,
+            data_summaries=[data.with_suffix(".json"), digits.with_suffix(".json")])
     return root / "results"
 
 

@@ -17,7 +17,7 @@ from lsbench.report import render
 from lsbench.tables import Tables, read_tables
 
 import conftest
-from conftest import write_tiny_root
+from conftest import run_file, write_tiny_root
 
 
 def workflow_dir(root: Path, **overrides) -> Path:
@@ -59,12 +59,12 @@ def job_pids(pattern: str, workdir: Path) -> list[int]:
 
 def test_kill_minus_9_mid_run_then_rerun_resumes_exactly(tmp_path):
     killed = workflow_dir(tmp_path / "killed", epochs=6)
-    ckpt = killed / "results" / "runs" / "fashion_mnist" / "mlp" / "seed0" / "eps0.1" / "checkpoint.pt"
     # The tables are the target (collect's outputs): the report adds nothing to what is compared.
     proc = subprocess.Popen(snakemake_cmd(killed, TABLES), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while checkpoint_epoch(ckpt) < 2 and time.time() < deadline and proc.poll() is None:
+    while checkpoint_epoch(run_file(killed, "checkpoint.pt")) < 2 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
+    ckpt = run_file(killed, "checkpoint.pt")
     assert checkpoint_epoch(ckpt) >= 2, "the train job never reached epoch 2"
     pids = job_pids("lsbench train", killed)
     assert pids, "no running train job to kill"
@@ -72,12 +72,13 @@ def test_kill_minus_9_mid_run_then_rerun_resumes_exactly(tmp_path):
         os.kill(pid, signal.SIGKILL)
     proc.wait(timeout=120)
     assert proc.returncode != 0  # the workflow saw its job die
-    metrics = killed / "results" / "runs" / "fashion_mnist" / "mlp" / "seed0" / "eps0.1" / "metrics.parquet"
+    metrics = run_file(killed, "metrics.parquet")
     assert not metrics.exists()
     done_before = checkpoint_epoch(ckpt)
     assert 2 <= done_before < 6
     run_ok(killed, TABLES)
-    log = (killed / "results" / "logs" / "train" / "fashion_mnist" / "mlp" / "seed0_eps0.1.log").read_text()
+    definition = ckpt.parent.parent.parent.name
+    log = (killed / "results" / "logs" / "train" / "fashion_mnist" / "mlp" / definition / "seed0_eps0.1.log").read_text()
     assert "resuming from" in log and f"after epoch {done_before}" in log
     assert not ckpt.exists()  # removed once the run is done
 

@@ -128,3 +128,42 @@ def test_values_the_report_would_misread(results, tmp_path, capsys, table, chang
     err = report_error(results, tmp_path, capsys)
     assert f"{table}.parquet" in err and needle in err, err
     assert "np.int64" not in err and "np.float64" not in err, err  # plain values name the run
+
+
+def test_half_of_the_predictions_are_refused(results, tmp_path, capsys):
+    rewrite(results / "predictions.parquet", lambda df: df[df["index"] % 2 == 0])
+    err = report_error(results, tmp_path, capsys)
+    assert "predictions.parquet" in err and "rows missing" in err and "'dataset': 'fashion_mnist'" in err
+
+
+def test_a_missing_image_zero_is_refused(results, tmp_path, capsys):
+    rewrite(results / "predictions.parquet", lambda df: df[df["index"] != 0])
+    err = report_error(results, tmp_path, capsys)
+    assert "predictions.parquet" in err and "not 0, 1, ..., n-1" in err
+
+
+def test_predictions_from_another_results_folder_are_refused(results, tmp_path, capsys):
+    other = make_tables(sharpness=lambda eps: 3.0, accuracy=lambda eps: 0.5)  # other runs, same keys
+    other.predictions.to_parquet(results / "predictions.parquet", index=False)
+    err = report_error(results, tmp_path, capsys)
+    assert "predictions.parquet" in err and "not the predictions their final metrics" in err
+
+
+def test_ood_predictions_without_logits_are_refused(results, tmp_path, capsys):
+    rewrite(results / "ood_predictions.parquet", lambda df: df.drop(columns=[c for c in df if c.startswith("logit_")]))
+    assert "ood_predictions.parquet: missing column(s) logit_0" in report_error(results, tmp_path, capsys)
+
+
+def test_class_names_are_text_not_mathtext(results, tmp_path, capsys):
+    import json
+
+    names = json.dumps(["$\\undefinedmacro$", "a_b^c", "$x$", "{}"])
+    rewrite(results / "runs.parquet", lambda df: df.assign(class_names=names))
+    assert cli_main(["report", str(results), "-o", str(tmp_path / "r.html")]) == 0, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("out", ["", "  "])
+def test_an_empty_report_path_is_refused(results, capsys, out):
+    assert cli_main(["report", str(results), "-o", out]) == 1
+    err = capsys.readouterr().err
+    assert "an empty path" in err and "Traceback" not in err

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import LAYOUT, REPO, snakemake_cmd, workflow_dir, write_tiny_idx
+from conftest import LAYOUT, REPO, run_file, snakemake_cmd, workflow_dir, write_tiny_idx
 
 GRID = ["datasets=[fashion_mnist,digits]", "models=[mlp,lenet]", "seeds=[0,1]", "epsilons=[0.0,0.2]",
         "epochs=2", "batch_size=32", "validation_size={fashion_mnist: 32, digits: 0.1}"]
@@ -81,8 +81,9 @@ def test_runs_table_records_each_run(workdir):
     assert json.loads(fashion["class_names"].iloc[0])[0] == "T-shirt/top"
     assert json.loads(digits["class_names"].iloc[0]) == [str(d) for d in range(10)]
     for dataset, group in runs.groupby("dataset"):
-        summary = json.loads((workdir / "results" / "data" / f"{dataset}.json").read_text())
-        assert set(group["data_sha256"]) == {summary["sha256"]}
+        (summary_file,) = (workdir / "results" / "data").glob(f"{dataset}-*.json")  # the cache's fingerprint
+        summary = json.loads(summary_file.read_text())
+        assert set(group["data_sha256"]) == {summary["sha256"]} and summary["dataset"] == dataset
 
 
 def test_final_metrics_recompute_from_predictions_alone(workdir):
@@ -118,8 +119,8 @@ def test_reliability_and_predictions_tables(workdir):
     assert len(pred) == 8 * N_TEST + 8 * 360
     assert (pred[[f"prob_{c}" for c in range(10)]].sum(axis=1) - 1).abs().max() < 1e-12
     cal = read(workdir, "calibrated")
-    assert list(cal.columns[:8]) == ["dataset", "model", "seed", "epsilon", "temperature", "ece_ts", "nll_ts",
-                                     "mean_confidence_ts"]
+    assert list(cal.columns[:8]) == ["dataset", "model", "seed", "epsilon", "temperature", "temperature_at_bound",
+                                     "ece_ts", "nll_ts"]
     assert len(cal) == 16 and cal["temperature"].between(0.05, 20).all() and cal["ece_ts"].between(0, 1).all()
 
 
@@ -224,12 +225,14 @@ def test_changed_data_is_noticed_even_with_an_older_mtime(workdir, tmp_path):
 
 def test_collect_refuses_runs_that_do_not_match_the_config(workdir, tmp_path):
     wd = copy_workdir(workdir, tmp_path)
-    # A config change that Snakemake is told not to act on (mtime trigger only): collect must notice.
-    run = snakemake(wd, "--rerun-triggers", "mtime", "--forcerun", "collect", "--config", *GRID,
-                    f"data_root={wd / 'data'}", "lr=0.005")
+    # A run directory whose tables were made otherwise (copied in by hand): collect must notice.
+    runs_file = run_file(wd, "runs.parquet", eps="0.2")
+    runs = pd.read_parquet(runs_file)
+    runs_file.write_bytes(runs.assign(lr=0.005).to_parquet(index=False))
+    run = snakemake(wd, "--forcerun", "collect", "--config", *GRID)
     assert run.returncode != 0
     out = output(run)
-    assert "do not match the workflow's config" in out and "recorded lr=0.001, the config says 0.005" in out
+    assert "do not match the workflow's config" in out and "recorded lr=0.005, the config says 0.001" in out
 
 
 def test_a_failing_jobs_reason_reaches_the_terminal(tmp_path):
@@ -243,11 +246,11 @@ def test_a_failing_jobs_reason_reaches_the_terminal(tmp_path):
 
 def test_an_out_of_range_target_path_fails_before_training(workdir, tmp_path):
     wd = copy_workdir(workdir, tmp_path)
-    target = "results/runs/fashion_mnist/mlp/seed0/eps1.5/metrics.parquet"
+    target = "results/runs/fashion_mnist/mlp/0123456789abcdef/seed0/eps1.5/metrics.parquet"
     run = snakemake(wd, target, "--config", *GRID)
     assert run.returncode != 0
     assert "--epsilon = 1.5: 1.5 is greater than or equal to the maximum of 1" in output(run)
-    assert not (wd / "results/runs/fashion_mnist/mlp/seed0/eps1.5/checkpoint.pt").exists()
+    assert not (wd / "results/runs/fashion_mnist/mlp/0123456789abcdef/seed0/eps1.5/checkpoint.pt").exists()
 
 
 # Several bad keys in one run: validation reports every error at once. Same-key variants need runs of their own.
@@ -291,7 +294,7 @@ def test_values_snakemake_mistypes_are_coerced(tmp_path):
     from lsbench.config import load_schema, raw_overrides, validate_config
 
     (tmp_path / "config.yaml").write_text((REPO / "config.yaml").read_text())
-    (tmp_path / "007").mkdir()  # a data_root must exist
+    write_tiny_idx(tmp_path / "007" / LAYOUT["fashion_mnist"])  # a data_root must hold the dataset
     run = snakemake(tmp_path, "-n", "--config", *MISTYPED)
     assert run.returncode == 0, output(run)[-2000:]
     # The same path the Snakefile takes, with what Snakemake's parser makes of each override.
@@ -305,7 +308,7 @@ def test_values_snakemake_mistypes_are_coerced(tmp_path):
 def test_collect_refuses_a_run_twice_and_names_a_missing_table(workdir, tmp_path, capsys):
     from lsbench.cli import main as cli_main
 
-    run = sorted((workdir / "results" / "runs").glob("*/*/*/*"))[0]
+    run = sorted((workdir / "results" / "runs").glob("*/*/*/*/*"))[0]
     assert cli_main(["collect", "--out-dir", str(tmp_path / "out"), str(run), str(run)]) == 1
     err = capsys.readouterr().err
     assert "2 run directories hold the same run" in err and str(run) in err and "Traceback" not in err
@@ -318,10 +321,102 @@ def test_collect_refuses_a_run_twice_and_names_a_missing_table(workdir, tmp_path
     assert not (tmp_path / "out").exists()
 
 
-def test_moving_data_root_reruns_only_the_datasets_read_from_it(workdir, tmp_path):
+def test_the_same_data_reached_another_way_reruns_nothing(workdir, tmp_path):
+    """A copy of data_root elsewhere, or the same one by its absolute path: the caches' names are
+    their content's fingerprint, so nothing is prepared or trained again."""
     wd = copy_workdir(workdir, tmp_path)
     shutil.copytree(wd / "data", wd / "moved")
-    run = snakemake(wd, "-n", "--config", *GRID, "data_root=moved")
-    assert run.returncode == 0, output(run)[-2000:]
-    prepared = re.findall(r"rule prepare_data:.*?wildcards: dataset=(\w+)", run.stdout, flags=re.S)
-    assert prepared == ["fashion_mnist"], prepared  # digits comes from scikit-learn, wherever data_root is
+    for root in ("moved", str(wd / "data")):
+        run = snakemake(wd, "-n", "--config", *GRID, f"data_root={root}")
+        assert run.returncode == 0 and "Nothing to be done" in output(run), output(run)[-2000:]
+
+
+def test_without_snakemake_metadata_a_changed_config_still_reruns(workdir, tmp_path):
+    """The run's path carries its definition, and collect's manifest the grid's: deleting
+    .snakemake/ hides nothing (Snakemake's params trigger needs its metadata)."""
+    wd = copy_workdir(workdir, tmp_path)
+    shutil.rmtree(wd / ".snakemake")
+    assert "Nothing to be done" in output(snakemake(wd, "-n", "--config", *GRID))
+    counts = jobs(snakemake(wd, "-n", "--config", *GRID, "lr=0.002"))
+    assert counts.get("train") == 16 and counts.get("collect") == 1 and counts.get("report") == 1, counts
+    grid = [g for g in GRID if not g.startswith("validation_size")] + ["validation_size={fashion_mnist: 16, digits: 0.1}"]
+    assert jobs(snakemake(wd, "-n", "--config", *grid)).get("train") == 8  # fashion_mnist's runs only
+
+
+def test_a_data_root_that_is_gone_stops_even_a_finished_workflow(workdir, tmp_path):
+    wd = copy_workdir(workdir, tmp_path)
+    for extra in ((), ("--forceall",)):
+        run = snakemake(wd, "-n", *extra, "--config", *GRID, "data_root=data/typo")
+        assert run.returncode != 0 and "data_root data/typo: no such directory" in output(run), output(run)[-2000:]
+
+
+def test_switching_back_to_an_earlier_grid_collects_it_again(workdir, tmp_path):
+    """Only the grid whose tables are in results/ has a manifest, so an older one is not taken as current."""
+    wd = copy_workdir(workdir, tmp_path)
+    small = [g for g in GRID if not g.startswith("seeds")] + ["seeds=[0]"]
+    assert snakemake(wd, "--config", *small).returncode == 0
+    assert len(read(wd, "runs")) == 8
+    run = snakemake(wd, "--config", *GRID)
+    assert run.returncode == 0 and "rule train" not in output(run) and "rule collect" in output(run)
+    assert len(read(wd, "runs")) == 16 and len(list((wd / "results").glob("grid-*.json"))) == 1
+
+
+def test_negative_zero_epsilon_is_zero(workdir):
+    grid = [g for g in GRID if not g.startswith("epsilons")] + ["epsilons=[-0.0,0.2]"]
+    run = snakemake(workdir, "-n", "--config", *grid)
+    assert run.returncode == 0 and "Nothing to be done" in output(run), output(run)[-2000:]
+
+
+def test_yaml_octal_numbers_in_a_config_file_are_refused(tmp_path):
+    (tmp_path / "config.yaml").write_text((REPO / "config.yaml").read_text())
+    (tmp_path / "mine.yaml").write_text("seeds: [010, 011]\nood: {fashion_mnist: {digits: 1}}\n".replace(
+        "{digits: 1}", "digits"))
+    run = snakemake(tmp_path, "-n", "--configfile", str(tmp_path / "mine.yaml"))
+    out = output(run)
+    assert run.returncode != 0 and "config key 'seeds[0]' = 010" in out and "reads 010 as 8" in out, out[-2000:]
+
+
+USER_NETS = """
+import torch
+from torch import nn
+
+
+def small(input_shape, num_classes):
+    c, h, w = input_shape
+    return nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, 16), nn.ReLU(), nn.Linear(16, num_classes))
+"""
+
+
+def test_editing_a_user_models_code_reruns_its_runs(tmp_path):
+    wd = workflow_dir(tmp_path / "user", datasets=["digits"], models=["lsbench_wf_nets:small"], seeds=[0],
+                      epsilons=[0.0], epochs=1, validation_size=0.1)
+    (wd / "lsbench_wf_nets.py").write_text(USER_NETS)
+    env = {**os.environ, "PYTHONPATH": str(wd)}
+
+    def run(*args):
+        return subprocess.run(snakemake_cmd(wd, "--cores", "2", *args), capture_output=True, text=True,
+                              timeout=600, env=env)
+
+    first = run()
+    assert first.returncode == 0, output(first)[-3000:]
+    assert "Nothing to be done" in output(run("-n"))
+    (wd / "lsbench_wf_nets.py").write_text(USER_NETS.replace("16", "64").replace("nn.ReLU()", "nn.Tanh()"))
+    assert jobs(run("-n")).get("train") == 1
+    assert run().returncode == 0
+    runs = read(wd, "runs")
+    assert len(runs) == 1 and runs.loc[0, "parameters"] == 64 * 64 + 64 + 64 * 10 + 10
+
+
+def test_braces_and_spaces_in_paths(tmp_path):
+    """Snakemake formats rule paths with wildcards: braces in data_root or in the checkout's path must survive."""
+    checkout = tmp_path / "re{p}o"
+    shutil.copytree(REPO, checkout, ignore=shutil.ignore_patterns(".git", "results", "report", ".snakemake",
+                                                                    "__pycache__", "*.egg-info"))
+    wd = workflow_dir(tmp_path / "work", datasets=["fashion_mnist"], seeds=[0], epsilons=[0.0], epochs=1,
+                      validation_size=32, ood=None)
+    (wd / "data").rename(wd / "d a{t}a")
+    cmd = [a if a != str(REPO / "Snakefile") else str(checkout / "Snakefile") for a in snakemake_cmd(wd)]
+    run = subprocess.run([*cmd, "--cores", "2", "--config", "data_root=d a{t}a"], capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, output(run)[-3000:]
+    assert len(read(wd, "runs")) == 1

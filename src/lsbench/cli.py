@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, help="dataset name (see config.yaml)")
     p.add_argument("--data-root", default=None, help="directory in torchvision's layout (optional)")
     p.add_argument("--out", type=Path, required=True, help="cache file to write (.npz)")
+    p.add_argument("--fingerprint", default=None,
+                   help="the data fingerprint the workflow planned with (refused if the files now differ)")
     _add_train_args(sub.add_parser("train", help="train one (dataset, model, seed, epsilon) run"))
     p = sub.add_parser("collect", help="concatenate per-run tables and record the workflow's provenance")
     p.add_argument("--out-dir", type=Path, required=True)
@@ -62,9 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the validated workflow config: runs are checked against it and it is recorded")
     p.add_argument("--source-dir", type=Path, default=None,
                    help="the workflow's checkout, whose git commit is recorded")
-    p.add_argument("--data-dir", type=Path, default=None,
-                   help="where prepare-data wrote its caches: runs must have used the data summarised "
-                        "there ({dataset}.json)")
+    p.add_argument("--data-summary", type=Path, action="append", default=None,
+                   help="the .json summary prepare-data wrote beside a cache (repeat for each dataset): runs "
+                        "must have used that data")
+    p.add_argument("--model-code-json", type=json.loads, default=None,
+                   help='{"model": code sha256} as the workflow planned it: runs must have used that model code')
+    p.add_argument("--manifest", type=Path, default=None,
+                   help="results/grid-<id>.json to write last, listing what was collected (other grid-*.json "
+                        "beside it are removed)")
     p.add_argument("run_dirs", type=Path, nargs="+")
     p = sub.add_parser("report", help="render the HTML report from a results directory")
     p.add_argument("results_dir", type=Path, help="directory with the parquet files written by collect")
@@ -88,7 +95,7 @@ def run(args: argparse.Namespace) -> None:
 
     if args.command == "prepare-data":
         v = validate_options({"--dataset": ("datasets[]", args.dataset), "--data-root": ("data_root", args.data_root)})
-        pipeline.prepare_data(v["--dataset"], v["--data-root"], args.out, log)
+        pipeline.prepare_data(v["--dataset"], v["--data-root"], args.out, log, args.fingerprint)
     elif args.command == "train":
         v, cfg = train_config(args)
         if (args.ood_set is None) != (args.ood_data is None):
@@ -102,10 +109,13 @@ def run(args: argparse.Namespace) -> None:
         pipeline.train_one(v["--dataset"], v["--model"], args.data, args.out_dir, v["--seed"], float(v["--epsilon"]),
                            cfg, args.keep_checkpoint, log, started, ood)
     elif args.command == "collect":
-        pipeline.collect(args.run_dirs, args.out_dir, log, args.config_json, args.source_dir, args.data_dir)
+        pipeline.collect(args.run_dirs, args.out_dir, log, args.config_json, args.source_dir, args.data_summary,
+                         args.model_code_json, args.manifest)
     elif args.command == "report":
         from lsbench.report import write_report
 
+        if not args.out.strip():
+            raise ConfigError(f"-o = {args.out!r}: an empty path; give the HTML file to write, e.g. report/index.html")
         if args.out.endswith(("/", os.sep)):  # Path() would drop the slash and write a file of that name
             raise IsADirectoryError(21, "is a directory; give the HTML file to write, e.g. "
                                     f"{Path(args.out) / 'index.html'}", args.out.rstrip("/" + os.sep))

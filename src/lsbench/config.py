@@ -93,8 +93,12 @@ def model_from_slug(slug: str) -> str:
 
 def format_epsilon(eps: float) -> str:
     """Epsilon as it appears in paths, tables and figures: the shortest repr that round-trips
-    ("0.05"), so values that differ never print alike."""
-    return repr(float(eps))
+    ("0.05"), so values that differ never print alike; -0.0 is 0.0.
+
+    >>> format_epsilon(-0.0), format_epsilon(1e-05)
+    ('0.0', '1e-05')
+    """
+    return repr(float(eps) + 0.0)  # IEEE: -0.0 + 0.0 is +0.0
 
 
 # --- coercion ------------------------------------------------------------------------------------
@@ -148,8 +152,13 @@ def _coerce(value: Any, spec: Mapping[str, Any], schema: Mapping[str, Any], raw_
         return [_coerce(value, _subspec(spec, schema, "items"), schema)]
     if isinstance(value, str):
         value = _parse_text(value, kinds)
-    if isinstance(value, float) and "integer" in kinds and math.isfinite(value) and value.is_integer():
-        return int(value)  # epochs=2.0 means 2, and argparse in the job would reject "2.0"
+    if isinstance(value, float) and "integer" in kinds and "number" not in kinds and math.isfinite(value) \
+            and value.is_integer():
+        # epochs=2.0 means 2, and argparse in the job would reject "2.0". Not where a float means
+        # something else (validation_size: 1.0 is refused as ambiguous, not taken as one image).
+        return int(value)
+    if isinstance(value, float) and value == 0:
+        return 0.0  # -0.0 is 0.0: one value, one path ("eps0.0"), one table key
     if "string" in kinds and isinstance(value, (int, float)) and not isinstance(value, bool):
         # Snakemake turned a digit-only directory name into a number; keep the text as typed.
         return raw_text if raw_text is not None else str(value)
@@ -187,6 +196,59 @@ def raw_overrides(config_args: list[str] | None) -> dict[str, str]:
         if sep:
             out[key.strip()] = text
     return out
+
+
+# A YAML 1.1 number (what PyYAML and so Snakemake read) whose text is a plain decimal literal.
+_DECIMAL = re.compile(r"[-+]?(\d[\d_]*)?(\.[\d_]*)?([eE][-+]?\d+)?")
+
+
+def _number_surprises(typed: Any, text: Any, path: tuple) -> Iterator[tuple[tuple, str, Any]]:
+    """(path, text, value) of every number YAML 1.1 reads otherwise than as the decimal it looks
+    like: a leading zero is octal (010 is 8), 0x.. hex, 1:20 base 60 (80)."""
+    if isinstance(typed, Mapping) and isinstance(text, Mapping):
+        for k, v in typed.items():
+            yield from _number_surprises(v, text.get(str(k)), (*path, k))
+    elif isinstance(typed, list) and isinstance(text, list) and len(typed) == len(text):
+        for i, (v, t) in enumerate(zip(typed, text)):
+            yield from _number_surprises(v, t, (*path, i))
+    elif isinstance(typed, (int, float)) and not isinstance(typed, bool) and isinstance(text, str):
+        written = text.strip()
+        if written.lower() in (".inf", "-.inf", "+.inf", ".nan"):
+            return  # not finite: refused with its own message
+        decimal = _DECIMAL.fullmatch(written) and not re.match(r"[-+]?0\d", written)
+        if not decimal:
+            yield path, written, typed
+
+
+def yaml_number_errors(config: Mapping[str, Any], paths: list[str | Path]) -> list[str]:
+    """A ConfigError message for every number in the YAML files `paths` that YAML 1.1 reads as
+    something else than the decimal it looks like (`seeds: [010]` is [8]), where the config still
+    holds that value (a later file or `--config` may have replaced it). Missing files are skipped."""
+    errors = []
+    for path in paths:
+        try:
+            with open(path, encoding="utf-8") as f:
+                raw = f.read()
+            typed, text = yaml.safe_load(raw), yaml.load(raw, Loader=yaml.BaseLoader)
+        except (OSError, yaml.YAMLError):
+            continue
+        if not isinstance(typed, Mapping):
+            continue
+        for where, written, value in _number_surprises(typed, text, ()):
+            if _lookup(config, where) == value:
+                errors.append(f"config key {_where(where)!r} = {written} in {path}: YAML 1.1 reads {written} as "
+                              f"{value!r}, not the decimal number it looks like. Allowed: a plain decimal number "
+                              f"(e.g. {written.lstrip('0') or '0'}), or quote it to make it a string")
+    return errors
+
+
+def _lookup(config: Any, path: tuple) -> Any:
+    for part in path:
+        try:
+            config = config[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return config
 
 
 def raw_yaml_texts(paths: list[str | Path]) -> dict[str, str]:
@@ -292,10 +354,12 @@ def schema_errors(config: Mapping[str, Any], schema: Mapping[str, Any]) -> list[
 
 
 def validate_config(raw: Mapping[str, Any], schema: Mapping[str, Any],
-                    typed: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Coerce and validate; raise ConfigError naming every bad key, its value and what is allowed."""
+                    typed: Mapping[str, str] | None = None, yaml_files: list[str | Path] = ()) -> dict[str, Any]:
+    """Coerce and validate; raise ConfigError naming every bad key, its value and what is allowed.
+    `yaml_files`: the config files the values came from, checked by `yaml_number_errors`."""
     config = coerce_config(raw, schema, typed)
-    errors = [message for _, message in schema_errors(config, schema)] or cross_key_errors(config)
+    errors = (yaml_number_errors(config, list(yaml_files))
+              or [message for _, message in schema_errors(config, schema)] or cross_key_errors(config))
     if errors:
         raise ConfigError("\n".join(errors))
     return config
@@ -385,6 +449,9 @@ def _held_out(size: int | float, n_train: int) -> int:
 
 def _validation_problem(size: int | float, n_train: int) -> str | None:
     """Why `size` cannot be held out of `n_train` images, or None."""
+    if isinstance(size, float) and size.is_integer() and size != 0:
+        return (f"is a whole number written as a float, which is ambiguous (all images, or {int(size)}?): write "
+                f"{int(size)} for {int(size)} image(s), or a fraction below 1")
     count = _held_out(size, n_train)
     if not 0 <= count < n_train:
         return f"holds out {count} and must leave at least one"

@@ -1,9 +1,15 @@
 """The report's figures: each function draws part of the tables into a PNG data URI (the plots
-themselves are in `lsbench.plots`). Pooled over seeds where a figure shows one curve per epsilon."""
+themselves are in `lsbench.plots`). Pooled over seeds where a figure shows one curve per epsilon.
+
+Text in a figure comes from the tables (class names, dataset names), so matplotlib's mathtext is
+off while a figure is drawn (`literal_text`): "$\\undefinedmacro$" is a class name, not a formula.
+"""
 
 from __future__ import annotations
 
 import base64
+import functools
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -55,16 +61,28 @@ def sample_pair(predictions: pd.DataFrame, index: int = 0) -> list[dict]:
     return picked
 
 
+def literal_text(figure: Callable[..., str]) -> Callable[..., str]:
+    """Draw `figure` with mathtext parsing off (text.parse_math), so every string is shown as is."""
+    @functools.wraps(figure)
+    def draw(*args, **kwargs) -> str:
+        with plots.plt.rc_context({"text.parse_math": False}):
+            return figure(*args, **kwargs)
+
+    return draw
+
+
 def _img(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
+@literal_text
 def figure_headline(converged: pd.DataFrame, intervals: dict) -> str:
     fig, axes = plots.grid(1, 1, size=6.5)
     plots.accuracy_vs_overconfidence(converged, intervals, axes[0])
     return _img(plots.png_bytes(fig))
 
 
+@literal_text
 def figure_confidence(predictions: pd.DataFrame, epsilons: list[float]) -> str:
     cols = prob_columns(predictions)
     fig, axes = plots.grid(len(epsilons), 3)
@@ -74,6 +92,7 @@ def figure_confidence(predictions: pd.DataFrame, epsilons: list[float]) -> str:
     return _img(plots.png_bytes(fig))
 
 
+@literal_text
 def figure_vs_epsilon(final: pd.DataFrame) -> str:
     fig, axes = plots.grid(2, 2, size=4.5)
     plots.metric_vs_epsilon(final, ["accuracy"], axes[0], "test accuracy")
@@ -82,6 +101,7 @@ def figure_vs_epsilon(final: pd.DataFrame) -> str:
     return _img(plots.png_bytes(fig))
 
 
+@literal_text
 def figure_curves(metrics: pd.DataFrame) -> str:
     fig, axes = plots.grid(len(CURVE_METRICS), 2, size=4.5)
     for metric, ax in zip(CURVE_METRICS, axes):
@@ -102,6 +122,7 @@ def smooth_curve(predictions: pd.DataFrame) -> dict:
     return {"mesh": diagram["mesh"][inside], "mu": diagram["mu"][inside]}
 
 
+@literal_text
 def figure_reliability(reliability: pd.DataFrame, predictions: pd.DataFrame, epsilons: list[float]) -> str:
     fig, axes = plots.grid(len(epsilons) + 1, 3)
     for eps, ax in zip(epsilons, axes):
@@ -112,6 +133,7 @@ def figure_reliability(reliability: pd.DataFrame, predictions: pd.DataFrame, eps
     return _img(plots.png_bytes(fig))
 
 
+@literal_text
 def figure_sample(predictions: pd.DataFrame, class_names: list[str]) -> str:
     pair = sample_pair(predictions)
     fig, axes = plots.grid(len(pair), 2, size=4)
@@ -133,6 +155,7 @@ def coverage_curves(predictions: pd.DataFrame, score: str) -> dict[float, pd.Dat
     return curves
 
 
+@literal_text
 def figure_selective(predictions: pd.DataFrame, alternative: str) -> str:
     fig, axes = plots.grid(2, 2, size=4.5)
     plots.risk_coverage(coverage_curves(predictions, "msp"), axes[0], "rejecting by max probability (MSP)")
@@ -141,6 +164,7 @@ def figure_selective(predictions: pd.DataFrame, alternative: str) -> str:
     return _img(plots.png_bytes(fig))
 
 
+@literal_text
 def figure_ood(predictions: pd.DataFrame, ood_predictions: pd.DataFrame, ood_set: str) -> str:
     epsilons = sorted({predictions["epsilon"].min(), predictions["epsilon"].max()})
     fig, axes = plots.grid(2 * len(epsilons), 2, size=4)

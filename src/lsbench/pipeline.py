@@ -25,23 +25,33 @@ CHECKPOINT_NAME = "checkpoint.pt"
 # Bumped when a checkpoint's contents change meaning, so an older one is ignored, not misloaded.
 # 2: weights stored (in, out) (mlp.Dense), no longer nn.Linear's (out, in).
 # 3: any registered model; the stepper's optimiser state; torch's RNG states.
-CHECKPOINT_FORMAT = 3
+# 4: NumPy's and Python's RNG states; the last epoch's test logits.
+CHECKPOINT_FORMAT = 4
 
 
 class CollectError(ValueError):
     """Runs that cannot be combined: a run's recorded config differs from the workflow's."""
 
 
-def prepare_data(dataset: str, data_root: str | None, out_path: Path, log: Log) -> dict:
+def prepare_data(dataset: str, data_root: str | None, out_path: Path, log: Log,
+                 fingerprint: str | None = None) -> dict:
     """Decode and validate a dataset once; write the cache `out_path` (ConfigError unless it ends
-    in .npz) and a JSON summary beside it (the same name with .json)."""
+    in .npz) and a JSON summary beside it (the same name with .json). `fingerprint`: the
+    `lsbench.plan.data_fingerprint` the workflow planned with; DataError if the files now differ
+    (changed while the workflow ran), so a cache never holds other data than its name says."""
+    from lsbench.plan import data_fingerprint
+
     if Path(out_path).suffix != ".npz":
         raise ConfigError(f"--out = {str(out_path)!r}: the cache file must end in .npz (its summary is written "
                           "beside it with .json)")
     spec = get_dataset(dataset)
+    found = data_fingerprint(dataset, data_root)
+    if fingerprint is not None and found != fingerprint:
+        raise DataError(f"{dataset}: its files changed since the workflow was planned (fingerprint {found}, "
+                        f"planned {fingerprint}); run snakemake again")
     data = resolve_dataset(spec, data_root, Path(out_path).parent / "download")
     save_data(data, Path(out_path))
-    summary = data.summary()
+    summary = {"dataset": dataset, "fingerprint": found, **data.summary()}
     io.write_text(json.dumps(summary, indent=2) + "\n", Path(out_path).with_suffix(".json"))
     log(f"prepared {out_path} ({spec.title}) from {data.source}: train {data.train_images.shape}, "
         f"test {data.test_images.shape}, sha256 {data.sha256}")
@@ -49,14 +59,16 @@ def prepare_data(dataset: str, data_root: str | None, out_path: Path, log: Log) 
 
 
 def run_record(key: io.RunKey, cfg: TrainConfig, data: ImageData, n_validation: int, parameters: int,
-               ood: tuple[str, ImageData] | None) -> dict:
-    """What defines this run's numbers (results/runs.parquet), besides its key."""
+               ood: tuple[str, ImageData] | None, model_sha256: str = "") -> dict:
+    """What defines this run's numbers (results/runs.parquet), besides its key. `model_sha256`:
+    `lsbench.plan.model_code_sha256` of the model's code as this job imported it."""
     return {"epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": float(cfg.lr), "validation_size": n_validation,
             "n_train": len(data.train_labels) - n_validation, "n_validation": n_validation,
             "n_test": len(data.test_labels), "num_classes": len(data.class_names),
             "image_shape": "x".join(map(str, data.image_shape)), "class_names": json.dumps(list(data.class_names)),
             "data_sha256": data.sha256, "parameters": parameters,
-            "ood_set": ood[0] if ood else "", "ood_sha256": ood[1].sha256 if ood else ""}
+            "ood_set": ood[0] if ood else "", "ood_sha256": ood[1].sha256 if ood else "",
+            "model_sha256": model_sha256}
 
 
 def resume_key(key: io.RunKey, record: dict) -> dict:
@@ -109,10 +121,11 @@ def write_run_tables(run_dir: Path, key: io.RunKey, state: Any, data: Any, recor
     from lsbench import metrics as m
     from lsbench.train import predict_logits, to_numpy
 
-    # Recomputed from the model rather than kept from the last epoch's evaluation, so that a job
-    # resumed from its final checkpoint (killed while writing) produces the same tables.
-    # One probability path (see lsbench.metrics): float64 softmax of the float32 logits.
-    test_logits, test_labels = to_numpy(predict_logits(state.model, data.test_x)), to_numpy(data.test_y)
+    # The last epoch's own evaluation (kept in the checkpoint, so a job resumed from its final one
+    # writes the same tables): one evaluation feeds every final-epoch number, even for a model
+    # that is random at test time. One probability path (see lsbench.metrics): float64 softmax
+    # of the float32 logits.
+    test_logits, test_labels = state.test_logits.numpy(), to_numpy(data.test_y)
     probs = m.probabilities(test_logits)
     conf, correct = m.top_label(probs, test_labels)
     calibrated = {**m.temperature_scaled(to_numpy(predict_logits(state.model, data.val_x)), to_numpy(data.val_y),
@@ -144,6 +157,7 @@ def train_one(dataset: str, model: str, data_path: Path, run_dir: Path, seed: in
     resumed when it belongs to the same run, so the finished tables equal those of an
     uninterrupted run (timing columns aside).
     """
+    from lsbench.plan import model_code_sha256
     from lsbench.train import DeviceData, configure_cpu, new_state, resolve_device, run_epochs, to_inputs
 
     started = time.perf_counter() if started is None else started
@@ -155,11 +169,15 @@ def train_one(dataset: str, model: str, data_path: Path, run_dir: Path, seed: in
     n_val = validation_count(cfg.validation_size, len(data.train_labels))
     device_data = DeviceData.from_data(data, spec.mean, spec.std, device, seed, n_val)
     # The OOD images go through this dataset's input pipeline: its size and normalisation.
-    ood_x = (to_inputs(resize_images(ood_data[1].test_images, data.image_shape[1:]), spec.mean, spec.std, device)
-             if ood_data else None)
+    ood_images = resize_images(ood_data[1].test_images, data.image_shape[1:]) if ood_data else None
+    if ood_images is not None and np.array_equal(ood_images, data.test_images):
+        raise ConfigError(f"ood set {ood_data[0]!r} has the very test images of {dataset} (same data, sha256 "
+                          f"{ood_data[1].sha256[:12]}…): an out-of-distribution set must be other images")
+    ood_x = to_inputs(ood_images, spec.mean, spec.std, device) if ood_images is not None else None
     state = new_state(model, device_data, len(data.class_names), seed, epsilon, cfg)
     key = io.RunKey(dataset, model, seed, epsilon)
-    record = run_record(key, cfg, data, n_val, sum(p.numel() for p in state.model.parameters()), ood_data)
+    record = run_record(key, cfg, data, n_val, sum(p.numel() for p in state.model.parameters()), ood_data,
+                        model_code_sha256(model))
     ckpt_path = Path(run_dir) / CHECKPOINT_NAME
     checkpoint_key = resume_key(key, record)
     resume(state, ckpt_path, checkpoint_key, cfg, log)
@@ -187,12 +205,17 @@ def expected_runs(config: dict) -> pd.DataFrame:
              "batch_size": wf.train.batch_size, "lr": wf.train.lr, "validation_size_config": wf.validation_sizes[d],
              "ood_set": wf.ood_set(d) or ""}
             for d in wf.datasets for m in wf.models for s in wf.seeds for e in wf.epsilons]
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows)
+    # As configured: a count stays an int beside a fraction (a float column would make 32 into 32.0).
+    df["validation_size_config"] = pd.Series([r["validation_size_config"] for r in rows], dtype=object)
+    return df
 
 
-def check_runs(runs: pd.DataFrame, config: dict, data_sha256: dict[str, str]) -> None:
+def check_runs(runs: pd.DataFrame, config: dict, data_sha256: dict[str, str],
+               model_sha256: dict[str, str] | None = None) -> None:
     """CollectError unless the runs are exactly the config's grid, each recorded with the config's
-    parameters and trained on the data now prepared (`data_sha256`: dataset -> sha256)."""
+    parameters, trained on the data now prepared (`data_sha256`: dataset -> sha256) and with the
+    model code the workflow planned with (`model_sha256`: model -> `lsbench.plan.model_code_sha256`)."""
     expected = expected_runs(config)
     merged = expected.merge(runs, on=io.KEY, how="outer", indicator=True)
     problems = []
@@ -215,6 +238,10 @@ def check_runs(runs: pd.DataFrame, config: dict, data_sha256: dict[str, str]) ->
             if name in data_sha256 and row[column] != data_sha256[name]:
                 problems.append(f"{where}: used {name} data {row[column][:12]}…, the prepared {name} data is "
                                 f"{data_sha256[name][:12]}…")
+        planned = (model_sha256 or {}).get(row["model"])
+        if planned is not None and row.get("model_sha256", planned) != planned:
+            problems.append(f"{where}: trained with model code {row.get('model_sha256')!r}, the workflow found "
+                            f"{planned!r} (the job imported other files than `snakemake` sees: check PYTHONPATH)")
     if problems:
         shown = problems[:10] + ([f"... and {len(problems) - 10} more"] if len(problems) > 10 else [])
         raise CollectError("these runs do not match the workflow's config; rerun them "
@@ -235,13 +262,19 @@ def check_unique_runs(runs: pd.DataFrame, run_dirs: list[Path]) -> None:
 
 
 def collect(run_dirs: list[Path], out_dir: Path, log: Log, config: dict | None = None,
-            source_dir: Path | None = None, data_dir: Path | None = None) -> None:
+            source_dir: Path | None = None, data_summaries: list[Path] | None = None,
+            model_sha256: dict[str, str] | None = None, manifest: Path | None = None) -> None:
     """Concatenate each per-run table into out_dir/{table}.parquet (see io.TABLES), and write
-    out_dir/provenance.parquet: the workflow's config, git commit and Snakemake version.
+    out_dir/provenance.parquet: the workflow's config, git commit, Snakemake version and the
+    source of each dataset.
 
     With `config`, first check that the runs are the config's grid with the config's parameters
-    (CollectError otherwise), and, with `data_dir` (where prepare-data wrote {dataset}.json), that
-    they were trained on the data now prepared; nothing is written when a check fails.
+    (CollectError otherwise), with `data_summaries` (the .json files prepare-data wrote beside its
+    caches) that they were trained on the data now prepared, and with `model_sha256` that they
+    were trained with the model code the workflow planned with; nothing is written when a check
+    fails. `manifest` (results/grid-<id>.json, see `lsbench.plan.WorkflowPlan.grid_id`): written
+    last, listing what was collected, after every other grid-*.json beside it is removed first, so
+    that only the grid whose tables these are has one.
     """
     paths = {table: [io.run_paths(Path(d))[table] for d in run_dirs] for table in io.TABLES}
     missing = [p for table_paths in paths.values() for p in table_paths if not p.is_file()]
@@ -251,17 +284,19 @@ def collect(run_dirs: list[Path], out_dir: Path, log: Log, config: dict | None =
                            f"{missing[0].parent})")
     tables = {table: io.concat_parquet(table_paths) for table, table_paths in paths.items()}
     check_unique_runs(tables["runs"], run_dirs)
+    summaries = [json.loads(Path(p).read_text()) for p in data_summaries or ()]
     if config is not None:
-        sha = {}
-        if data_dir is not None:
-            used = set(tables["runs"]["dataset"]) | set(tables["runs"]["ood_set"]) - {""}
-            for dataset in sorted(used):
-                summary = Path(data_dir) / f"{dataset}.json"
-                sha[dataset] = json.loads(summary.read_text())["sha256"]
-        check_runs(tables["runs"], config, sha)
+        check_runs(tables["runs"], config, {s["dataset"]: s["sha256"] for s in summaries}, model_sha256)
+    if manifest is not None:
+        for old in Path(manifest).parent.glob("grid-*.json"):
+            old.unlink()
     for table, df in tables.items():
         io.write_parquet(df, Path(out_dir) / f"{table}.parquet")
         log(f"{table}: {len(df)} rows from {len(run_dirs)} runs")
-    record = provenance.workflow_provenance(config, source_dir)
+    record = {**provenance.workflow_provenance(config, source_dir),
+              "data_sources": json.dumps({s["dataset"]: s["source"] for s in summaries}, sort_keys=True)}
     io.write_parquet(pd.DataFrame([record]), Path(out_dir) / f"{io.PROVENANCE}.parquet")
     log(f"provenance: git {record['git_commit']}, snakemake {record['snakemake']}")
+    if manifest is not None:
+        io.write_text(json.dumps({"runs": [str(d) for d in run_dirs], "data": [str(p) for p in data_summaries or ()],
+                                  "model_code": model_sha256 or {}}, indent=1) + "\n", Path(manifest))

@@ -1,14 +1,14 @@
 rule collect:
     input:
-        runs=get_run_tables(LSB, "runs"),
-        metrics=get_run_tables(LSB, "metrics"),
-        reliability=get_run_tables(LSB, "reliability"),
-        predictions=get_run_tables(LSB, "predictions"),
-        calibrated=get_run_tables(LSB, "calibrated"),
-        ood=get_run_tables(LSB, "ood"),
-        ood_predictions=get_run_tables(LSB, "ood_predictions"),
-        environment=get_run_tables(LSB, "environment"),
-        data=get_data_summaries(LSB),
+        runs=get_run_tables(PLAN, "runs"),
+        metrics=get_run_tables(PLAN, "metrics"),
+        reliability=get_run_tables(PLAN, "reliability"),
+        predictions=get_run_tables(PLAN, "predictions"),
+        calibrated=get_run_tables(PLAN, "calibrated"),
+        ood=get_run_tables(PLAN, "ood"),
+        ood_predictions=get_run_tables(PLAN, "ood_predictions"),
+        environment=get_run_tables(PLAN, "environment"),
+        data=PLAN.data_summaries(),
     output:
         runs="results/runs.parquet",
         metrics="results/metrics.parquet",
@@ -19,16 +19,13 @@ rule collect:
         ood_predictions="results/ood_predictions.parquet",
         environment="results/environment.parquet",
         provenance="results/provenance.parquet",
+        manifest=f"results/grid-{PLAN.grid_id}.json",
     log:
         "results/logs/collect.log",
     conda:
-        "../envs/lsbench.yaml"
+        get_conda_env
     threads: 1
     params:
-        run_dirs=get_run_dirs(LSB),
-        config=get_config_json(config),
-        source_dir=workflow.basedir,
+        args=get_collect_args(config, PLAN, workflow.basedir),
     shell:
-        "lsbench collect --out-dir results --config-json {params.config:q}"
-        " --source-dir {params.source_dir:q} --data-dir results/data {params.run_dirs:q}"
-        " > {log} 2>&1"
+        "lsbench collect --out-dir results --manifest {output.manifest:q} {params.args} > {log:q} 2>&1"

@@ -1,25 +1,29 @@
-import functools
 import json
+import os
 import shlex
 
-from lsbench.config import format_epsilon, model_from_slug, model_slug
-from lsbench.data import files_sha256
-from lsbench.datasets import get_dataset, source_files
+from lsbench.config import format_epsilon, model_from_slug
+from lsbench.datasets import get_dataset
+from lsbench.plan import WorkflowPlan, run_dir
 
 
-# A dataset is a registry name; a model slug has no "/" (see lsbench.config.model_slug); a seed is
-# digits; an epsilon is a float's repr ("0.05", "1e-05").
+# A dataset is a registry name; a model slug has no "/" (see lsbench.config.model_slug); a
+# definition and a data fingerprint are hex digests (lsbench.plan); a seed is digits; an epsilon
+# is a float's repr ("0.05", "1e-05").
 wildcard_constraints:
     dataset=r"[a-z0-9_]+",
     model=r"[A-Za-z0-9_.\-]+",
+    definition=r"[0-9a-f]{16}",
+    fingerprint=r"[0-9a-f]{16}",
     seed=r"\d+",
     eps=r"\d[0-9.e-]*",
 
 
 class Untracked:
     """A param whose change must rerun nothing: train's options that choose how a run executes,
-    not what it computes (device, keeping the checkpoint), and the config that collect records
-    (a change that matters reruns training, and so collect through its inputs). Snakemake's params
+    not what it computes (device, keeping the checkpoint), what collect records or checks (a
+    change that matters changes a run's path, and so collect's inputs), and any path, which
+    Snakemake would otherwise expand as a pattern (a folder named "d{a}ta"). Snakemake's params
     trigger records only values of builtin types, so it skips these; they still reach the shell
     command through str()."""
 
@@ -30,30 +34,38 @@ class Untracked:
         return self.text
 
 
-def get_run_dir(dataset, model, seed, eps):
-    return f"results/runs/{dataset}/{model_slug(model)}/seed{seed}/eps{eps}"
+def get_conda_env(wildcards):
+    # Snakemake formats the env file's path with the job's wildcards, so braces in the checkout's
+    # path ("re{p}o") must be doubled to survive; hence an absolute path from a function.
+    path = os.path.join(workflow.basedir, "workflow", "envs", "lsbench.yaml")
+    return path.replace("{", "{{").replace("}", "}}")
 
 
-def get_run_dirs(lsb):
-    return [
-        get_run_dir(d, m, s, format_epsilon(e))
-        for d in lsb.datasets
-        for m in lsb.models
-        for s in lsb.seeds
-        for e in lsb.epsilons
-    ]
+def get_plan(lsb):
+    # Every run's definition and path, the data fingerprinted and the models' code hashed once:
+    # a dataset that is not where data_root says, or a model that cannot be found, stops here.
+    return WorkflowPlan(lsb)
 
 
-def get_run_tables(lsb, table):
-    return [f"{d}/{table}.parquet" for d in get_run_dirs(lsb)]
+def get_run_dirs(plan):
+    return [run.run_dir for run in plan.runs]
+
+
+def get_run_tables(plan, table):
+    return [f"{d}/{table}.parquet" for d in get_run_dirs(plan)]
 
 
 def get_wildcard_run_dir(wildcards):
-    return get_run_dir(
-        wildcards.dataset,
-        model_from_slug(wildcards.model),
-        wildcards.seed,
-        wildcards.eps,
+    return Untracked(
+        shlex.quote(
+            run_dir(
+                wildcards.dataset,
+                model_from_slug(wildcards.model),
+                wildcards.definition,
+                wildcards.seed,
+                wildcards.eps,
+            )
+        )
     )
 
 
@@ -68,58 +80,31 @@ def get_validation_size(lsb):
     return validation_size
 
 
-@functools.lru_cache(maxsize=None)
-def get_source_files(dataset, data_root):
-    return [str(p) for p in source_files(get_dataset(dataset), data_root)]
-
-
-def get_data_inputs(lsb):
-    def data_inputs(wildcards):
-        return get_source_files(wildcards.dataset, lsb.data_root)
-
-    return data_inputs
-
-
-@functools.lru_cache(maxsize=None)
-def _fingerprint(dataset, data_root):
-    return files_sha256(get_source_files(dataset, data_root))
-
-
-def get_data_fingerprint(lsb):
-    # Content, not modification time: data replaced at the same path (even by an older file) reruns.
-    def fingerprint(wildcards):
-        return _fingerprint(wildcards.dataset, lsb.data_root)
-
-    return fingerprint
-
-
-def get_train_inputs(lsb):
+def get_train_inputs(plan):
     # The dataset's cache, and its OOD set's when it has one.
     def train_inputs(wildcards):
-        ood = lsb.ood_set(wildcards.dataset)
-        data = {"data": f"results/data/{wildcards.dataset}.npz"}
-        return {**data, "ood": f"results/data/{ood}.npz"} if ood else data
+        ood = plan.wf.ood_set(wildcards.dataset)
+        data = {"data": plan.data_cache(wildcards.dataset)}
+        return {**data, "ood": plan.data_cache(ood)} if ood else data
 
     return train_inputs
 
 
-def get_ood_args(lsb):
+def get_ood_args(plan):
     def ood_args(wildcards):
-        ood = lsb.ood_set(wildcards.dataset)
-        return f"--ood-set {ood} --ood-data results/data/{ood}.npz" if ood else ""
+        ood = plan.wf.ood_set(wildcards.dataset)
+        return (
+            f"--ood-set {ood} --ood-data {shlex.quote(plan.data_cache(ood))}"
+            if ood
+            else ""
+        )
 
     return ood_args
 
 
-def get_data_summaries(lsb):
-    # Every dataset a run reads: the grid's and their OOD sets.
-    names = set(lsb.datasets) | {lsb.ood_set(d) for d in lsb.datasets if lsb.ood_set(d)}
-    return [f"results/data/{d}.json" for d in sorted(names)]
-
-
 def get_data_root_arg(lsb):
-    # Untracked: a dataset read from data_root reruns when its files move or change (the input and
-    # fingerprint triggers); one that is not (digits, a Debian copy) must not rerun for a new root.
+    # Untracked: the data's content is in the cache's path (its fingerprint), so another path to
+    # the same files (relative or absolute, a copy) reruns nothing.
     return Untracked(
         "" if lsb.data_root is None else f"--data-root {shlex.quote(lsb.data_root)}"
     )
@@ -175,7 +160,17 @@ def get_train_gpus(lsb):
     return 1 if lsb.train.device == "cuda" else 0
 
 
-def get_config_json(config):
-    # The validated config (defaults filled in) as one line: collect checks the runs against it
-    # and records it for the report.
-    return Untracked(json.dumps(config, sort_keys=True))
+def get_collect_args(config, plan, source_dir):
+    # The validated config (defaults filled in), the model code the runs must have used and the
+    # checkout whose commit is recorded: collect checks the runs against them and records them.
+    return Untracked(
+        " ".join(
+            [
+                f"--config-json {shlex.quote(json.dumps(config, sort_keys=True))}",
+                f"--model-code-json {shlex.quote(json.dumps(plan.model_sha256))}",
+                f"--source-dir {shlex.quote(str(source_dir))}",
+                *(f"--data-summary {shlex.quote(p)}" for p in plan.data_summaries()),
+                *(shlex.quote(d) for d in get_run_dirs(plan)),
+            ]
+        )
+    )

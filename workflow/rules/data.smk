@@ -1,20 +1,19 @@
 rule prepare_data:
-    input:
-        get_data_inputs(LSB),
+    # No file inputs: the data's content is the fingerprint in the cache's name (lsbench.plan), so
+    # data replaced in place reruns, and the same files reached by another path do not.
     output:
-        data="results/data/{dataset}.npz",
-        summary="results/data/{dataset}.json",
+        data="results/data/{dataset}-{fingerprint}.npz",
+        summary="results/data/{dataset}-{fingerprint}.json",
     log:
-        "results/logs/prepare_data/{dataset}.log",
+        "results/logs/prepare_data/{dataset}-{fingerprint}.log",
     conda:
-        "../envs/lsbench.yaml"
+        get_conda_env
     threads: 1
     resources:
         mem_mb=1200,  # measured peak RSS 729 MiB for Fashion-MNIST
         runtime=10,
     params:
         data_root=get_data_root_arg(LSB),
-        fingerprint=get_data_fingerprint(LSB),
     shell:
         "lsbench prepare-data --dataset {wildcards.dataset} {params.data_root}"
-        " --out {output.data} > {log} 2>&1"
+        " --fingerprint {wildcards.fingerprint} --out {output.data:q} > {log:q} 2>&1"

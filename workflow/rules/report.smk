@@ -7,7 +7,7 @@ rule report:
     log:
         "results/logs/report.log",
     conda:
-        "../envs/lsbench.yaml"
+        get_conda_env
     threads: 1
     shell:
         "lsbench report results -o {output.html} > {log} 2>&1"

@@ -1,21 +1,21 @@
 rule train:
     input:
-        unpack(get_train_inputs(LSB)),
+        unpack(get_train_inputs(PLAN)),
     output:
-        runs="results/runs/{dataset}/{model}/seed{seed}/eps{eps}/runs.parquet",
-        metrics="results/runs/{dataset}/{model}/seed{seed}/eps{eps}/metrics.parquet",
-        reliability="results/runs/{dataset}/{model}/seed{seed}/eps{eps}/reliability.parquet",
-        predictions="results/runs/{dataset}/{model}/seed{seed}/eps{eps}/predictions.parquet",
-        calibrated="results/runs/{dataset}/{model}/seed{seed}/eps{eps}/calibrated.parquet",
-        ood="results/runs/{dataset}/{model}/seed{seed}/eps{eps}/ood.parquet",
-        ood_predictions="results/runs/{dataset}/{model}/seed{seed}/eps{eps}/ood_predictions.parquet",
-        environment="results/runs/{dataset}/{model}/seed{seed}/eps{eps}/environment.parquet",
+        runs="results/runs/{dataset}/{model}/{definition}/seed{seed}/eps{eps}/runs.parquet",
+        metrics="results/runs/{dataset}/{model}/{definition}/seed{seed}/eps{eps}/metrics.parquet",
+        reliability="results/runs/{dataset}/{model}/{definition}/seed{seed}/eps{eps}/reliability.parquet",
+        predictions="results/runs/{dataset}/{model}/{definition}/seed{seed}/eps{eps}/predictions.parquet",
+        calibrated="results/runs/{dataset}/{model}/{definition}/seed{seed}/eps{eps}/calibrated.parquet",
+        ood="results/runs/{dataset}/{model}/{definition}/seed{seed}/eps{eps}/ood.parquet",
+        ood_predictions="results/runs/{dataset}/{model}/{definition}/seed{seed}/eps{eps}/ood_predictions.parquet",
+        environment="results/runs/{dataset}/{model}/{definition}/seed{seed}/eps{eps}/environment.parquet",
     log:
-        "results/logs/train/{dataset}/{model}/seed{seed}_eps{eps}.log",
+        "results/logs/train/{dataset}/{model}/{definition}/seed{seed}_eps{eps}.log",
     group:
         "train"
     conda:
-        "../envs/lsbench.yaml"
+        get_conda_env
     threads: LSB.train.threads
     resources:
         mem_mb=get_train_mem_mb(LSB),
@@ -29,12 +29,12 @@ rule train:
         batch_size=LSB.train.batch_size,
         lr=LSB.train.lr,
         validation_size=get_validation_size(LSB),
-        ood=get_ood_args(LSB),
+        ood=get_ood_args(PLAN),
         execution=get_execution_options(LSB),
     shell:
-        "lsbench train --dataset {wildcards.dataset} --model {params.model:q} --data {input.data}"
-        " --out-dir {params.run_dir:q} --seed {wildcards.seed} --epsilon {wildcards.eps}"
+        "lsbench train --dataset {wildcards.dataset} --model {params.model:q} --data {input.data:q}"
+        " --out-dir {params.run_dir} --seed {wildcards.seed} --epsilon {wildcards.eps}"
         " --epochs {params.epochs} --batch-size {params.batch_size} --lr {params.lr}"
         " --validation-size {params.validation_size} {params.ood} --threads {threads}"
         " {params.execution}"
-        " > {log} 2>&1"
+        " > {log:q} 2>&1"

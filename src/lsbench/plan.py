@@ -1,0 +1,136 @@
+"""What the workflow will run, worked out once when the Snakefile is read: every run's definition
+and the paths that carry it. No torch, and no user code is imported here.
+
+A run's directory carries a digest of everything that defines its numbers besides its seed and
+epsilon (`run_definition`): the training hyperparameters, the content of its data and of its OOD
+data (`data_fingerprint`: the bytes of the files a dataset is read from) and the code of its model
+(`model_code_sha256`). A dataset's cache carries its fingerprint the same way. So whatever exists
+at a path was made from that definition, whether or not Snakemake's metadata (`.snakemake/`) is
+still there: a changed config key, data file or model trains new runs at new paths, and the same
+content reached another way (a relative or an absolute data_root, a copy of the files elsewhere)
+finds the runs it already has.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import sys
+from dataclasses import dataclass
+from importlib.machinery import PathFinder
+from pathlib import Path
+
+from lsbench.config import ConfigError, WorkflowConfig, format_epsilon, is_factory_path, model_slug
+from lsbench.data import files_sha256
+from lsbench.datasets import get_dataset, source_files
+
+DIGEST_CHARS = 16  # 64 bits of sha256: no two definitions of one study meet by chance
+# The built-in models' code: the registry and the MLP's module.
+BUILTIN_MODEL_FILES = ("models.py", "mlp.py")
+
+
+def data_fingerprint(dataset: str, data_root: str | None) -> str:
+    """The first `DIGEST_CHARS` hex digits of `files_sha256` over the files `dataset` will be read
+    from (`lsbench.datasets.source_files`): their content, not their paths or dates. DataError
+    (naming the folder) when data_root does not hold the dataset."""
+    return files_sha256(source_files(get_dataset(dataset), data_root))[:DIGEST_CHARS]
+
+
+def model_code_files(name: str) -> list[Path]:
+    """The files whose content is a model's code: for a built-in model lsbench's `models.py` and
+    `mlp.py`; for a user's "package.module:function", every .py file under the top-level package's
+    directory (`package/**/*.py`), or the one file of a top-level module (`module.py`). Found on
+    `sys.path` without importing anything; ConfigError naming the module when it is not there."""
+    if not is_factory_path(name):
+        here = Path(__file__).parent
+        return [here / f for f in BUILTIN_MODEL_FILES]
+    top = name.partition(":")[0].split(".")[0]
+    module = sys.modules.get(top)
+    spec = module.__spec__ if module is not None and module.__spec__ is not None else PathFinder.find_spec(top, sys.path)
+    if spec is None or (spec.origin is None and not spec.submodule_search_locations):
+        raise ConfigError(f"model {name!r}: cannot find module {top!r} on the Python path (PYTHONPATH); "
+                          "the training jobs import it from there")
+    if spec.submodule_search_locations:
+        return sorted(p for d in spec.submodule_search_locations for p in Path(d).rglob("*.py"))
+    return [Path(spec.origin)]
+
+
+def model_code_sha256(name: str) -> str:
+    """sha256 (first `DIGEST_CHARS` hex digits) over `model_code_files(name)`: each file's name
+    relative to the first one's folder and its bytes. Comments count too: any edit reruns."""
+    files = model_code_files(name)
+    base = Path(os.path.commonpath([f.parent for f in files]))
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(str(path.relative_to(base)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:DIGEST_CHARS]
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """One run of the grid and the directory its tables go to."""
+
+    dataset: str
+    model: str
+    seed: int
+    epsilon: float
+    definition: str
+
+    @property
+    def run_dir(self) -> str:
+        return run_dir(self.dataset, self.model, self.definition, self.seed, format_epsilon(self.epsilon))
+
+
+def run_dir(dataset: str, model: str, definition: str, seed: int | str, eps: str) -> str:
+    """results/runs/<dataset>/<model slug>/<definition>/seed<seed>/eps<eps>."""
+    return f"results/runs/{dataset}/{model_slug(model)}/{definition}/seed{seed}/eps{eps}"
+
+
+def data_cache(dataset: str, fingerprint: str) -> str:
+    """results/data/<dataset>-<fingerprint>.npz (its summary: the same name with .json)."""
+    return f"results/data/{dataset}-{fingerprint}.npz"
+
+
+class WorkflowPlan:
+    """The grid of a validated config with every definition worked out (fingerprints and model
+    code hashed once each). DataError or ConfigError, before any job, when a dataset is not where
+    data_root says or a user's model cannot be found."""
+
+    def __init__(self, wf: WorkflowConfig) -> None:
+        self.wf = wf
+        needed = sorted(set(wf.datasets) | {wf.ood_set(d) for d in wf.datasets if wf.ood_set(d)})
+        self.fingerprints = {d: data_fingerprint(d, wf.data_root) for d in needed}
+        self.model_sha256 = {m: model_code_sha256(m) for m in wf.models}
+        self.runs = [RunPlan(d, m, s, e, self.definition_id(d, m))
+                     for d in wf.datasets for m in wf.models for s in wf.seeds for e in wf.epsilons]
+
+    def definition(self, dataset: str, model: str) -> dict:
+        """What defines the numbers of (dataset, model)'s runs besides seed and epsilon."""
+        train, ood = self.wf.train_config(dataset), self.wf.ood_set(dataset)
+        return {"dataset": dataset, "data": self.fingerprints[dataset], "model": model,
+                "model_code": self.model_sha256[model], "epochs": train.epochs, "batch_size": train.batch_size,
+                "lr": float(train.lr), "validation_size": train.validation_size,
+                "ood_set": ood or "", "ood_data": self.fingerprints[ood] if ood else ""}
+
+    @functools.lru_cache(maxsize=None)  # noqa: B019 - one plan per workflow; its grid is small
+    def definition_id(self, dataset: str, model: str) -> str:
+        text = json.dumps(self.definition(dataset, model), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:DIGEST_CHARS]
+
+    def data_cache(self, dataset: str) -> str:
+        return data_cache(dataset, self.fingerprints[dataset])
+
+    @property
+    def grid_id(self) -> str:
+        """A digest of the run directories and data caches the published tables are collected
+        from: collect writes `results/grid-<grid_id>.json`, so a grid whose tables are not the
+        ones in results/ has no such file and is collected again, even without Snakemake's
+        metadata (a file Snakemake sees missing is the one trigger that needs none)."""
+        text = json.dumps([[run.run_dir for run in self.runs], self.data_summaries()])
+        return hashlib.sha256(text.encode()).hexdigest()[:DIGEST_CHARS]
+
+    def data_summaries(self) -> list[str]:
+        """The summary (.json) of every cache a run reads: the grid's datasets and their OOD sets."""
+        return [str(Path(self.data_cache(d)).with_suffix(".json")) for d in sorted(self.fingerprints)]
