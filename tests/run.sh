@@ -2,6 +2,20 @@
 # The test command: install what the tests need, lint the workflow, run the whole suite offline.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore DEBIAN_FRONTEND=noninteractive
+# Debian packages: a one-node SLURM for tests/test_slurm.py (the test starts and stops the daemons
+# itself) and the headless Chromium that tests/test_browser.py drives through playwright. Installed
+# only when missing; installing needs root (as CI runs), else the command says what to install.
+pkgs="slurm-wlm slurmctld slurmd slurm-client munge chromium"
+missing=$(for p in $pkgs; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || echo "$p"; done)
+if [ -n "$missing" ]; then
+    if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
+        echo "tests/run.sh: the tests need the Debian packages:" $missing "(run as root, or: sudo apt-get install" $missing ")" >&2
+        exit 1
+    fi
+    echo "tests/run.sh: installing" $missing >&2
+    apt-get install -y -q $missing >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q $missing >/dev/null; }
+fi
 python3 -m pip install -q -e '.[train,test]'
 snakemake --lint
 snakefmt --check Snakefile workflow/rules/
