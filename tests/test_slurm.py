@@ -51,7 +51,9 @@ def test_slurm_results_equal_local_results(cluster, tmp_path):
     # prepare_data once per dataset (Fashion-MNIST and its default OOD set, digits), then the 4
     # train jobs as 2 groups of 2; collect and report run locally.
     prepare = [line for line in sbatch if "rule_prepare_data" in line]
-    assert sorted(re.search(r"wildcards_(\w+)", line).group(1) for line in prepare) == ["digits", "fashion_mnist"]
+    # The comment names the wildcards: dataset, then the data's fingerprint.
+    datasets = sorted(re.search(r"wildcards_(\w+?)_[0-9a-f]{16}", line).group(1) for line in prepare)
+    assert datasets == ["digits", "fashion_mnist"]
     assert len(sbatch) == 4, sbatch
     groups = [line for line in sbatch if "group_train" in line or "--cpus-per-task=2" in line]
     assert len(groups) == 2 and all(re.search(r"--mem 3000\b", line) for line in groups), sbatch

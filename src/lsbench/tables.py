@@ -201,10 +201,9 @@ def _check_predictions(p: pd.DataFrame, runs: pd.DataFrame, metrics: pd.DataFram
           "have a label outside 0..num_classes-1 of runs.parquet")
     probs = p[[f"prob_{k}" for k in range(need)]].astype(float)
     _fail(path, p, ((probs < 0) | (probs > 1)).any(axis=1), "have a probability outside [0, 1]")
-    top = probs.to_numpy()
-    # Classes a run does not have (a study with fewer) hold NaN: argmax over the run's own.
-    recomputed = p[io.KEY].assign(correct=np.nanargmax(np.nan_to_num(top, nan=-1.0), axis=1) == p["label"].to_numpy(),
-                                  confidence=np.nanmax(top, axis=1))
+    # Classes a run does not have (a study with fewer) hold NaN: the top label among the run's own.
+    top = np.nan_to_num(probs.to_numpy(), nan=-1.0)
+    recomputed = p[io.KEY].assign(correct=top.argmax(axis=1) == p["label"].to_numpy(), confidence=top.max(axis=1))
     per_run = recomputed.groupby(io.KEY, as_index=False).agg(accuracy=("correct", "mean"),
                                                               mean_confidence=("confidence", "mean"))
     final = final_epoch(metrics)
