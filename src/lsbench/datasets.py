@@ -116,12 +116,14 @@ def _data_root_folder(spec: DatasetSpec, root: Path) -> Path:
     folder = root / spec.subdir
     if folder.is_dir() and any(p.is_file() for p in folder.iterdir()):
         return folder
+    def place(p: Path) -> str:
+        return "data_root itself" if p.parent == root else f"{p.parent.relative_to(root)}/"
+
+    # Only on this error path: where the dataset's files are, if they are anywhere under data_root.
     markers = _TOP_LEVEL_NAMES[spec.layout]
-    found = sorted(str(p.parent.relative_to(root)).replace(".", "data_root itself") + "/"
-                   if p.parent == root else str(p.parent.relative_to(root)) + "/"
-                   for p in root.rglob("*") if p.is_file() and p.name.split(".")[0] in markers)
+    found = sorted({place(p) for p in root.rglob("*") if p.is_file() and p.name.split(".")[0] in markers})
     held = sorted(p.name + ("/" if p.is_dir() else "") for p in root.iterdir())
-    hint = (f"; {spec.title}'s files were found in {', '.join(dict.fromkeys(found))} (under data_root), "
+    hint = (f"; {spec.title}'s files were found in {', '.join(found)} (under data_root), "
             f"but torchvision's layout puts them in {spec.subdir}/" if found else "")
     raise DataError(f"data_root {root}: no {spec.title} files in {folder} ({_layout_files(spec)}){hint}. "
                     f"data_root holds: {', '.join(held[:20]) or 'nothing'}"

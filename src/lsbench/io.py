@@ -27,7 +27,8 @@ METRIC_COLUMNS = [
 ]
 RELIABILITY_COLUMNS = [*KEY, "bin", "bin_lower", "bin_upper", "count", "mean_confidence", "accuracy"]
 # One row per run, final epoch: temperature scaling, bootstrap intervals, other rejection scores.
-CALIBRATED_COLUMNS = [*KEY, "temperature", "temperature_at_bound", "ece_ts", "nll_ts", "mean_confidence_ts", "aurc_ts", "eaurc_ts",
+CALIBRATED_COLUMNS = [*KEY, "temperature", "temperature_at_bound", "ece_ts", "nll_ts", "mean_confidence_ts",
+                      "aurc_ts", "eaurc_ts",
                       "ece_low", "ece_high", "smece_low", "smece_high", "aurc_max_logit", "aurc_margin"]
 # Out-of-distribution detection: one row per run x score; the OOD images' logits, one row per image.
 OOD_COLUMNS = [*KEY, "ood_set", "score", "auroc", "fpr95"]

@@ -47,8 +47,9 @@ def model_code_files(name: str) -> list[Path]:
         here = Path(__file__).parent
         return [here / f for f in BUILTIN_MODEL_FILES]
     top = name.partition(":")[0].split(".")[0]
+    # The module as imported, where it is (a training job); else found where an import would look.
     module = sys.modules.get(top)
-    spec = module.__spec__ if module is not None and module.__spec__ is not None else PathFinder.find_spec(top, sys.path)
+    spec = getattr(module, "__spec__", None) or PathFinder.find_spec(top, sys.path)
     if spec is None or (spec.origin is None and not spec.submodule_search_locations):
         raise ConfigError(f"model {name!r}: cannot find module {top!r} on the Python path (PYTHONPATH); "
                           "the training jobs import it from there")

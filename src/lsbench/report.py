@@ -93,7 +93,8 @@ def temperature_rows(converged: pd.DataFrame) -> list[dict]:
     fitted = converged.dropna(subset=["temperature"])
     rows = summary_rows(fitted, TS_METRICS) if not fitted.empty else []
     for row in rows:
-        row["at_bound"] = int(temperature_at_bound(fitted.loc[fitted["epsilon"] == row["epsilon"], "temperature"]).sum())
+        temperatures = fitted.loc[fitted["epsilon"] == row["epsilon"], "temperature"]
+        row["at_bound"] = int(temperature_at_bound(temperatures).sum())
     return rows
 
 
