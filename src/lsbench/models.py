@@ -193,6 +193,7 @@ def check_output(name: str, model: nn.Module, x: torch.Tensor, num_classes: int)
     out = out.double()
     if not torch.isfinite(out).all():
         raise ConfigError(f"model {name!r}: its untrained outputs are not finite (NaN or inf)")
-    if bool((out >= 0).all()) and bool(torch.allclose(out.sum(dim=1), torch.ones(len(out), dtype=out.dtype), atol=1e-4)):
+    sums_to_one = torch.allclose(out.sum(dim=1), torch.ones(len(out), dtype=out.dtype), atol=1e-4)
+    if bool((out >= 0).all()) and bool(sums_to_one):
         raise ConfigError(f"model {name!r}: returns probabilities (every row is non-negative and sums to 1, e.g. "
                           "a final Softmax); return logits instead: lsbench applies the softmax itself")
