@@ -4,6 +4,7 @@ from snakemake.utils import min_version
 
 from lsbench.config import (
     load_schema,
+    or_exit,
     raw_overrides,
     raw_yaml_texts,
     to_workflow_config,
@@ -21,7 +22,8 @@ configfile: "config.yaml"
 settings = workflow.config_settings
 config_files = ["config.yaml", *getattr(settings, "configfiles", [])]
 config.update(
-    validate_config(
+    or_exit(
+        validate_config,
         config,
         load_schema(),
         {

@@ -14,11 +14,14 @@ if [ -n "$missing" ]; then
         exit 1
     fi
     echo "tests/run.sh: installing" $missing >&2
-    apt-get install -y -q $missing >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q $missing >/dev/null; }
+    log=$(mktemp)
+    apt-get install -y -q $missing >"$log" 2>&1 || { apt-get update -q >"$log" 2>&1 && apt-get install -y -q $missing >"$log" 2>&1; } \
+        || { tail -20 "$log" >&2; echo "tests/run.sh: apt-get install failed (above)" >&2; exit 1; }
 fi
 python3 -m pip install -q -e '.[train,test]'
-snakemake --lint
-snakefmt --check Snakefile workflow/rules/
+# The same Python's tools, not whatever is first on PATH.
+python3 -m snakemake --lint
+python3 -m snakefmt --check Snakefile workflow/rules/
 # Two workers, one test file each at a time (module fixtures stay in one process): the end-to-end
 # tests spend much of their time waiting on Snakemake, SLURM and killed jobs, which overlaps.
 python3 -m pytest -n 2 --dist loadfile "$@"

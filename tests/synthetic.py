@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from lsbench import io
 from lsbench.metrics import (bootstrap_intervals, evaluate_logits, ood_detection, probabilities, rejection_aurcs,
@@ -84,7 +85,9 @@ def make_tables(seeds=(0, 1), epsilons=(0.0, 0.2), epochs: int = 2, n_test: int 
                 frames["environment"].append(io.row_frame(key, ENVIRONMENT))
     tables = {name: pd.concat([p for p in parts if len(p)] or parts[:1], ignore_index=True)
               for name, parts in frames.items()}
-    provenance = pd.DataFrame([{"config_yaml": "seeds: synthetic\n", "git_commit": "abc123",
+    config = {"datasets": sorted({d for d, _ in studies}), "models": sorted({m for _, m in studies}),
+              "seeds": list(seeds), "epsilons": list(epsilons), "epochs": epochs, "batch_size": 64, "lr": 1e-3}
+    provenance = pd.DataFrame([{"config_yaml": yaml.safe_dump(config), "git_commit": "abc123",
                                 "snakemake": "9.0", "lsbench": "0.1.0"}])
     return Tables(**tables, provenance=provenance)
 

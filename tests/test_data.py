@@ -344,3 +344,17 @@ def test_a_download_behind_a_proxy_that_never_answers_gives_up(tmp_path, monkeyp
     finally:
         server.close()
     assert time.monotonic() - started < 30
+
+
+def test_a_cifar_label_beyond_int64_is_a_data_error(tmp_path):
+    d = write_tiny_cifar(tmp_path / "root" / "cifar-10-batches-py")
+    (d / "data_batch_3").write_bytes(pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [2**70, 0]}))
+    with pytest.raises(DataError, match="data_batch_3: a label is out of range"):
+        resolve_dataset(get_dataset("cifar10"), str(tmp_path / "root"), tmp_path / "dl", download=_no_download)
+
+
+def test_the_hint_does_not_point_at_another_datasets_folder(tmp_path):
+    root = write_tiny_root(tmp_path / "root", ("fashion_mnist",))
+    with pytest.raises(DataError) as info:
+        resolve_dataset(get_dataset("mnist"), str(root), tmp_path / "dl", download=_no_download)
+    assert "no MNIST files in" in str(info.value) and "were found in" not in str(info.value)

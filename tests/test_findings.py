@@ -142,7 +142,7 @@ def test_unpaired_seeds_say_there_is_no_comparison():
     records = study_findings(split_studies(tables)[0])
     effect = one(records, "accuracy_effect", epsilon=0.2)
     assert effect["n"] == 0 and effect["direction"] == "unknown"
-    assert "no seed has both runs converged" in effect["text"] and "nan" not in effect["text"]
+    assert "no seed has a converged run at both" in effect["text"] and "nan" not in effect["text"]
 
 
 def test_a_baseline_whose_runs_all_diverged_is_not_replaced():

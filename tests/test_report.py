@@ -150,10 +150,10 @@ def test_report_into_a_directory_is_one_line(report_results, tmp_path, capsys):
     (tmp_path / "somedir").mkdir()
     assert cli_main(["report", str(report_results), "-o", str(tmp_path / "somedir") + "/"]) == 1
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "somedir: is a directory" in err and "Traceback" not in err
+    assert err.count("\n") == 0 and "somedir: names a directory" in err and "Traceback" not in err
     # A directory that does not exist yet, named with its slash: no file of that name appears.
     assert cli_main(["report", str(report_results), "-o", str(tmp_path / "newdir") + "/"]) == 1
-    assert "newdir: is a directory" in capsys.readouterr().err and not (tmp_path / "newdir").exists()
+    assert "newdir: names a directory" in capsys.readouterr().err and not (tmp_path / "newdir").exists()
 
 
 def test_a_report_named_like_the_findings_is_refused(report_results, tmp_path, capsys):

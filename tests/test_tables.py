@@ -167,3 +167,57 @@ def test_an_empty_report_path_is_refused(results, capsys, out):
     assert cli_main(["report", str(results), "-o", out]) == 1
     err = capsys.readouterr().err
     assert "an empty path" in err and "Traceback" not in err
+
+
+def _swap_small_probs(df):
+    """Swap prob_0 and prob_1 in one row where neither is the top class: accuracy and confidence
+    stay, the probabilities are no longer the logits' softmax."""
+    df = df.copy()
+    probs = df[[f"prob_{c}" for c in range(4)]].to_numpy()
+    row = df.index[(probs.argmax(axis=1) > 1) & (abs(probs[:, 0] - probs[:, 1]) > 1e-3)][0]
+    df.loc[row, ["prob_0", "prob_1"]] = df.loc[row, ["prob_1", "prob_0"]].to_numpy()
+    return df
+
+
+def _change_one(column, how):
+    def change(df):
+        df = df.copy()
+        df.loc[df.index[0], column] = how(df.loc[df.index[0], column])
+        return df
+    return change
+
+
+@pytest.mark.parametrize("table,change,needle", [
+    ("predictions", _change_one("logit_0", lambda v: float("nan")), "a logit that is not finite"),
+    ("ood_predictions", _change_one("logit_1", lambda v: float("inf")), "a logit that is not finite"),
+    ("predictions", lambda df: _swap_small_probs(df), "not the softmax of the logits"),
+    ("calibrated", lambda df: df.assign(temperature=df["temperature"] * 1.5), "ece_ts that does not follow"),
+    ("reliability", lambda df: df.assign(count=df.groupby(["seed", "epsilon"])["count"].transform(
+        lambda c: c.sample(frac=1.0, random_state=1).to_numpy())), "bin counts that do not follow"),
+    ("ood", lambda df: df.assign(auroc=df["auroc"] * 0.99), "an MSP AUROC that does not follow"),
+])
+def test_tables_that_do_not_follow_from_the_predictions_are_refused(results, tmp_path, capsys, table, change,
+                                                                     needle):
+    rewrite(results / f"{table}.parquet", change)
+    err = report_error(results, tmp_path, capsys)
+    assert f"{table}.parquet" in err and needle in err, err
+
+
+def test_tables_of_another_grid_are_refused(results, tmp_path, capsys):
+    write_tables(make_tables(seeds=(0, 1, 2)), tmp_path / "other")
+    (tmp_path / "other" / "provenance.parquet").replace(results / "provenance.parquet")
+    err = report_error(results, tmp_path, capsys)
+    assert "provenance.parquet: its config says seeds = [0, 1, 2]" in err
+    write_tables(make_tables(), tmp_path / "same")
+    other = make_tables(sharpness=lambda eps: 3.0)  # the same runs' keys, other numbers
+    other.calibrated.to_parquet(results / "calibrated.parquet", index=False)
+    (tmp_path / "same" / "provenance.parquet").replace(results / "provenance.parquet")
+    assert "calibrated.parquet" in report_error(results, tmp_path, capsys)
+
+
+def test_a_report_path_that_is_a_directory_is_refused(results, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for out in (".", "..", str(tmp_path)):
+        assert cli_main(["report", str(results), "-o", out]) == 1
+        err = capsys.readouterr().err
+        assert "a directory" in err and "Traceback" not in err

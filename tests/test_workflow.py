@@ -347,7 +347,9 @@ def test_a_data_root_that_is_gone_stops_even_a_finished_workflow(workdir, tmp_pa
     wd = copy_workdir(workdir, tmp_path)
     for extra in ((), ("--forceall",)):
         run = snakemake(wd, "-n", *extra, "--config", *GRID, "data_root=data/typo")
-        assert run.returncode != 0 and "data_root data/typo: no such directory" in output(run), output(run)[-2000:]
+        out = output(run)
+        assert run.returncode != 0 and "lsbench: error: data_root data/typo: no such directory" in out, out[-2000:]
+        assert 'File "' not in out and "Traceback" not in out  # one line, not Snakemake's traceback
 
 
 def test_switching_back_to_an_earlier_grid_collects_it_again(workdir, tmp_path):

@@ -97,6 +97,10 @@ def run(args: argparse.Namespace) -> None:
         v = validate_options({"--dataset": ("datasets[]", args.dataset), "--data-root": ("data_root", args.data_root)})
         pipeline.prepare_data(v["--dataset"], v["--data-root"], args.out, log, args.fingerprint)
     elif args.command == "train":
+        # A user's model is imported from the working directory first, as `python -m` would, and as
+        # the workflow looked for it (lsbench.plan.model_search_path).
+        if os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())
         v, cfg = train_config(args)
         if (args.ood_set is None) != (args.ood_data is None):
             raise ConfigError("--ood-set and --ood-data go together")
@@ -117,7 +121,7 @@ def run(args: argparse.Namespace) -> None:
         if not args.out.strip():
             raise ConfigError(f"-o = {args.out!r}: an empty path; give the HTML file to write, e.g. report/index.html")
         if args.out.endswith(("/", os.sep)):  # Path() would drop the slash and write a file of that name
-            raise IsADirectoryError(21, "is a directory; give the HTML file to write, e.g. "
+            raise IsADirectoryError(21, "names a directory (it ends with /); give the HTML file to write, e.g. "
                                     f"{Path(args.out) / 'index.html'}", args.out.rstrip("/" + os.sep))
         write_report(args.results_dir, Path(args.out))
         log(f"wrote {args.out}")

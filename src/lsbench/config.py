@@ -32,6 +32,17 @@ class ConfigError(ValueError):
     """A configuration value is missing, of the wrong type or out of range."""
 
 
+def or_exit(check: Any, *args: Any, **kwargs: Any) -> Any:
+    """`check(*args, **kwargs)`, or exit with its ConfigError or DataError as one message and no
+    traceback: how the Snakefile reports a bad config or data location before any job."""
+    from lsbench.data import DataError
+
+    try:
+        return check(*args, **kwargs)
+    except (ConfigError, DataError) as exc:
+        raise SystemExit(f"lsbench: error: {exc}") from None
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Hyperparameters of one training run (everything but dataset, model, seed and epsilon).
@@ -236,9 +247,11 @@ def yaml_number_errors(config: Mapping[str, Any], paths: list[str | Path]) -> li
             continue
         for where, written, value in _number_surprises(typed, text, ()):
             if _lookup(config, where) == value:
+                meant = written.lstrip("0") if re.fullmatch(r"0\d+", written) else None
+                hint = f"{meant} or {value!r}" if meant else repr(value)
                 errors.append(f"config key {_where(where)!r} = {written} in {path}: YAML 1.1 reads {written} as "
-                              f"{value!r}, not the decimal number it looks like. Allowed: a plain decimal number "
-                              f"(e.g. {written.lstrip('0') or '0'}), or quote it to make it a string")
+                              f"{value!r}, not the decimal number it may look like. Allowed: a plain decimal number "
+                              f"(write {hint}), or quote it to make it a string")
     return errors
 
 

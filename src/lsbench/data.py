@@ -197,7 +197,10 @@ def _integer_labels(labels: object, path: Path) -> np.ndarray:
                    None)
     if bad is not None:
         raise DataError(f"{path}: labels are not integers (e.g. {bad!r})")
-    return np.asarray(labels, dtype=np.int64)
+    try:
+        return np.asarray(labels, dtype=np.int64)
+    except OverflowError as exc:  # a Python int beyond int64: far out of any class range
+        raise DataError(f"{path}: a label is out of range 0..9 ({exc})") from exc
 
 
 def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -119,9 +119,11 @@ def _data_root_folder(spec: DatasetSpec, root: Path) -> Path:
     def place(p: Path) -> str:
         return "data_root itself" if p.parent == root else f"{p.parent.relative_to(root)}/"
 
-    # Only on this error path: where the dataset's files are, if they are anywhere under data_root.
+    # Only on this error path: where the dataset's files are, if they are anywhere under data_root,
+    # but not in another dataset's own folder (MNIST's and Fashion-MNIST's files share names).
     markers = _TOP_LEVEL_NAMES[spec.layout]
-    found = sorted({place(p) for p in root.rglob("*") if p.is_file() and p.name.split(".")[0] in markers})
+    others = {f"{d.subdir}/" for d in DATASETS.values() if d.subdir and d.name != spec.name}
+    found = sorted({place(p) for p in root.rglob("*") if p.is_file() and p.name.split(".")[0] in markers} - others)
     held = sorted(p.name + ("/" if p.is_dir() else "") for p in root.iterdir())
     hint = (f"; {spec.title}'s files were found in {', '.join(found)} (under data_root), "
             f"but torchvision's layout puts them in {spec.subdir}/" if found else "")

@@ -53,7 +53,7 @@ def _ci(i: Interval, digits: int = 4) -> str:
 def _no_interval(i: Interval, signed: bool = False, digits: int = 4) -> str:
     """Why an interval is missing, in words (n = 0, 1, or no spread)."""
     if i.n == 0:
-        return "no seed has both runs converged, so there is no comparison"
+        return "no seed has a converged run at both, so there is no comparison"
     if i.n == 1:
         return "n=1, no interval"
     value = f"{i.mean:+.{digits}f}" if signed else f"{i.mean:.{digits}f}"

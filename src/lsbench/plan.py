@@ -23,7 +23,7 @@ from importlib.machinery import PathFinder
 from pathlib import Path
 
 from lsbench.config import ConfigError, WorkflowConfig, format_epsilon, is_factory_path, model_slug
-from lsbench.data import files_sha256
+from lsbench.data import DataError, files_sha256
 from lsbench.datasets import get_dataset, source_files
 
 DIGEST_CHARS = 16  # 64 bits of sha256: no two definitions of one study meet by chance
@@ -38,30 +38,39 @@ def data_fingerprint(dataset: str, data_root: str | None) -> str:
     return files_sha256(source_files(get_dataset(dataset), data_root))[:DIGEST_CHARS]
 
 
-def model_code_files(name: str) -> list[Path]:
+def model_search_path(hidden: tuple[str, ...] = ()) -> list[str]:
+    """Where a training job imports a user's model from: its working directory (`lsbench train`
+    puts it first, as `python -m` does), then this process's path without `hidden` folders (the
+    Snakefile's own, which Snakemake adds for itself and a job does not have)."""
+    hide = {os.path.abspath(h) for h in hidden}
+    return [os.getcwd(), *(p for p in sys.path if p and os.path.abspath(p) not in hide)]
+
+
+def model_code_files(name: str, hidden: tuple[str, ...] = ()) -> list[Path]:
     """The files whose content is a model's code: for a built-in model lsbench's `models.py` and
     `mlp.py`; for a user's "package.module:function", every .py file under the top-level package's
-    directory (`package/**/*.py`), or the one file of a top-level module (`module.py`). Found on
-    `sys.path` without importing anything; ConfigError naming the module when it is not there."""
+    directory (`package/**/*.py`), or the one file of a top-level module (`module.py`). Found where
+    a training job imports it (`model_search_path(hidden)`) without importing anything; ConfigError
+    naming the module when it is not there."""
     if not is_factory_path(name):
         here = Path(__file__).parent
         return [here / f for f in BUILTIN_MODEL_FILES]
     top = name.partition(":")[0].split(".")[0]
-    # The module as imported, where it is (a training job); else found where an import would look.
+    # The module as imported, where it is (a training job); else found where the job will look.
     module = sys.modules.get(top)
-    spec = getattr(module, "__spec__", None) or PathFinder.find_spec(top, sys.path)
+    spec = getattr(module, "__spec__", None) or PathFinder.find_spec(top, model_search_path(hidden))
     if spec is None or (spec.origin is None and not spec.submodule_search_locations):
-        raise ConfigError(f"model {name!r}: cannot find module {top!r} on the Python path (PYTHONPATH); "
-                          "the training jobs import it from there")
+        raise ConfigError(f"model {name!r}: cannot find module {top!r} in the working directory or on "
+                          "PYTHONPATH; the training jobs import it from there")
     if spec.submodule_search_locations:
         return sorted(p for d in spec.submodule_search_locations for p in Path(d).rglob("*.py"))
     return [Path(spec.origin)]
 
 
-def model_code_sha256(name: str) -> str:
-    """sha256 (first `DIGEST_CHARS` hex digits) over `model_code_files(name)`: each file's name
-    relative to the first one's folder and its bytes. Comments count too: any edit reruns."""
-    files = model_code_files(name)
+def model_code_sha256(name: str, hidden: tuple[str, ...] = ()) -> str:
+    """sha256 (first `DIGEST_CHARS` hex digits) over `model_code_files(name, hidden)`: each file's
+    name relative to their common folder and its bytes. Comments count too: any edit reruns."""
+    files = model_code_files(name, hidden)
     base = Path(os.path.commonpath([f.parent for f in files]))
     digest = hashlib.sha256()
     for path in files:
@@ -96,14 +105,18 @@ def data_cache(dataset: str, fingerprint: str) -> str:
 
 class WorkflowPlan:
     """The grid of a validated config with every definition worked out (fingerprints and model
-    code hashed once each). DataError or ConfigError, before any job, when a dataset is not where
-    data_root says or a user's model cannot be found."""
+    code hashed once each). DataError or ConfigError, before any job, when data_root is not a
+    directory, a dataset is not where data_root says, or a user's model cannot be found where the
+    training jobs will import it from (`hidden_paths`: folders on this process's path that a job
+    does not have, see `model_search_path`)."""
 
-    def __init__(self, wf: WorkflowConfig) -> None:
+    def __init__(self, wf: WorkflowConfig, hidden_paths: tuple[str, ...] = ()) -> None:
         self.wf = wf
+        if wf.data_root is not None and not Path(wf.data_root).is_dir():  # even if no dataset reads it
+            raise DataError(f"data_root {wf.data_root}: no such directory")
         needed = sorted(set(wf.datasets) | {wf.ood_set(d) for d in wf.datasets if wf.ood_set(d)})
         self.fingerprints = {d: data_fingerprint(d, wf.data_root) for d in needed}
-        self.model_sha256 = {m: model_code_sha256(m) for m in wf.models}
+        self.model_sha256 = {m: model_code_sha256(m, hidden_paths) for m in wf.models}
         self.runs = [RunPlan(d, m, s, e, self.definition_id(d, m))
                      for d in wf.datasets for m in wf.models for s in wf.seeds for e in wf.epsilons]
 

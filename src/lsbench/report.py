@@ -319,12 +319,12 @@ def write_report(results_dir: Path, out_path: Path) -> None:
     (TablesError for broken tables; IsADirectoryError when out_path is a directory; ConfigError
     when it is named findings.json)."""
     out_path = Path(out_path)
-    if out_path.name == findings_path(out_path).name:
-        raise ConfigError(f"{out_path}: the findings are written to {findings_path(out_path).name} beside the "
-                         "report; give the report another name, e.g. index.html")
-    if out_path.is_dir():
+    if out_path.is_dir() or out_path.name in ("", ".", ".."):
         raise IsADirectoryError(21, "is a directory; give the HTML file to write, e.g. "
                                 f"{out_path / 'index.html'}", str(out_path))
+    if out_path.name == findings_path(out_path).name:
+        raise ConfigError(f"{out_path}: the findings are written to {findings_path(out_path).name} beside the "
+                          "report; give the report another name, e.g. index.html")
     tables = read_tables(results_dir)
     found = findings(tables)
     write_text(render(tables, found=found), out_path)

@@ -252,6 +252,77 @@ def _check_values(d: Path, frames: dict[str, pd.DataFrame]) -> None:
     _check_ood_predictions(frames["ood_predictions"], runs, d / "ood_predictions.parquet")
 
 
+def _check_recomputed(d: Path, frames: dict[str, pd.DataFrame]) -> None:
+    """The tables describe one set of runs: for every converged run, its stored probabilities,
+    reliability bins, ECE after temperature scaling and MSP OOD AUROC follow from its stored logits
+    (one probability path, `lsbench.metrics`), which are finite; and provenance's config names the
+    runs' grid. A table copied in from another results folder, or edited, fails here."""
+    from lsbench import metrics as m
+
+    final = final_epoch(frames["metrics"])
+    converged = set(final.loc[~final["diverged"].astype(bool), io.KEY].itertuples(index=False, name=None))
+    runs = frames["runs"].set_index(io.KEY)
+    calibrated = frames["calibrated"].set_index(io.KEY)
+    reliability = frames["reliability"].groupby(io.KEY)
+    ood = frames["ood"][frames["ood"]["score"] == "msp"].set_index(io.KEY)
+    ood_logits = frames["ood_predictions"].groupby(io.KEY)
+    for key, p in frames["predictions"].groupby(io.KEY):
+        if key not in converged:
+            continue
+        c = int(runs.loc[key, "num_classes"])
+        where = dict(zip(io.KEY, key))
+        logits = p[[f"logit_{k}" for k in range(c)]].to_numpy(np.float64)
+        if not np.isfinite(logits).all():
+            raise TablesError(f"{d / 'predictions.parquet'}: a logit that is not finite in a run that did not "
+                              f"diverge, e.g. {where}")
+        probs = m.probabilities(logits)
+        if np.abs(probs - p[[f"prob_{k}" for k in range(c)]].to_numpy(np.float64)).max() > 1e-9:
+            raise TablesError(f"{d / 'predictions.parquet'}: probabilities that are not the softmax of the "
+                              f"logits beside them, e.g. {where}")
+        labels = p["label"].to_numpy()
+        bins = reliability.get_group(key)["count"].tolist()
+        if bins != m.reliability_table(probs, labels, len(bins))["count"]:
+            raise TablesError(f"{d / 'reliability.parquet'}: bin counts that do not follow from "
+                              f"predictions.parquet (another run's?), e.g. {where}")
+        t = calibrated.loc[key, "temperature"]
+        if np.isfinite(t) and abs(m.expected_calibration_error(m.probabilities(logits / t), labels)
+                                  - calibrated.loc[key, "ece_ts"]) > 1e-9:
+            raise TablesError(f"{d / 'calibrated.parquet'}: an ece_ts that does not follow from its temperature "
+                              f"and predictions.parquet (another run's?), e.g. {where}")
+        if key in ood.index:
+            scores = ood_logits.get_group(key)[[f"logit_{k}" for k in range(c)]].to_numpy(np.float64)
+            if not np.isfinite(scores).all():
+                raise TablesError(f"{d / 'ood_predictions.parquet'}: a logit that is not finite, e.g. {where}")
+            auroc = m.ood_detection(probs.max(axis=1), m.probabilities(scores).max(axis=1))["auroc"]
+            if abs(auroc - ood.loc[key, "auroc"]) > 1e-9:
+                raise TablesError(f"{d / 'ood.parquet'}: an MSP AUROC that does not follow from the predictions "
+                                  f"(another run's?), e.g. {where}")
+    _check_provenance(d, frames["provenance"], frames["runs"])
+
+
+def _check_provenance(d: Path, provenance: pd.DataFrame, runs: pd.DataFrame) -> None:
+    """The recorded config's grid and hyperparameters are the runs' (when a config was recorded)."""
+    import yaml
+
+    text = provenance.iloc[0]["config_yaml"]
+    if not text:
+        return
+    try:
+        config = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise TablesError(f"{d / 'provenance.parquet'}: config_yaml is not YAML ({exc})") from exc
+    checks = {"datasets": set(runs["dataset"]), "models": set(runs["model"]), "seeds": set(runs["seed"]),
+              "epsilons": set(runs["epsilon"]), "epochs": set(runs["epochs"]), "batch_size": set(runs["batch_size"]),
+              "lr": set(runs["lr"])}
+    for key, found in checks.items():
+        if not isinstance(config, dict) or key not in config:
+            continue
+        want = config[key] if isinstance(config[key], list) else [config[key]]
+        if {float(v) if key in ("epsilons", "lr") else v for v in want} != found:
+            raise TablesError(f"{d / 'provenance.parquet'}: its config says {key} = {config[key]!r}, the runs of "
+                              f"runs.parquet have {sorted(found)} (from another results folder?)")
+
+
 def _run_set(df: pd.DataFrame) -> set[tuple]:
     return set(df[io.KEY].drop_duplicates().itertuples(index=False, name=None))
 
@@ -275,6 +346,7 @@ def read_tables(results_dir: Path) -> Tables:
                 f"{len(extra)} run(s) too many, e.g. {extra[0]}" if extra else "") if part)
             raise TablesError(f"{d / f'{name}.parquet'}: not the {which} runs.parquet: {detail}")
     _check_values(d, frames)
+    _check_recomputed(d, frames)
     calibrated = frames["calibrated"]
     frames["calibrated"] = calibrated.assign(temperature_at_bound=temperature_at_bound(calibrated["temperature"]))
     return Tables(**frames)

@@ -2,7 +2,7 @@ import json
 import os
 import shlex
 
-from lsbench.config import format_epsilon, model_from_slug
+from lsbench.config import format_epsilon, model_from_slug, or_exit
 from lsbench.datasets import get_dataset
 from lsbench.plan import WorkflowPlan, run_dir
 
@@ -44,7 +44,8 @@ def get_conda_env(wildcards):
 def get_plan(lsb):
     # Every run's definition and path, the data fingerprinted and the models' code hashed once:
     # a dataset that is not where data_root says, or a model that cannot be found, stops here.
-    return WorkflowPlan(lsb)
+    # A training job's path lacks the Snakefile's folder, which Snakemake puts on its own.
+    return or_exit(WorkflowPlan, lsb, hidden_paths=(workflow.basedir,))
 
 
 def get_run_dirs(plan):
