@@ -54,7 +54,9 @@ def write_tiny_cifar(directory: Path, n_train: int = 250, n_test: int = 50, seed
 
 
 def write_tiny_root(root: Path, datasets=("fashion_mnist",), **sizes) -> Path:
-    """A data_root in torchvision's layout with tiny copies of `datasets` (digits needs none)."""
+    """A data_root in torchvision's layout with tiny copies of `datasets` (digits needs none; the
+    folder exists even then, as a data_root must)."""
+    root.mkdir(parents=True, exist_ok=True)
     for name in datasets:
         if name == "cifar10":
             write_tiny_cifar(root / LAYOUT[name])
