@@ -69,6 +69,23 @@ NETS = """
         return nn.Sequential(nn.Flatten(), layer)
 
 
+    class ZeroesItsInput(nn.Module):
+        # Changes, after use, a tensor autograd needs for the backward pass.
+        def __init__(self, in_features, num_classes):
+            super().__init__()
+            self.fc = nn.Linear(in_features, num_classes)
+
+        def forward(self, x):
+            x = x.flatten(1).relu()
+            out = self.fc(x)
+            x.zero_()
+            return out
+
+
+    def zeroes_its_input(input_shape, num_classes):
+        return ZeroesItsInput(int(np.prod(input_shape)), num_classes)
+
+
     def batchnorm(input_shape, num_classes):
         return nn.Sequential(nn.Flatten(), nn.Linear(int(np.prod(input_shape)), 16), nn.BatchNorm1d(16), nn.ReLU(),
                              nn.Linear(16, num_classes))
@@ -137,3 +154,8 @@ def test_the_runs_table_records_the_models_code(tmp_path, tiny_dataset_file, net
     recorded = tables(tmp_path / "run")["runs"].loc[0, "model_sha256"]
     assert recorded == model_code_sha256(f"{nets}:halves_a_copy") and len(recorded) == 16
     assert json.loads(tables(tmp_path / "run")["runs"].loc[0, "class_names"])[0] == "T-shirt/top"
+
+
+def test_a_training_step_that_fails_names_the_model(tmp_path, tiny_dataset_file, nets):
+    with pytest.raises(ConfigError, match=f"model '{nets}:zeroes_its_input': a training step on a batch of shape"):
+        train_run(tiny_dataset_file, tmp_path / "run", model=f"{nets}:zeroes_its_input", cfg=CFG)

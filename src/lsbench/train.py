@@ -123,7 +123,7 @@ class Stepper(Protocol):
 class AutogradStepper:
     """Adam (`torch.optim.Adam(fused=True)`, lr `lr`, torch's defaults otherwise) on
     `F.cross_entropy(model(x), y, label_smoothing=epsilon)`; `step` returns the batch loss as a
-    device scalar. A forward that fails is a ConfigError naming the model (`name`)."""
+    device scalar. A forward or backward that fails is a ConfigError naming the model (`name`)."""
 
     def __init__(self, model: nn.Module, lr: float, epsilon: float, name: str = "model") -> None:
         self.model, self.epsilon, self.name = model, epsilon, name
@@ -132,12 +132,11 @@ class AutogradStepper:
     def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         self.optimizer.zero_grad(set_to_none=True)
         try:
-            logits = self.model(x)
-        except Exception as exc:  # noqa: BLE001 - a user's forward may raise anything; say whose it was
-            raise ConfigError(f"model {self.name!r}: forward on a training batch of shape {tuple(x.shape)} failed: "
+            loss = F.cross_entropy(self.model(x), y, label_smoothing=self.epsilon)
+            loss.backward()  # a forward that changed a tensor autograd needs fails only here
+        except Exception as exc:  # noqa: BLE001 - a user's model may raise anything; say whose it was
+            raise ConfigError(f"model {self.name!r}: a training step on a batch of shape {tuple(x.shape)} failed: "
                               f"{type(exc).__name__}: {exc}") from exc
-        loss = F.cross_entropy(logits, y, label_smoothing=self.epsilon)
-        loss.backward()
         self.optimizer.step()
         return loss.detach()
 
