@@ -13,7 +13,6 @@ finds the runs it already has.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -78,6 +77,11 @@ def model_code_sha256(name: str, hidden: tuple[str, ...] = ()) -> str:
     return digest.hexdigest()[:DIGEST_CHARS]
 
 
+def _digest(value: object) -> str:
+    """The first `DIGEST_CHARS` hex digits of the sha256 of `value` as canonical JSON."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:DIGEST_CHARS]
+
+
 @dataclass(frozen=True)
 class RunPlan:
     """One run of the grid and the directory its tables go to."""
@@ -117,7 +121,8 @@ class WorkflowPlan:
         needed = sorted(set(wf.datasets) | {wf.ood_set(d) for d in wf.datasets if wf.ood_set(d)})
         self.fingerprints = {d: data_fingerprint(d, wf.data_root) for d in needed}
         self.model_sha256 = {m: model_code_sha256(m, hidden_paths) for m in wf.models}
-        self.runs = [RunPlan(d, m, s, e, self.definition_id(d, m))
+        self.definition_ids = {(d, m): _digest(self.definition(d, m)) for d in wf.datasets for m in wf.models}
+        self.runs = [RunPlan(d, m, s, e, self.definition_ids[d, m])
                      for d in wf.datasets for m in wf.models for s in wf.seeds for e in wf.epsilons]
 
     def definition(self, dataset: str, model: str) -> dict:
@@ -128,11 +133,6 @@ class WorkflowPlan:
                 "lr": float(train.lr), "validation_size": train.validation_size,
                 "ood_set": ood or "", "ood_data": self.fingerprints[ood] if ood else ""}
 
-    @functools.lru_cache(maxsize=None)  # noqa: B019 - one plan per workflow; its grid is small
-    def definition_id(self, dataset: str, model: str) -> str:
-        text = json.dumps(self.definition(dataset, model), sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:DIGEST_CHARS]
-
     def data_cache(self, dataset: str) -> str:
         return data_cache(dataset, self.fingerprints[dataset])
 
@@ -142,8 +142,7 @@ class WorkflowPlan:
         from: collect writes `results/grid-<grid_id>.json`, so a grid whose tables are not the
         ones in results/ has no such file and is collected again, even without Snakemake's
         metadata (a file Snakemake sees missing is the one trigger that needs none)."""
-        text = json.dumps([[run.run_dir for run in self.runs], self.data_summaries()])
-        return hashlib.sha256(text.encode()).hexdigest()[:DIGEST_CHARS]
+        return _digest([[run.run_dir for run in self.runs], self.data_summaries()])
 
     def data_summaries(self) -> list[str]:
         """The summary (.json) of every cache a run reads: the grid's datasets and their OOD sets."""

@@ -17,7 +17,6 @@ import pandas as pd
 from pandas.api import types as ptypes
 
 from lsbench import io
-from lsbench.metrics import temperature_at_bound
 from lsbench.stats import METRIC_BOUNDS
 
 # Required columns and their kinds: "int", "float", "str", "bool" ("float" accepts integers too).
@@ -31,7 +30,8 @@ COLUMNS: dict[str, dict[str, str]] = {
     "reliability": {**KEY_KINDS, "bin": "int", "bin_lower": "float", "bin_upper": "float", "count": "int",
                     "mean_confidence": "float", "accuracy": "float"},
     "predictions": {**KEY_KINDS, "index": "int", "label": "int", "logit_0": "float", "prob_0": "float"},
-    # temperature_at_bound is derived from temperature on reading (tables written before it lack it).
+    # temperature_at_bound is not required: readers derive it from temperature (lsbench.metrics
+    # .temperature_at_bound), as tables written before it lack it.
     "calibrated": {**KEY_KINDS, **{c: "float" for c in io.CALIBRATED_COLUMNS
                                    if c not in (*io.KEY, "temperature_at_bound")}},
     "ood": {**KEY_KINDS, "ood_set": "str", "score": "str", "auroc": "float", "fpr95": "float"},
@@ -347,6 +347,4 @@ def read_tables(results_dir: Path) -> Tables:
             raise TablesError(f"{d / f'{name}.parquet'}: not the {which} runs.parquet: {detail}")
     _check_values(d, frames)
     _check_recomputed(d, frames)
-    calibrated = frames["calibrated"]
-    frames["calibrated"] = calibrated.assign(temperature_at_bound=temperature_at_bound(calibrated["temperature"]))
     return Tables(**frames)
