@@ -1,4 +1,4 @@
-# lsbench: datasets x models x seeds x label-smoothing grid -> parquet -> HTML report.
+# lsbench: datasets x models x methods x seeds grid -> parquet -> HTML report.
 # This file only declares; logic lives in src/lsbench/, helpers in workflow/rules/common.smk.
 from snakemake.utils import min_version
 
@@ -31,6 +31,7 @@ config.update(
             **raw_overrides(getattr(settings, "config_args", None)),
         },
         yaml_files=config_files,
+        override_keys=set(raw_overrides(getattr(settings, "config_args", None))),
     )
 )
 LSB = to_workflow_config(config)

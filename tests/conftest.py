@@ -78,10 +78,14 @@ def workflow_dir(root: Path, idx: dict | None = None, **config) -> Path:
 
 
 def run_file(workdir: Path, name: str, dataset: str = "fashion_mnist", model: str = "mlp", seed: int = 0,
-             eps: str = "0.1") -> Path:
-    """`name` in the one run directory of (dataset, model, seed, eps) under workdir/results/runs,
-    whatever its definition digest (lsbench.plan); a path that does not exist if there is none."""
-    found = sorted((workdir / "results" / "runs" / dataset / model).glob(f"*/seed{seed}/eps{eps}"))
+             eps: str = "0.1", method: str | None = None) -> Path:
+    """`name` in the one run directory of (dataset, model, seed, method at param `eps`; label
+    smoothing by default, eps 0 being cross-entropy) under workdir/results/runs, whatever its
+    definition digest (lsbench.plan); a path that does not exist if there is none."""
+    from lsbench.methods import variant
+
+    method, param = variant(method or "label_smoothing", float(eps))
+    found = sorted((workdir / "results" / "runs" / dataset / model).glob(f"*/seed{seed}/{method}/p{param!r}"))
     assert len(found) <= 1, found
     return (found[0] if found else workdir / "results" / "runs" / "none") / name
 
@@ -94,13 +98,16 @@ def snakemake_cmd(workdir: Path, *args: str) -> list[str]:
 
 def train_run(data_file: Path, run_dir: Path, seed: int = 0, epsilon: float = 0.1, cfg=None,
               dataset: str = "fashion_mnist", model: str = "mlp", keep: bool = False, log=None,
-              ood: tuple[str, Path] | None = None) -> None:
-    """`lsbench train` as a function call, with test defaults."""
+              ood: tuple[str, Path] | None = None, method: str = "label_smoothing") -> None:
+    """`lsbench train` as a function call, with test defaults: `method` at param `epsilon`
+    (label smoothing by default; its 0 is the cross-entropy run)."""
     from lsbench.config import TrainConfig
+    from lsbench.methods import variant
     from lsbench.pipeline import train_one
 
     cfg = cfg or TrainConfig(epochs=2, batch_size=32, device="cpu")
-    train_one(dataset, model, data_file, run_dir, seed, epsilon, cfg, keep, log or (lambda m: None), ood=ood)
+    method, param = variant(method, epsilon)
+    train_one(dataset, model, data_file, run_dir, seed, method, param, cfg, keep, log or (lambda m: None), ood=ood)
 
 
 @pytest.fixture

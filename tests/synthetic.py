@@ -7,9 +7,12 @@ import json
 
 import numpy as np
 import pandas as pd
+import torch
 import yaml
 
 from lsbench import io
+from lsbench.methods import variant
+from lsbench.train import objective_on
 from lsbench.metrics import (bootstrap_intervals, evaluate_logits, ood_detection, probabilities, rejection_aurcs,
                              rejection_scores, reliability_table, temperature_scaled, top_label)
 from lsbench.tables import Tables
@@ -34,26 +37,34 @@ def run_logits(rng: np.random.Generator, n: int, num_classes: int, accuracy: flo
 def make_tables(seeds=(0, 1), epsilons=(0.0, 0.2), epochs: int = 2, n_test: int = 60, num_classes: int = 4,
                 diverged=frozenset(), sharpness=lambda eps: 2.0 - 4 * eps, accuracy=lambda eps: 0.8,
                 validation: bool = True, studies=(("fashion_mnist", "mlp"),), ood_sharpness=lambda eps: 0.5,
-                ood_sets: dict | None = None, bootstrap: bool = False) -> Tables:
-    """Tables for studies x seeds x epsilons. `sharpness(eps)` scales the logits (large:
-    overconfident), `accuracy(eps)` sets the share of right argmaxes; runs in `diverged` ((seed,
-    eps) pairs, in every study) end one epoch early with an infinite training loss. A dataset in
-    `ood_sets` (default: fashion_mnist -> digits) gets OOD logits scaled by `ood_sharpness(eps)`.
-    `bootstrap`: compute the bootstrap intervals (slow) instead of writing NaN."""
+                ood_sets: dict | None = None, bootstrap: bool = False, methods: dict | None = None) -> Tables:
+    """Tables for studies x seeds x runs: label smoothing at `epsilons` (0: the cross-entropy run),
+    or `methods` ({method: [params] or None}, as the config's key; cross-entropy is always added).
+    `sharpness(param)` scales the logits (large: overconfident), `accuracy(param)` sets the share
+    of right argmaxes; runs in `diverged` ((seed, param) pairs, in every study) end one epoch early
+    with an infinite training loss. A dataset in `ood_sets` (default: fashion_mnist -> digits) gets
+    OOD logits scaled by `ood_sharpness(param)`. `bootstrap`: compute the bootstrap intervals
+    (slow) instead of writing NaN."""
+    from lsbench.methods import grid_variants
+
     ood_sets = {"fashion_mnist": "digits"} if ood_sets is None else ood_sets
+    runs = (grid_variants(methods) if methods is not None
+            else sorted({variant("label_smoothing", e) for e in epsilons}, key=lambda r: r[1]))
     frames: dict[str, list[pd.DataFrame]] = {name: [] for name in io.TABLES}
     for dataset, model in studies:
         for seed in seeds:
-            for eps in epsilons:
-                key = io.RunKey(dataset, model, seed, eps)
-                rng = np.random.default_rng([seed, int(eps * 1e6), len(dataset), len(model)])
+            for method, eps in runs:
+                key = io.RunKey(dataset, model, method, eps, seed)
+                rng = np.random.default_rng([seed, int(eps * 1e6), len(method), len(dataset), len(model)])
                 bad = (seed, eps) in diverged
                 records = []
                 for epoch in range(1, epochs + 1 - bad):
                     logits, labels = run_logits(rng, n_test, num_classes, accuracy(eps), sharpness(eps))
                     last_bad = bad and epoch == epochs - 1
                     records.append({"epoch": epoch, "train_loss": float("inf") if last_bad else 1.0 / epoch,
-                                    **evaluate_logits(logits, labels, eps), "epoch_seconds": 0.5,
+                                    "test_loss": objective_on(method, eps, torch.from_numpy(logits),
+                                                              torch.from_numpy(labels)),
+                                    **evaluate_logits(logits, labels), "epoch_seconds": 0.5,
                                     "diverged": last_bad,
                                     "divergence": "non-finite training loss (inf)" if last_bad else ""})
                 val_logits, val_labels = run_logits(rng, n_test, num_classes, accuracy(eps), sharpness(eps))
@@ -86,7 +97,8 @@ def make_tables(seeds=(0, 1), epsilons=(0.0, 0.2), epochs: int = 2, n_test: int 
     tables = {name: pd.concat([p for p in parts if len(p)] or parts[:1], ignore_index=True)
               for name, parts in frames.items()}
     config = {"datasets": sorted({d for d, _ in studies}), "models": sorted({m for _, m in studies}),
-              "seeds": list(seeds), "epsilons": list(epsilons), "epochs": epochs, "batch_size": 64, "lr": 1e-3}
+              "seeds": list(seeds), "epochs": epochs, "batch_size": 64, "lr": 1e-3,
+              **({"methods": methods} if methods is not None else {"epsilons": list(epsilons)})}
     provenance = pd.DataFrame([{"config_yaml": yaml.safe_dump(config), "git_commit": "abc123",
                                 "snakemake": "9.0", "lsbench": "0.1.0"}])
     return Tables(**tables, provenance=provenance)

@@ -39,3 +39,17 @@ def test_bench_runs_every_loop(tmp_path, tiny_dataset_file, capsys, model, loops
     assert all(r["s_per_epoch"] > 0 and 0 <= r["accuracy"] <= 1 for r in by_name.values())
     assert result["n_train"] == 128 and result["matmul_peak_gflops"] > 0 and result["gflop_per_epoch"] > 0
     assert all(len(r["epoch_seconds"]) == 2 for r in by_name.values())
+
+
+def test_bench_times_every_method_against_the_idiomatic_loop(tmp_path, tiny_dataset_file, capsys):
+    from lsbench.methods import METHODS
+
+    out = tmp_path / "methods.json"
+    assert main(["--data", str(tiny_dataset_file), "--methods", "all", "--epochs", "2", "--baseline-epochs", "2",
+                 "--train-size", "128", "--test-size", "32", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    results = json.loads(out.read_text())
+    assert [r["method"] for r in results] == list(METHODS)
+    assert all(r["fast_step"] == "ManualStepper" for r in results)  # the MLP's step covers every objective
+    for r in results:
+        assert {x["loop"] for x in r["loops"]} - {"seed notebook"} == {"lsbench", "idiomatic"} and r["variant"] in printed

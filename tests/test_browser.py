@@ -42,7 +42,7 @@ def test_report_in_chromium(report_html, sections, tmp_path):
     shot = screenshot_path(tmp_path, "report")
     result = inspect_page(page, shot)
     assert result.problems(sections) == []
-    assert len(result.images) == 8  # 6 in the study, its risk-coverage and its OOD figures
+    assert len(result.images) == 9  # 7 in the study, its risk-coverage and its OOD figures
     width, height = png_size(shot)
     assert width == 1280 and height > 3000  # the whole page, not just the first screen
 

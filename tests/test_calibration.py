@@ -81,9 +81,10 @@ def test_train_one_writes_calibrated_table(tmp_path, tiny_dataset_file):
     cfg = TrainConfig(epochs=2, batch_size=32, device="cpu", validation_size=64)
     train_run(tiny_dataset_file, tmp_path / "ts", 1, 0.1, cfg)
     row = pd.read_parquet(tmp_path / "ts" / "calibrated.parquet")
-    assert list(row.columns) == ["dataset", "model", "seed", "epsilon", "temperature", "temperature_at_bound", "ece_ts", "nll_ts",
-                                 "mean_confidence_ts", "aurc_ts", "eaurc_ts", "ece_low", "ece_high", "smece_low",
-                                 "smece_high", "aurc_max_logit", "aurc_margin"]
+    assert list(row.columns) == ["dataset", "model", "method", "param", "seed", "temperature", "temperature_at_bound",
+                                 "ece_ts", "nll_ts", "mean_confidence_ts", "aurc_ts", "eaurc_ts", "ece_low", "ece_high",
+                                 "smece_low", "smece_high", "aurc_max_logit", "aurc_margin", "val_nll"]
+    assert row["val_nll"].iloc[0] > 0
     assert len(row) == 1 and row["seed"].iloc[0] == 1 and 0.05 <= row["temperature"].iloc[0] <= 20
     off = TrainConfig(epochs=1, batch_size=32, device="cpu", validation_size=0)
     train_run(tiny_dataset_file, tmp_path / "off", 1, 0.1, off)

@@ -22,7 +22,8 @@ def test_the_package_reads_the_workflows_schema():
 def test_default_config_is_valid_and_matches_seed_experiment():
     cfg = to_workflow_config(validate_config(base(), SCHEMA))
     assert cfg.datasets == ("fashion_mnist",) and cfg.models == ("mlp",)
-    assert cfg.seeds == (0, 1, 2) and cfg.epsilons == (0.0, 0.05, 0.1, 0.2, 0.3)
+    assert cfg.seeds == (0, 1, 2)
+    assert cfg.variants == (("cross_entropy", 0.0), *(("label_smoothing", e) for e in (0.05, 0.1, 0.2, 0.3)))
     t = cfg.train
     assert (t.epochs, t.batch_size, t.lr, t.device) == (20, 64, 1e-3, "auto")
     assert cfg.train_config("fashion_mnist").validation_size == 5000
@@ -34,7 +35,7 @@ def test_command_line_strings_are_coerced():
            "data_root": "null", "keep_checkpoints": "true", "validation_size": {"fashion_mnist": "16", "digits": "0.1"},
            "datasets": ["fashion_mnist", "digits"]}
     cfg = to_workflow_config(validate_config(raw, SCHEMA))
-    assert cfg.seeds == (0, 1) and cfg.epsilons == (0.0, 0.2)
+    assert cfg.seeds == (0, 1) and cfg.variants == (("cross_entropy", 0.0), ("label_smoothing", 0.2))
     assert cfg.train.epochs == 2 and cfg.train.lr == 1e-3
     assert cfg.data_root is None and cfg.keep_checkpoints is True
     assert cfg.validation_sizes == {"fashion_mnist": 16, "digits": 0.1}

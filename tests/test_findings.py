@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from lsbench.findings import best_epsilon, study_findings
+from lsbench.findings import lowest, select, study_findings
 from lsbench.studies import split_studies
 from synthetic import make_tables
 
@@ -37,25 +37,65 @@ def test_overconfidence_everywhere_has_no_flip():
 def test_over_to_underconfidence_flips_where_it_does():
     # Sharp logits at eps=0 (overconfident), nearly flat ones at eps=0.3 (underconfident).
     records = findings(epsilons=(0.0, 0.1, 0.3), sharpness=lambda e: 2.5 - 7.5 * e, accuracy=lambda e: 0.8)
-    assert one(records, "miscalibration_direction", epsilon=0.0)["direction"] == "over"
-    under = one(records, "miscalibration_direction", epsilon=0.3)
+    assert one(records, "miscalibration_direction", param=0.0)["direction"] == "over"
+    under = one(records, "miscalibration_direction", param=0.3)
     assert under["direction"] == "under" and under["high"] < 0 and "underconfident" in under["text"]
     flip = one(records, "miscalibration_flip")
-    assert flip["to_epsilon"] == 0.3 and flip["from_epsilon"] in (0.0, 0.1)
+    assert flip["method"] == "label_smoothing" and flip["to_param"] == 0.3 and flip["from_param"] in (0.0, 0.1)
 
 
-def test_the_ece_minimising_epsilon_is_found_and_tested_against_zero():
-    # Sharpness 2.5 - 7.5 eps: eps=0.1 (sharpness 1.75) is far better calibrated than eps=0 (2.5).
+def test_the_setting_is_chosen_on_held_out_images_and_tested_against_cross_entropy():
+    # Sharpness 2.5 - 7.5 eps: eps=0.1 (sharpness 1.75) is far better calibrated than eps=0 (2.5);
+    # the held-out images follow the same rule, so their NLL picks it too.
     records = findings(epsilons=(0.0, 0.1, 0.3), sharpness=lambda e: 2.5 - 7.5 * e, accuracy=lambda e: 0.8)
-    best = one(records, "ece_minimizing_epsilon")
-    assert best["epsilon"] == 0.1 and best["direction"] == "under" and best["high"] < 0
-    assert "lower than at ε = 0.0" in best["text"] and best["p"] < 0.05
+    s = one(records, "method_setting", method="label_smoothing")
+    assert s["selection"] == "val_nll" and s["candidates"] == 2
+    assert s["param"] == 0.1 and s["direction"] == "under" and s["high"] < 0 and s["p"] < 0.05
+    assert "lower than cross-entropy's" in s["text"] and "validation NLL" in s["text"]
+    assert s["test_optimum_param"] == 0.1
 
 
-def test_when_zero_is_best_no_epsilon_lowers_ece():
-    records = findings(epsilons=(0.0, 0.2), sharpness=lambda e: 1.5 + 5 * e, accuracy=lambda e: 0.8)
-    best = one(records, "ece_minimizing_epsilon")
-    assert best["epsilon"] == 0.0 and "no ε lowers it" in best["text"]
+def test_the_choice_ignores_the_test_set():
+    tables = make_tables(seeds=SEEDS, epsilons=(0.0, 0.1, 0.3), n_test=N, sharpness=lambda e: 2.5 - 7.5 * e)
+    # Make eps 0.3 look best on the held-out images only: the choice follows them, the test-set
+    # optimum (by ECE) stays eps 0.1 and is named beside it.
+    c = tables.calibrated
+    c.loc[c["param"] == 0.3, "val_nll"] = c["val_nll"].min() / 2
+    s = one(study_findings(split_studies(tables)[0]), "method_setting", method="label_smoothing")
+    assert s["param"] == 0.3 and s["test_optimum_param"] == 0.1 and "test-set optimum by ECE" in s["text"]
+
+
+def test_without_held_out_images_the_choice_says_it_used_the_test_set():
+    records = findings(epsilons=(0.0, 0.1, 0.3), validation=False)
+    s = one(records, "method_setting", method="label_smoothing")
+    assert s["selection"] == "test_nll" and "test-set choice" in s["text"]
+
+
+def test_the_best_method_is_compared_with_label_smoothing_and_temperature_scaling():
+    # Focal loss at gamma 0.05 (the synthetic sharpness 1.5) calibrates better than LS at 0.3.
+    records = findings(methods={"label_smoothing": [0.3], "focal": [0.05]}, sharpness=lambda p: 2.5 - 20 * p
+                       if p < 0.2 else 3.0, accuracy=lambda p: 0.7)
+    best = one(records, "best_method")
+    assert (best["method"], best["param"]) == ("focal", 0.05)
+    assert best["vs_label_smoothing"]["direction"] == "under" and "against label smoothing's chosen" in best["text"]
+    assert "vs_temperature_scaling" in best and "temperature scaling alone" in best["text"]
+    assert one(records, "temperature_scaling_vs_method", method="label_smoothing")["direction"] == "under"
+
+
+def test_underconfident_methods_and_costs_are_listed():
+    # LS at 0.3: flat logits (underconfident) and fewer right answers.
+    records = findings(methods={"label_smoothing": [0.3], "focal": [1.0]},
+                       sharpness=lambda p: 0.4 if p == 0.3 else 2.0, accuracy=lambda p: 0.6 if p == 0.3 else 0.8)
+    under = one(records, "underconfident_methods")
+    assert under["variants"] == ["label smoothing ε = 0.3"] and "label smoothing ε = 0.3" in under["text"]
+    costs = one(records, "method_costs")
+    assert costs["lower_accuracy"] == ["label smoothing ε = 0.3"] and "lowers accuracy" in costs["text"]
+
+
+def test_a_method_without_a_parameter_is_its_only_setting():
+    records = findings(methods={"focal_adaptive": None})
+    s = one(records, "method_setting", method="focal_adaptive")
+    assert s["candidates"] == 1 and "its only setting" in s["text"] and s["variant"] == "FLSD-53"
 
 
 @pytest.mark.parametrize("accuracy,direction,word", [
@@ -65,57 +105,59 @@ def test_when_zero_is_best_no_epsilon_lowers_ece():
 ])
 def test_accuracy_effect_in_each_direction(accuracy, direction, word):
     records = findings(epsilons=(0.0, 0.2), accuracy=accuracy)
-    effect = one(records, "accuracy_effect", epsilon=0.2)
+    effect = one(records, "accuracy_effect", param=0.2)
     assert effect["direction"] == direction and word in effect["text"]
     if direction == "none":
         assert effect["low"] < 0 < effect["high"]
         assert "raises" not in effect["text"] and "lowers" not in effect["text"]
 
 
-def test_temperature_scaling_against_the_best_epsilon():
-    # Every eps badly overconfident: the best eps stays miscalibrated; a fitted temperature fixes it.
+def test_temperature_scaling_against_the_chosen_epsilon():
+    # Every eps badly overconfident: the chosen eps stays miscalibrated; a fitted temperature fixes it.
     records = findings(epsilons=(0.0, 0.1), sharpness=lambda e: 3.0, accuracy=lambda e: 0.6)
-    ts = one(records, "temperature_scaling_vs_best_epsilon")
+    ts = one(records, "temperature_scaling_vs_method", method="label_smoothing")
     assert ts["direction"] == "under" and "temperature scaling is better" in ts["text"]
 
 
 def test_aurc_and_ood_effects():
     # Higher accuracy at eps=0.2 lowers AURC; flatter OOD logits at eps=0.2 make OOD easier to spot.
     records = findings(epsilons=(0.0, 0.2), accuracy=lambda e: 0.6 + e, ood_sharpness=lambda e: 1.5 - 6 * e)
-    aurc = one(records, "aurc_effect", epsilon=0.2)
+    aurc = one(records, "aurc_effect", param=0.2)
     assert aurc["direction"] == "under" and "lowers AURC" in aurc["text"]
     # The size is unsigned ("lowers ... by 0.05"), the interval that of the signed difference.
     d = aurc
     assert f"by {abs(d['estimate']):.4f} against" in d["text"], d["text"]
     assert f"(difference {d['estimate']:+.4f} [95 % CI {d['low']:+.4f}, {d['high']:+.4f}]" in d["text"], d["text"]
-    ood = one(records, "ood_auroc_effect", epsilon=0.2)
+    ood = one(records, "ood_auroc_effect", param=0.2)
     assert ood["direction"] == "over" and "raises OOD AUROC" in ood["text"] and ood["ood_set"] == "digits"
 
 
 def test_one_seed_cannot_tell():
     tables = make_tables(seeds=[0], epsilons=(0.0, 0.2), n_test=200)
     records = study_findings(split_studies(tables)[0])
-    assert one(records, "accuracy_effect", epsilon=0.2)["direction"] == "unknown"
-    assert "cannot tell" in one(records, "accuracy_effect", epsilon=0.2)["text"]
+    assert one(records, "accuracy_effect", param=0.2)["direction"] == "unknown"
+    assert "cannot tell" in one(records, "accuracy_effect", param=0.2)["text"]
 
 
 def test_every_record_has_its_numbers():
     records = findings(epsilons=(0.0, 0.2))
     for r in records:
         assert {"id", "dataset", "model", "text"} <= set(r)
-        if r["id"] not in ("miscalibration_flip",):
+        if r["id"] not in ("miscalibration_flip", "best_method", "underconfident_methods", "method_costs"):
             assert {"estimate", "low", "high", "n"} <= set(r), r["id"]
 
 
-def test_the_best_epsilon_compares_the_same_seeds():
+def test_the_lowest_mean_compares_the_same_seeds():
     # Seed 2 diverged at eps 0.1. Over all seeds eps 0 looks best (0.0367 < 0.04) only because
     # its mean includes seed 2's low ECE; on the seeds that have both, eps 0.1 is lower.
-    df = pd.DataFrame({"seed": [0, 1, 2, 0, 1], "epsilon": [0.0, 0.0, 0.0, 0.1, 0.1],
-                       "ece": [0.05, 0.05, 0.01, 0.04, 0.04]})
-    assert best_epsilon(df) == 0.1
-    # No seed at every epsilon: the plain means.
-    apart = pd.DataFrame({"seed": [1, 2, 3, 4], "epsilon": [0.0, 0.0, 0.1, 0.1], "ece": [0.05, 0.01, 0.04, 0.04]})
-    assert best_epsilon(apart) == 0.0
+    runs = [("cross_entropy", 0.0), ("label_smoothing", 0.1)]
+    df = pd.DataFrame({"seed": [0, 1, 2, 0, 1], "method": ["cross_entropy"] * 3 + ["label_smoothing"] * 2,
+                       "param": [0.0, 0.0, 0.0, 0.1, 0.1], "ece": [0.05, 0.05, 0.01, 0.04, 0.04]})
+    assert lowest(df, runs, "ece") == ("label_smoothing", 0.1)
+    # No seed in every run: the plain means.
+    apart = df.assign(seed=[1, 2, 5, 3, 4], ece=[0.05, 0.01, 0.03, 0.04, 0.04])
+    assert lowest(apart, runs, "ece") == ("cross_entropy", 0.0)
+    assert select(df.assign(val_nll=[1.0, 1, 1, 0.5, 0.5]))["label_smoothing"].chosen == ("label_smoothing", 0.1)
 
 
 def test_one_seed_says_so_once():
@@ -125,11 +167,11 @@ def test_one_seed_says_so_once():
 
 
 def without_runs(tables, drop):
-    """`tables` without the runs (seed, epsilon) in `drop`, from every table."""
+    """`tables` without the runs (seed, param) in `drop`, from every table."""
     import dataclasses
 
     def keep(df):
-        gone = df[["seed", "epsilon"]].apply(tuple, axis=1).isin(drop) if len(df) else df.index == -1
+        gone = df[["seed", "param"]].apply(tuple, axis=1).isin(drop) if len(df) else df.index == -1
         return df[~gone].reset_index(drop=True)
 
     return dataclasses.replace(tables, **{f.name: keep(getattr(tables, f.name)) for f in dataclasses.fields(tables)
@@ -140,23 +182,23 @@ def test_unpaired_seeds_say_there_is_no_comparison():
     tables = make_tables(seeds=range(4), epsilons=(0.0, 0.2), n_test=N)
     tables = without_runs(tables, {(0, 0.2), (1, 0.2), (2, 0.0), (3, 0.0)})
     records = study_findings(split_studies(tables)[0])
-    effect = one(records, "accuracy_effect", epsilon=0.2)
+    effect = one(records, "accuracy_effect", param=0.2)
     assert effect["n"] == 0 and effect["direction"] == "unknown"
     assert "no seed has a converged run at both" in effect["text"] and "nan" not in effect["text"]
 
 
 def test_a_baseline_whose_runs_all_diverged_is_not_replaced():
     records = findings(epsilons=(0.0, 0.2, 0.3), diverged={(s, 0.0) for s in SEEDS})
-    assert one(records, "baseline_diverged")["baseline_epsilon"] == 0.0
-    for id_ in ("ece_minimizing_epsilon", "temperature_scaling_vs_best_epsilon", "accuracy_effect", "aurc_effect"):
+    assert one(records, "baseline_diverged")["baseline_method"] == "cross_entropy"
+    for id_ in ("method_setting", "temperature_scaling_vs_method", "accuracy_effect", "aurc_effect", "best_method"):
         assert by_id(records, id_) == []
-    assert not [r for r in records if "gives the lowest" in r["text"] or "has the lowest" in r["text"]]
+    assert not [r for r in records if "lowest" in r["text"]]
 
 
 def test_a_temperature_at_its_search_bound_cannot_tell():
     tables = make_tables(seeds=SEEDS, epsilons=(0.0, 0.1), n_test=N, sharpness=lambda e: 3.0, accuracy=lambda e: 0.6)
-    tables.calibrated.loc[tables.calibrated["epsilon"] == 0.0, "temperature"] = 20.0
-    ts = one(study_findings(split_studies(tables)[0]), "temperature_scaling_vs_best_epsilon")
+    tables.calibrated.loc[tables.calibrated["param"] == 0.0, "temperature"] = 20.0
+    ts = one(study_findings(split_studies(tables)[0]), "temperature_scaling_vs_method")
     assert ts["direction"] == "unknown" and ts["runs_at_bound"] == len(SEEDS)
     assert "search bound" in ts["text"] and "better" not in ts["text"]
 
@@ -166,8 +208,8 @@ def test_a_difference_without_spread_is_not_certainty():
     final = tables.metrics["epoch"] == tables.metrics["epoch"].max()
     for seed, acc in ((0, 0.5), (1, 0.75)):
         rows = final & (tables.metrics["seed"] == seed)
-        tables.metrics.loc[rows & (tables.metrics["epsilon"] == 0.0), "accuracy"] = acc
-        tables.metrics.loc[rows & (tables.metrics["epsilon"] == 0.2), "accuracy"] = acc + 1 / 64
-    effect = one(study_findings(split_studies(tables)[0]), "accuracy_effect", epsilon=0.2)
+        tables.metrics.loc[rows & (tables.metrics["param"] == 0.0), "accuracy"] = acc
+        tables.metrics.loc[rows & (tables.metrics["param"] == 0.2), "accuracy"] = acc + 1 / 64
+    effect = one(study_findings(split_studies(tables)[0]), "accuracy_effect", param=0.2)
     assert effect["direction"] == "unknown" and effect["p"] != effect["p"]  # NaN, not 0
     assert "no spread" in effect["text"] and "raises" not in effect["text"]

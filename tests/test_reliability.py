@@ -21,7 +21,7 @@ from conftest import run_file, write_tiny_root
 
 
 def workflow_dir(root: Path, **overrides) -> Path:
-    return conftest.workflow_dir(root, idx={"n_train": 2048, "n_test": 64}, seeds=[0], epsilons=[0.1], ood=None,
+    return conftest.workflow_dir(root, idx={"n_train": 2048, "n_test": 64}, seeds=[0], epsilons=[0.0], ood=None,
                                  batch_size=8, validation_size=256, **overrides)
 
 
@@ -62,9 +62,9 @@ def test_kill_minus_9_mid_run_then_rerun_resumes_exactly(tmp_path):
     # The tables are the target (collect's outputs): the report adds nothing to what is compared.
     proc = subprocess.Popen(snakemake_cmd(killed, TABLES), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while checkpoint_epoch(run_file(killed, "checkpoint.pt")) < 2 and time.time() < deadline and proc.poll() is None:
+    while checkpoint_epoch(run_file(killed, "checkpoint.pt", eps="0.0")) < 2 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
-    ckpt = run_file(killed, "checkpoint.pt")
+    ckpt = run_file(killed, "checkpoint.pt", eps="0.0")
     assert checkpoint_epoch(ckpt) >= 2, "the train job never reached epoch 2"
     pids = job_pids("lsbench train", killed)
     assert pids, "no running train job to kill"
@@ -72,13 +72,14 @@ def test_kill_minus_9_mid_run_then_rerun_resumes_exactly(tmp_path):
         os.kill(pid, signal.SIGKILL)
     proc.wait(timeout=120)
     assert proc.returncode != 0  # the workflow saw its job die
-    metrics = run_file(killed, "metrics.parquet")
+    metrics = run_file(killed, "metrics.parquet", eps="0.0")
     assert not metrics.exists()
     done_before = checkpoint_epoch(ckpt)
     assert 2 <= done_before < 6
     run_ok(killed, TABLES)
-    definition = ckpt.parent.parent.parent.name
-    log = (killed / "results" / "logs" / "train" / "fashion_mnist" / "mlp" / definition / "seed0_eps0.1.log").read_text()
+    definition = ckpt.parent.parent.parent.parent.name
+    log = (killed / "results" / "logs" / "train" / "fashion_mnist" / "mlp" / definition / "seed0"
+           / "cross_entropy-p0.0.log").read_text()
     assert "resuming from" in log and f"after epoch {done_before}" in log
     assert not ckpt.exists()  # removed once the run is done
 
@@ -144,15 +145,15 @@ def _tables_with_divergence(tmp_path: Path, tiny_dataset_file: Path, lr: float) 
                                        (10.0, "above 100 × log(10) = 230 (100 times a uniform guess)")])
 def test_diverged_run_is_recorded_and_reported_with_its_reason(tmp_path, tiny_dataset_file, lr, reason):
     tables = _tables_with_divergence(tmp_path, tiny_dataset_file, lr)
-    diverged = tables.metrics[tables.metrics["epsilon"] == 0.2]
+    diverged = tables.metrics[tables.metrics["param"] == 0.2]
     assert diverged["diverged"].iloc[-1] and len(diverged) < 5
     html = render(tables)
     section = html.split('id="diverged"')[1].split("</section>")[0]
-    assert "seed 0, ε 0.2" in section and reason in section
+    assert "seed 0, label smoothing ε = 0.2" in section and reason in section
     assert ("non-finite" in section) == ("non-finite" in reason)  # the test that fired, not the other
-    # The diverged run is out of the summary table: only eps 0.0 has a row.
+    # The diverged run is out of the summary table: only cross-entropy has a row.
     summary = html.split('id="fashion_mnist-mlp-summary"')[1].split("</section>")[0]
-    assert "<td>0.0</td>" in summary and "<td>0.2</td>" not in summary
+    assert "<td>cross-entropy</td>" in summary and "ε = 0.2" not in summary
 
 
 def test_cli_reports_bad_data_without_traceback(tmp_path, capsys):

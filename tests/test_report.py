@@ -31,8 +31,8 @@ def test_same_tables_give_byte_identical_report(report_results, tmp_path):
     assert fa.read_bytes() == fb.read_bytes()
     records = json.loads(fa.read_text())
     assert {"id", "text", "estimate", "low", "high"} <= set(records[0])
-    best = [r for r in records if r["id"] == "ece_minimizing_epsilon"]
-    assert len(best) == 1 and best[0]["epsilon"] in (0.0, 0.3)
+    chosen = [r for r in records if r["id"] == "method_setting"]
+    assert len(chosen) == 1 and (chosen[0]["method"], chosen[0]["param"]) == ("label_smoothing", 0.3)
     html = a.read_text()
     for record in records:  # every finding is on the page
         assert html_escape(record["text"].split(": ", 1)[1]) in html
@@ -93,7 +93,7 @@ def test_sections_in_order(report_results):
     html = render(tables)
     assert tuple(re.findall(r'<section id="([^"]+)"', html)) == section_ids(tables)
     assert section_ids(tables)[:6] == ("findings", "studies", "selective", "ood", "study-fashion_mnist-mlp",
-                                       "fashion_mnist-mlp-headline")
+                                       "fashion_mnist-mlp-methods")
 
 
 def embedded_pngs(html: str) -> list[bytes]:
@@ -103,7 +103,7 @@ def embedded_pngs(html: str) -> list[bytes]:
 def test_embedded_images_are_complete_pngs(report_results):
     """Chromium draws a truncated PNG partially (naturalWidth > 0), so check each one whole here."""
     pngs = embedded_pngs(render(read_tables(report_results)))
-    assert len(pngs) == 8
+    assert len(pngs) == 9  # 7 per study (methods, headline, ...), risk-coverage, OOD
     for png in pngs:
         Image.open(io.BytesIO(png)).verify()  # chunk CRCs and the IEND chunk
         with Image.open(io.BytesIO(png)) as img:
@@ -131,11 +131,12 @@ def test_one_section_per_study_and_a_cross_study_table(report_tables):
     row = study_row(split_studies(tables)[0])
     final = tables.metrics[(tables.metrics["dataset"] == "digits") & (tables.metrics["model"] == "lenet")
                            & (tables.metrics["epoch"] == 2)]
-    best = final.groupby("epsilon")["ece"].mean().idxmin()
-    assert row["best_epsilon"] == best and row["baseline"] == 0.0
-    assert row["ece"].mean == pytest.approx(final.loc[final["epsilon"] == 0.0, "ece"].mean())
+    best = final.groupby("param")["ece"].mean().idxmin()
+    label = "cross-entropy" if best == 0 else f"label smoothing ε = {float(best)!r}"
+    assert row["best"] == label and row["baseline"] == "cross-entropy"
+    assert row["ece"].mean == pytest.approx(final.loc[final["param"] == 0.0, "ece"].mean())
     assert row["ece"].n == 3 and row["ece_ts"] is not None and row["temperature"].n == 3
-    assert f"<td>{float(best)!r}</td>" in rows[0]
+    assert f"<td>{label}</td>" in rows[0]
 
 
 def test_a_report_where_every_run_diverged_says_so(report_tables):

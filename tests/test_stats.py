@@ -59,18 +59,19 @@ def test_wilcoxon_drops_zero_differences_and_counts_what_is_left():
 
 
 def _final(rows):
-    df = pd.DataFrame(rows, columns=["seed", "epsilon", "accuracy", "diverged"])
-    return df.assign(dataset="d", model="m")
+    df = pd.DataFrame(rows, columns=["seed", "param", "accuracy", "diverged"])
+    return df.assign(dataset="d", model="m", method=np.where(df["param"] == 0, "cross_entropy", "label_smoothing"))
 
 
 def test_pairs_by_seed_and_skips_diverged():
     final = _final([(0, 0.0, 0.80, False), (1, 0.0, 0.90, False), (2, 0.0, 0.70, False),
                     (2, 0.2, 0.78, False), (0, 0.2, 0.85, False), (1, 0.2, 0.10, True)])
-    tests = paired_against(final, ("accuracy",), 0.0)
-    diff = tests[0.2]["accuracy"].difference
+    tests = paired_against(final, ("accuracy",), ("cross_entropy", 0.0))
+    diff = tests["label_smoothing", 0.2]["accuracy"].difference
     assert diff.n == 2 and diff.mean == pytest.approx(0.065)  # seeds 0 and 2; seed 1 diverged
     intervals = final_epoch_intervals(final, ("accuracy",))
-    assert intervals[0.2]["accuracy"].n == 2 and intervals[0.0]["accuracy"].n == 3
+    assert intervals["label_smoothing", 0.2]["accuracy"].n == 2 and intervals["cross_entropy", 0.0]["accuracy"].n == 3
+    assert list(intervals) == [("cross_entropy", 0.0), ("label_smoothing", 0.2)]
 
 
 STATS = 'id="fashion_mnist-mlp-statistics"'
@@ -99,9 +100,11 @@ def test_small_n_caveat_follows_the_pairs_in_each_row(report_tables):
 
     html = render(report_tables(seeds=range(6), epsilons=(0.0, 0.1, 0.2), diverged={(3, 0.1)}))
     rows = _rows_by_epsilon(_paired_rows(html))
-    assert set(rows) == {"0.1", "0.2"}
-    assert "<td>5</td>" in rows["0.1"] and "†" in rows["0.1"]
-    assert "<td>6</td>" in rows["0.2"] and "†" not in rows["0.2"]
+    a, b = "label smoothing ε = 0.1", "label smoothing ε = 0.2"
+    assert set(rows) == {a, b}
+    # Five pairs: every Wilcoxon cell marked. Six: only a metric whose tied seeds leave fewer non-zero.
+    assert "<td>5</td>" in rows[a] and rows[a].count("†") == 6
+    assert "<td>6</td>" in rows[b] and rows[b].count("†") < 6
 
 
 def test_close_epsilons_get_distinct_labels(report_tables):
@@ -110,7 +113,7 @@ def test_close_epsilons_get_distinct_labels(report_tables):
     html = render(report_tables(seeds=range(2), epsilons=(0.0, 0.001, 0.004)))
     for section in ("summary", "statistics", "temperature"):
         body = html.split(f'id="fashion_mnist-mlp-{section}"')[1].split("</section>")[0]
-        assert "<td>0.001</td>" in body and "<td>0.004</td>" in body, section
+        assert "<td>label smoothing ε = 0.001</td>" in body and "<td>label smoothing ε = 0.004</td>" in body, section
     assert "<td>0.00</td>" not in html
 
 

@@ -6,6 +6,7 @@ import pytest
 
 from lsbench.cli import main as cli_main
 from lsbench.io import PUBLISHED
+from lsbench.tables import read_tables
 from synthetic import make_tables, write_tables
 
 
@@ -64,7 +65,7 @@ def test_duplicated_metric_rows_are_refused_not_counted_as_seeds(results, tmp_pa
     # Duplicates used to render n=4 "seeds" for 2, with narrower intervals.
     rewrite(results / "metrics.parquet", lambda df: pd.concat([df, df]))
     err = report_error(results, tmp_path, capsys)
-    assert "metrics.parquet:" in err and "share their (dataset, model, seed, epsilon, epoch)" in err
+    assert "metrics.parquet:" in err and "share their (dataset, model, method, param, seed, epoch)" in err
 
 
 def test_tables_with_different_runs(results, tmp_path, capsys):
@@ -100,7 +101,8 @@ def test_results_without_any_ood_set_render(tmp_path, capsys):
     ("runs", lambda df: df.assign(class_names='["a", "b"]'), "class_names that are not a JSON list of num_classes"),
     ("runs", lambda df: df.assign(class_names="T-shirt, Trouser"), "class_names that are not a JSON list"),
     ("runs", lambda df: df.assign(image_shape="28 by 28"), "image_shape that is not CxHxW"),
-    ("metrics", lambda df: df.assign(epsilon=df["epsilon"].where(df["epsilon"] == 0, 1.5)), "epsilon outside [0, 1)"),
+    ("metrics", lambda df: df.assign(param=df["param"].where(df["param"] == 0, 1.5)), "param outside their method's range"),
+    ("metrics", lambda df: df.assign(method=df["method"].where(df["param"] == 0, "focul")), "have a method that is not one of"),
     ("metrics", lambda df: df.assign(model=df["model"].where(df["epoch"] > 1, None)), "lack a value in dataset"),
     ("metrics", lambda df: df.assign(epoch=df["epoch"] + 100), "epoch outside 1..epochs of runs.parquet"),
     ("metrics", lambda df: df.assign(ece=float("nan")), "have a metric that is not finite or out of its range"),
@@ -109,9 +111,9 @@ def test_results_without_any_ood_set_render(tmp_path, capsys):
     ("metrics", lambda df: df.assign(smece=df["smece"].where(df["seed"] != 0)), "not finite or out of its range"),
     ("metrics", lambda df: df.assign(aurc=-0.5), "not finite or out of its range"),
     # The run's last row missing: its epoch 1 row would pass for its final epoch.
-    ("metrics", lambda df: df[~((df["seed"] == 0) & (df["epsilon"] == 0) & (df["epoch"] == 2))],
+    ("metrics", lambda df: df[~((df["seed"] == 0) & (df["param"] == 0) & (df["epoch"] == 2))],
      "did not diverge but end before the epochs of runs.parquet"),
-    ("metrics", lambda df: df[~((df["seed"] == 0) & (df["epsilon"] == 0) & (df["epoch"] == 1))],
+    ("metrics", lambda df: df[~((df["seed"] == 0) & (df["param"] == 0) & (df["epoch"] == 1))],
      "lack an epoch before their last"),
     ("metrics", lambda df: df.assign(seed=df["seed"] + 2**40), "seed outside [0, 2^32 - 1]"),
     ("calibrated", lambda df: df.assign(temperature=-1.0), "value out of its range"),
@@ -192,7 +194,7 @@ def _change_one(column, how):
     ("ood_predictions", _change_one("logit_1", lambda v: float("inf")), "a logit that is not finite"),
     ("predictions", lambda df: _swap_small_probs(df), "not the softmax of the logits"),
     ("calibrated", lambda df: df.assign(temperature=df["temperature"] * 1.5), "ece_ts that does not follow"),
-    ("reliability", lambda df: df.assign(count=df.groupby(["seed", "epsilon"])["count"].transform(
+    ("reliability", lambda df: df.assign(count=df.groupby(["seed", "param"])["count"].transform(
         lambda c: c.sample(frac=1.0, random_state=1).to_numpy())), "bin counts that do not follow"),
     ("ood", lambda df: df.assign(auroc=df["auroc"] * 0.99), "an MSP AUROC that does not follow"),
 ])
@@ -221,3 +223,46 @@ def test_a_report_path_that_is_a_directory_is_refused(results, tmp_path, capsys,
         assert cli_main(["report", str(results), "-o", out]) == 1
         err = capsys.readouterr().err
         assert "a directory" in err and "Traceback" not in err
+
+
+def as_previous_version(tables):
+    """`tables` as lsbench 0.2 wrote them: keyed by (dataset, model, seed, epsilon), no method or
+    param, no val_nll in calibrated.parquet."""
+    import dataclasses
+
+    def old(df):
+        if "method" not in df.columns:
+            return df
+        df = df.drop(columns=["val_nll"], errors="ignore")
+        rest = [c for c in df.columns if c not in ("dataset", "model", "method", "param", "seed")]
+        return df.assign(epsilon=df["param"])[["dataset", "model", "seed", "epsilon", *rest]]
+
+    return dataclasses.replace(tables, **{f.name: old(getattr(tables, f.name)) for f in dataclasses.fields(tables)})
+
+
+def test_tables_of_the_previous_version_still_render(tmp_path):
+    from lsbench.report import render
+
+    tables = make_tables(seeds=range(3), epsilons=(0.0, 0.1, 0.2))
+    write_tables(as_previous_version(tables), tmp_path / "old")
+    assert "epsilon" in pd.read_parquet(tmp_path / "old" / "metrics.parquet").columns
+    again = read_tables(tmp_path / "old")
+    assert sorted(set(again.runs[["method", "param"]].itertuples(index=False, name=None))) == [
+        ("cross_entropy", 0.0), ("label_smoothing", 0.1), ("label_smoothing", 0.2)]
+    for name in ("metrics", "predictions", "reliability", "ood"):
+        new, old = getattr(tables, name), getattr(again, name)
+        pd.testing.assert_frame_equal(old[new.columns], new, check_dtype=False)
+    html = render(again)
+    assert "label smoothing ε = 0.1" in html and 'id="fashion_mnist-mlp-methods"' in html
+    # No held-out NLL in those tables: the setting is a test-set choice, and the report says so.
+    assert "test-set choice" in html
+
+
+def test_a_previous_grid_without_epsilon_zero_has_no_baseline_and_says_so(tmp_path):
+    from lsbench.findings import study_findings
+    from lsbench.studies import split_studies
+
+    tables = make_tables(seeds=range(3), epsilons=(0.1, 0.2))
+    write_tables(as_previous_version(tables), tmp_path / "old")
+    records = study_findings(split_studies(read_tables(tmp_path / "old"))[0])
+    assert [r for r in records if r["id"] == "baseline_diverged"] and "no cross-entropy run" in records[-1]["text"]

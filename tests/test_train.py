@@ -53,7 +53,7 @@ def test_mlp_fast_step_follows_autograd_and_torch_adam(epsilon):
     gradient (another CPU's kernels) into a full step, so weights after several steps may differ
     by ~lr on any machine. A wrong formula shows at the first step, in the loss or the gradient."""
     fast_model = build_model("mlp", (1, 28, 28), 10, seed=1)
-    fast = make_stepper(fast_model, 1e-3, epsilon)
+    fast = make_stepper(fast_model, 1e-3, "label_smoothing", epsilon)
     assert isinstance(fast, ManualStepper)
     shadow = [p.detach().clone() for p in fast_model.parameters()]
     reference = torch.optim.Adam(shadow, lr=1e-3, fused=True)
@@ -104,7 +104,7 @@ def test_step_loss_is_label_smoothed_cross_entropy(model):
     net.eval()
     want = nn.CrossEntropyLoss(label_smoothing=0.2)(net(x), y).item()
     net.train()
-    assert float(make_stepper(net, 1e-3, 0.2).step(x, y)) == pytest.approx(want, rel=1e-5)
+    assert float(make_stepper(net, 1e-3, "label_smoothing", 0.2).step(x, y)) == pytest.approx(want, rel=1e-5)
 
 
 def test_inputs_scaled_like_totensor_normalize():
@@ -118,9 +118,9 @@ def test_inputs_scaled_like_totensor_normalize():
         assert torch.allclose(got[0, c], (torch.from_numpy(images[0, 0]).float() / 255 - cifar.mean[c]) / cifar.std[c])
 
 
-def _train(data, seed, epsilon, cfg=TINY, model="mlp"):
-    state = new_state(model, data, 10, seed, epsilon, cfg)
-    return state, list(run_epochs(state, data, epsilon, cfg, 10))
+def _train(data, seed, epsilon, cfg=TINY, model="mlp", method="label_smoothing"):
+    state = new_state(model, data, 10, seed, method, epsilon, cfg)
+    return state, list(run_epochs(state, data, method, epsilon, cfg, 10))
 
 
 def _strip_time(records):
@@ -135,10 +135,11 @@ def test_same_seed_same_metrics_and_paired_init(tiny_dataset_file, model):
     assert _strip_time(a) == _strip_time(b)
     _, c = _train(data, 1, 0.1, model=model)
     assert _strip_time(a) != _strip_time(c)
-    # Initial weights depend on the seed only, not on epsilon.
-    w0 = new_state(model, data, 10, 0, 0.0, TINY).model.state_dict()
-    w1 = new_state(model, data, 10, 0, 0.3, TINY).model.state_dict()
-    assert all(torch.equal(w0[k], w1[k]) for k in w0)
+    # Initial weights depend on the seed only, not on the method.
+    w0 = new_state(model, data, 10, 0, "cross_entropy", 0.0, TINY).model.state_dict()
+    w1 = new_state(model, data, 10, 0, "label_smoothing", 0.3, TINY).model.state_dict()
+    w2 = new_state(model, data, 10, 0, "mixup", 0.2, TINY).model.state_dict()
+    assert all(torch.equal(w0[k], w1[k]) and torch.equal(w0[k], w2[k]) for k in w0)
 
 
 @pytest.mark.parametrize("model", ["mlp", "lenet"])
@@ -207,7 +208,8 @@ def test_runs_table_records_what_defines_the_run(tmp_path, tiny_dataset_file):
     cfg = TrainConfig(epochs=1, batch_size=16, lr=2e-3, validation_size=0.25, device="cpu")
     train_run(tiny_dataset_file, tmp_path, seed=5, epsilon=0.05, cfg=cfg, model="lenet")
     row = pd.read_parquet(tmp_path / "runs.parquet").iloc[0]
-    assert (row["dataset"], row["model"], row["seed"], row["epsilon"]) == ("fashion_mnist", "lenet", 5, 0.05)
+    assert (row["dataset"], row["model"], row["method"], row["param"], row["seed"]) == (
+        "fashion_mnist", "lenet", "label_smoothing", 0.05, 5)
     assert (row["epochs"], row["batch_size"], row["lr"]) == (1, 16, 2e-3)
     assert (row["n_validation"], row["n_train"], row["n_test"]) == (64, 192, 64)  # 25 % of 256
     assert json.loads(row["class_names"]) == list(FMNIST.class_names) and row["image_shape"] == "1x28x28"

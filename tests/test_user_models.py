@@ -128,7 +128,7 @@ def test_a_model_random_at_test_time_gives_one_set_of_final_numbers(tmp_path, ti
     final = t["metrics"].iloc[-1]
     p = t["predictions"]
     logits = p[[f"logit_{c}" for c in range(10)]].to_numpy()
-    again = evaluate_logits(logits, p["label"].to_numpy(), epsilon=0.1)
+    again = evaluate_logits(logits, p["label"].to_numpy())
     for metric in ("accuracy", "ece", "test_nll", "smece", "aurc"):
         assert again[metric] == final[metric], metric
 

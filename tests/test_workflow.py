@@ -55,14 +55,16 @@ def read(workdir: Path, table: str) -> pd.DataFrame:
 
 def test_metrics_table(workdir):
     df = read(workdir, "metrics")
-    expected = ["dataset", "model", "seed", "epsilon", "epoch", "train_loss", "test_loss", "test_nll", "accuracy",
-                "ece", "mce", "mean_confidence", "overconfidence", "brier", "entropy", "epoch_seconds"]
-    assert set(expected) <= set(df.columns) and list(df.columns[:4]) == expected[:4]
+    expected = ["dataset", "model", "method", "param", "seed", "epoch", "train_loss", "test_loss", "test_nll",
+                "accuracy", "ece", "mce", "mean_confidence", "overconfidence", "brier", "entropy", "epoch_seconds"]
+    assert set(expected) <= set(df.columns) and list(df.columns[:5]) == expected[:5]
     assert len(df) == 4 * 2 * 2 * 2
     assert set(map(tuple, df[["dataset", "model"]].drop_duplicates().to_numpy())) == STUDIES
-    assert sorted(df["seed"].unique()) == [0, 1] and sorted(df["epsilon"].unique()) == [0.0, 0.2]
+    assert sorted(df["seed"].unique()) == [0, 1] and sorted(df["param"].unique()) == [0.0, 0.2]
+    assert set(df[["method", "param"]].itertuples(index=False, name=None)) == {("cross_entropy", 0.0),
+                                                                                ("label_smoothing", 0.2)}
     assert sorted(df["epoch"].unique()) == [1, 2]
-    assert df["seed"].dtype == "int64" and df["epoch"].dtype == "int64" and df["epsilon"].dtype == "float64"
+    assert df["seed"].dtype == "int64" and df["epoch"].dtype == "int64" and df["param"].dtype == "float64"
     for col in ("accuracy", "ece", "mce", "mean_confidence"):
         assert df[col].between(0, 1).all(), col
     assert df["brier"].between(0, 2).all() and (df["entropy"] >= 0).all() and (df["epoch_seconds"] > 0).all()
@@ -91,36 +93,37 @@ def test_final_metrics_recompute_from_predictions_alone(workdir):
     from lsbench.metrics import evaluate_logits, probabilities, reliability_table
 
     pred, metrics, rel = read(workdir, "predictions"), read(workdir, "metrics"), read(workdir, "reliability")
-    for (dataset, model, seed, eps), run in pred.groupby(["dataset", "model", "seed", "epsilon"]):
+    for (dataset, model, method, eps, seed), run in pred.groupby(["dataset", "model", "method", "param", "seed"]):
         logits = run[[f"logit_{c}" for c in range(10)]].to_numpy()
         probs = run[[f"prob_{c}" for c in range(10)]].to_numpy()
         assert np.array_equal(probabilities(logits), probs)
         mine = (metrics["dataset"] == dataset) & (metrics["model"] == model) & (metrics["seed"] == seed) \
-            & (metrics["epsilon"] == eps)
+            & (metrics["method"] == method) & (metrics["param"] == eps)
         final = metrics[mine].iloc[-1]
-        for name, value in evaluate_logits(logits, run["label"].to_numpy(), eps).items():
+        for name, value in evaluate_logits(logits, run["label"].to_numpy()).items():
             assert final[name] == value or (np.isnan(final[name]) and np.isnan(value)), name
         bins = rel[(rel["dataset"] == dataset) & (rel["model"] == model) & (rel["seed"] == seed)
-                   & (rel["epsilon"] == eps)]
+                   & (rel["method"] == method) & (rel["param"] == eps)]
         assert bins["count"].tolist() == reliability_table(probs, run["label"].to_numpy())["count"]
 
 
 def test_reliability_and_predictions_tables(workdir):
     rel = read(workdir, "reliability")
-    assert list(rel.columns) == ["dataset", "model", "seed", "epsilon", "bin", "bin_lower", "bin_upper", "count",
+    assert list(rel.columns) == ["dataset", "model", "method", "param", "seed", "bin", "bin_lower", "bin_upper", "count",
                                  "mean_confidence", "accuracy"]
     assert len(rel) == 16 * 15
-    counts = rel.groupby(["dataset", "model", "seed", "epsilon"])["count"].sum()
+    counts = rel.groupby(["dataset", "model", "method", "param", "seed"])["count"].sum()
     assert set(counts.groupby(level="dataset").unique().map(tuple)) == {(N_TEST,), (360,)}
     pred = read(workdir, "predictions")
-    assert list(pred.columns) == (["dataset", "model", "seed", "epsilon", "index", "label"]
+    assert list(pred.columns) == (["dataset", "model", "method", "param", "seed", "index", "label"]
                                   + [f"logit_{c}" for c in range(10)] + [f"prob_{c}" for c in range(10)])
     assert pred["logit_0"].dtype == "float32" and pred["prob_0"].dtype == "float64"
     assert len(pred) == 8 * N_TEST + 8 * 360
     assert (pred[[f"prob_{c}" for c in range(10)]].sum(axis=1) - 1).abs().max() < 1e-12
     cal = read(workdir, "calibrated")
-    assert list(cal.columns[:8]) == ["dataset", "model", "seed", "epsilon", "temperature", "temperature_at_bound",
-                                     "ece_ts", "nll_ts"]
+    assert list(cal.columns[:9]) == ["dataset", "model", "method", "param", "seed", "temperature",
+                                     "temperature_at_bound", "ece_ts", "nll_ts"]
+    assert (cal["val_nll"] > 0).all()
     assert len(cal) == 16 and cal["temperature"].between(0.05, 20).all() and cal["ece_ts"].between(0, 1).all()
 
 
@@ -128,9 +131,9 @@ def test_report_is_self_contained_with_a_section_per_study(workdir):
     html = (workdir / "report" / "index.html").read_text()
     assert 'id="studies"' in html and 'id="provenance"' in html
     for dataset, model in STUDIES:
-        for section in ("headline", "summary", "statistics", "temperature", "reliability", "sample"):
+        for section in ("methods", "headline", "summary", "statistics", "temperature", "reliability", "sample"):
             assert f'id="{dataset}-{model}-{section}"' in html
-    assert html.count("data:image/png;base64,") == 6 * 4 + 4 + 2  # studies, risk-coverage, OOD (fashion_mnist)
+    assert html.count("data:image/png;base64,") == 7 * 4 + 4 + 2  # studies, risk-coverage, OOD (fashion_mnist)
     assert "http://" not in html and "https://" not in html
 
 
@@ -145,8 +148,10 @@ def test_ood_and_findings(workdir):
     cal = read(workdir, "calibrated")
     assert (cal["ece_low"] <= cal["ece_high"]).all() and (cal["smece_low"] <= cal["smece_high"]).all()
     records = json.loads((workdir / "report" / "findings.json").read_text())
-    best = [r for r in records if r["id"] == "ece_minimizing_epsilon"]
-    assert {(r["dataset"], r["model"]) for r in best} == STUDIES and all(r["epsilon"] in (0.0, 0.2) for r in best)
+    chosen = [r for r in records if r["id"] == "method_setting"]
+    assert {(r["dataset"], r["model"]) for r in chosen} == STUDIES
+    assert all((r["method"], r["param"], r["selection"]) == ("label_smoothing", 0.2, "val_nll") for r in chosen)
+    assert {(r["dataset"], r["model"]) for r in records if r["id"] == "best_method"} == STUDIES
 
 
 def test_provenance_tables(workdir):
@@ -159,7 +164,7 @@ def test_provenance_tables(workdir):
     assert len(prov) == 1 and prov.loc[0, "git_commit"].startswith(head)
     config = yaml.safe_load(prov.loc[0, "config_yaml"])
     # The config as validated: the --config strings arrive typed, defaults are filled in.
-    assert config["seeds"] == [0, 1] and config["epsilons"] == [0.0, 0.2] and config["epochs"] == 2
+    assert config["seeds"] == [0, 1] and config["methods"] == {"label_smoothing": [0.0, 0.2]} and config["epochs"] == 2
     assert config["lr"] == 0.001 and config["models"] == ["mlp", "lenet"]
     assert config["validation_size"] == {"fashion_mnist": 32, "digits": 0.1}
     assert prov.loc[0, "snakemake"].startswith("9.")
@@ -246,11 +251,12 @@ def test_a_failing_jobs_reason_reaches_the_terminal(tmp_path):
 
 def test_an_out_of_range_target_path_fails_before_training(workdir, tmp_path):
     wd = copy_workdir(workdir, tmp_path)
-    target = "results/runs/fashion_mnist/mlp/0123456789abcdef/seed0/eps1.5/metrics.parquet"
+    target = "results/runs/fashion_mnist/mlp/0123456789abcdef/seed0/label_smoothing/p1.5/metrics.parquet"
     run = snakemake(wd, target, "--config", *GRID)
     assert run.returncode != 0
-    assert "--epsilon = 1.5: 1.5 is greater than or equal to the maximum of 1" in output(run)
-    assert not (wd / "results/runs/fashion_mnist/mlp/0123456789abcdef/seed0/eps1.5/checkpoint.pt").exists()
+    assert "--param = 1.5: not an allowed epsilon for label smoothing. Allowed:" in output(run)
+    assert "[0, 1)" in output(run)
+    assert not (wd / "results/runs/fashion_mnist/mlp/0123456789abcdef/seed0/label_smoothing/p1.5/checkpoint.pt").exists()
 
 
 # Several bad keys in one run: validation reports every error at once. Same-key variants need runs of their own.
@@ -308,7 +314,7 @@ def test_values_snakemake_mistypes_are_coerced(tmp_path):
 def test_collect_refuses_a_run_twice_and_names_a_missing_table(workdir, tmp_path, capsys):
     from lsbench.cli import main as cli_main
 
-    run = sorted((workdir / "results" / "runs").glob("*/*/*/*/*"))[0]
+    run = sorted((workdir / "results" / "runs").glob("*/*/*/*/*/*"))[0]  # D/M/definition/seed/method/param
     assert cli_main(["collect", "--out-dir", str(tmp_path / "out"), str(run), str(run)]) == 1
     err = capsys.readouterr().err
     assert "2 run directories hold the same run" in err and str(run) in err and "Traceback" not in err
@@ -407,6 +413,32 @@ def test_editing_a_user_models_code_reruns_its_runs(tmp_path):
     assert run().returncode == 0
     runs = read(wd, "runs")
     assert len(runs) == 1 and runs.loc[0, "parameters"] == 64 * 64 + 64 + 64 * 10 + 10
+
+
+def test_a_methods_grid_trains_each_run_once_around_one_shared_baseline(tmp_path):
+    wd = workflow_dir(tmp_path / "methods", datasets=["digits"], models=["linear"], seeds=[0, 1], epochs=1,
+                      validation_size=0.2, ood=None)
+    methods = "methods={label_smoothing: [0.0, 0.1], focal: [0.0, 2.0], focal_adaptive: null, mixup: [0.2]}"
+    run = snakemake(wd, "--config", methods)
+    assert run.returncode == 0, output(run)[-3000:]
+    runs = read(wd, "runs")
+    # Every neutral value (eps 0, gamma 0) is the one cross-entropy run of a seed.
+    assert sorted(set(runs[["method", "param"]].itertuples(index=False, name=None))) == [
+        ("cross_entropy", 0.0), ("focal", 2.0), ("focal_adaptive", 0.0), ("label_smoothing", 0.1), ("mixup", 0.2)]
+    assert len(runs) == 10
+    metrics = read(wd, "metrics")
+    focal = metrics[metrics["method"] == "focal"]
+    assert (focal["test_loss"] < focal["test_nll"]).all()  # its own objective, not the NLL
+    html = (wd / "report" / "index.html").read_text()
+    assert 'id="digits-linear-methods"' in html and "FLSD-53" in html and "mixup α = 0.2" in html
+    records = json.loads((wd / "report" / "findings.json").read_text())
+    assert {r["method"] for r in records if r["id"] == "method_setting"} == {"label_smoothing", "focal",
+                                                                            "focal_adaptive", "mixup"}
+    # The shorthand names runs that exist already: nothing trains again.
+    again = snakemake(wd, "-n", "--config", "epsilons=[0.0,0.1]")
+    assert again.returncode == 0 and "train" not in jobs(again), output(again)[-2000:]
+    both = snakemake(wd, "-n", "--config", "epsilons=[0.1]", methods)
+    assert both.returncode != 0 and "'methods' and 'epsilons' are both given" in output(both)
 
 
 def test_braces_and_spaces_in_paths(tmp_path):

@@ -1,16 +1,20 @@
 """Benchmark: lsbench's training loop against two baselines, in one process, same data and threads.
 
     python -m lsbench.bench --model mlp --epochs 4 --baseline-epochs 4
+    python -m lsbench.bench --methods all --epochs 3 --baseline-epochs 3 --no-notebook
 
 Loops, each evaluating the test set after every epoch with the same metric code (in its epoch time):
 - lsbench: `run_epochs`, the very function the pipeline calls (for the MLP, its manual step);
 - idiomatic: what a competent PyTorch user writes: the normalised data as tensors in memory,
   batches by a random permutation, the model as plain modules (for the MLP an `nn.Sequential` of
-  `nn.Linear`/`nn.ReLU`; other models are the registry's own modules), autograd,
-  `torch.optim.Adam(fused=True)`, no host sync per step;
+  `nn.Linear`/`nn.ReLU`; other models are the registry's own modules), autograd on the same
+  objective (`lsbench.methods`' loss; mixup's batch mixing in the loop), `torch.optim.Adam(fused=True)`,
+  no host sync per step;
 - seed notebook (MLP on 28x28 grey images only): the notebook as written, a torchvision-style
   Dataset doing PIL + ToTensor + Normalize per sample, a DataLoader (shuffle), plain Adam.
-The loops run interleaved, one epoch each in turn, so that the host's speed drifting over minutes
+`--methods all` runs the lsbench and idiomatic pair once per training method (each at a typical
+setting, `BENCH_PARAMS`) and prints a table of s/epoch per method. The loops run interleaved, one
+epoch each in turn, so that the host's speed drifting over minutes
 (shared machines do) falls on all of them; the first epoch of each is not timed. Denormal
 flushing is process-wide: on for lsbench and the idiomatic loop (a setting any loop can use),
 off for the notebook, which never set it. Printed: seconds per epoch, the ratios, achieved
@@ -38,6 +42,7 @@ from torch import nn
 from lsbench.config import TrainConfig
 from lsbench.data import ImageData, load_data
 from lsbench.datasets import DatasetSpec, get_dataset, resolve_dataset
+from lsbench.methods import METHODS, get_method, variant, variant_label
 from lsbench.metrics import evaluate_logits
 from lsbench.models import build_model
 from lsbench.provenance import cpu_model
@@ -67,9 +72,17 @@ def idiomatic_model(name: str, shape: tuple[int, int, int], num_classes: int, se
     return nn.Sequential(*seq)
 
 
-def idiomatic_epochs(model: nn.Module, data: DeviceData, epsilon: float, cfg: TrainConfig,
+# A typical setting of each method for `--methods all` (the speed of a step hardly depends on it).
+BENCH_PARAMS = {"cross_entropy": None, "label_smoothing": 0.1, "focal": 3.0, "focal_adaptive": None,
+                "confidence_penalty": 0.1, "margin_ls": 0.1, "label_relaxation": 0.1, "logit_norm": 0.04,
+                "mixup": 0.2}
+
+
+def idiomatic_epochs(model: nn.Module, data: DeviceData, method: str, param: float, cfg: TrainConfig,
                      seed: int) -> Iterator[dict[str, Any]]:
-    """A plain PyTorch loop over in-memory tensors; yields one record per epoch."""
+    """A plain PyTorch loop over in-memory tensors on `method`'s objective; yields one record per epoch."""
+    m = get_method(method)
+    classes = int(data.train_y.max()) + 1
     device = data.train_x.device
     model = model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=True)
@@ -83,12 +96,15 @@ def idiomatic_epochs(model: nn.Module, data: DeviceData, epsilon: float, cfg: Tr
         total = torch.zeros((), device=device)
         for i in range(0, n, cfg.batch_size):
             idx = order[i:i + cfg.batch_size]
+            x, target = data.train_x[idx], data.train_y[idx]
+            if m.mix is not None:
+                x, target = m.mix(x, target, param, classes, generator)
             optimizer.zero_grad()
-            loss = F.cross_entropy(model(data.train_x[idx]), data.train_y[idx], label_smoothing=epsilon)
+            loss = m.loss(model(x), target, param)
             loss.backward()
             optimizer.step()
             total += loss.detach()
-        metrics = evaluate_logits(to_numpy(predict_logits(model, data.test_x)), test_y, epsilon)
+        metrics = evaluate_logits(to_numpy(predict_logits(model, data.test_x)), test_y)
         sync_device(device)
         yield {"epoch": epoch, "train_loss": float(total) / -(-n // cfg.batch_size), **metrics,
                "epoch_seconds": time.perf_counter() - start}
@@ -138,7 +154,7 @@ def notebook_epochs(data: ImageData, model: nn.Module, cfg: TrainConfig, epsilon
         model.eval()
         with torch.no_grad():
             logits = torch.cat([model(x.to(device)) for x, _ in test])
-        metrics = evaluate_logits(to_numpy(logits), data.test_labels, epsilon)
+        metrics = evaluate_logits(to_numpy(logits), data.test_labels)
         sync_device(device)
         yield {"epoch": epoch, **metrics, "epoch_seconds": time.perf_counter() - start}
 
@@ -206,7 +222,10 @@ def load_bench_data(path: Path, spec: DatasetSpec) -> ImageData:
     return load_data(path) if path.exists() else resolve_dataset(spec, None, path.parent / "download")
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace, method: str | None = None, param: float | None = None) -> dict[str, Any]:
+    """One benchmark: lsbench's loop and the baselines on `method` at `param` (default: label
+    smoothing at --epsilon; the seed notebook only for label smoothing, its objective)."""
+    method, param = variant(*(("label_smoothing", args.epsilon) if method is None else (method, param)))
     configure_cpu(args.threads)
     device = resolve_device(args.device)
     spec = get_dataset(args.dataset)
@@ -215,18 +234,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     n_train, n_test, classes = len(data.train_labels), len(data.test_labels), len(data.class_names)
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, device=args.device, threads=args.threads)
     device_data = DeviceData.from_data(data, spec.mean, spec.std, device)
-    state = new_state(args.model, device_data, classes, args.seed, args.epsilon, cfg)
+    state = new_state(args.model, device_data, classes, args.seed, method, param, cfg)
     flops = flops_per_epoch(idiomatic_model(args.model, data.image_shape, classes, args.seed), data.image_shape,
                             cfg.batch_size, n_train, n_test)
     base = TrainConfig(**{**cfg.__dict__, "epochs": args.baseline_epochs})
     loops: dict[str, Iterator[dict[str, Any]]] = {
-        "lsbench": run_epochs(state, device_data, args.epsilon, cfg, classes),
+        "lsbench": run_epochs(state, device_data, method, param, cfg, classes),
         "idiomatic": idiomatic_epochs(idiomatic_model(args.model, data.image_shape, classes, args.seed),
-                                      device_data, args.epsilon, base, args.seed)}
-    notebook = args.model == "mlp" and data.image_shape[0] == 1 and args.notebook
+                                      device_data, method, param, base, args.seed)}
+    notebook = (args.model == "mlp" and data.image_shape[0] == 1 and args.notebook
+                and method in ("cross_entropy", "label_smoothing"))
     if notebook:
         loops["seed notebook"] = notebook_epochs(data, idiomatic_model(args.model, data.image_shape, classes, args.seed),
-                                                 base, args.epsilon, args.seed, device, args.loader_workers)
+                                                 base, param, args.seed, device, args.loader_workers)
     records: dict[str, list[dict[str, Any]]] = {name: [] for name in loops}
     for epoch in range(1, max(cfg.epochs, args.baseline_epochs) + 1):  # one epoch of each in turn
         for name, loop in loops.items():
@@ -234,11 +254,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             records[name].extend(islice(loop, 1))
         torch.set_flush_denormal(True)
         times = [f"{name} {rs[-1]['epoch_seconds']:.2f} s" for name, rs in records.items() if len(rs) == epoch]
-        print(f"epoch {epoch}: " + ", ".join(times), file=sys.stderr, flush=True)  # progress on long runs
+        print(f"{variant_label(method, param)} epoch {epoch}: " + ", ".join(times), file=sys.stderr,
+              flush=True)  # progress on long runs
     return {"machine": machine(), "device": str(device), "threads": args.threads, "seed": args.seed,
             "dataset": args.dataset, "model": args.model, "interleaved": True,
             "baseline_loader_workers": args.loader_workers, "n_train": n_train, "n_test": n_test,
-            "epsilon": args.epsilon, "gflop_per_epoch": flops / 1e9,
+            "method": method, "param": param, "variant": variant_label(method, param),
+            "fast_step": type(state.stepper).__name__, "gflop_per_epoch": flops / 1e9,
             "matmul_peak_gflops": matmul_peak_gflops(device), "peak_rss_mib_total": peak_rss_mib(),
             "loops": [summarise(name, rs, flops) for name, rs in records.items() if rs]}
 
@@ -260,7 +282,8 @@ def ratios(result: dict[str, Any]) -> list[tuple[str, float, float | None]]:
 def report(result: dict[str, Any]) -> str:
     lines = [f"machine: {json.dumps(result['machine'])}",
              f"{result['dataset']} x {result['model']} on {result['device']}, {result['threads']} thread(s), "
-             f"{result['n_train']} train / {result['n_test']} test images, eps {result['epsilon']}",
+             f"{result['n_train']} train / {result['n_test']} test images, {result['variant']} "
+             f"(lsbench's step: {result['fast_step']})",
              f"work: {result['gflop_per_epoch']:.1f} GFLOP per epoch; measured fp32 64x784x512 matmul "
              f"{result['matmul_peak_gflops']:.1f} GFLOP/s",
              f"{'loop':<14} {'epochs':>6} {'s/epoch':>9} {'GFLOP/s':>8} {'accuracy':>9} {'ece':>7}"]
@@ -271,6 +294,18 @@ def report(result: dict[str, Any]) -> str:
         lines.append(f"speed-up over {name} (its s/epoch / lsbench s/epoch): {ratio:.2f}x"
                      + (f"; median of per-epoch speed-ups {median:.2f}x" if median is not None else ""))
     lines.append(f"peak RSS of this process: {result['peak_rss_mib_total']:.0f} MiB (all loops)")
+    return "\n".join(lines)
+
+
+def methods_table(results: list[dict[str, Any]]) -> str:
+    """One line per method: lsbench's and the idiomatic loop's s/epoch and their ratio."""
+    lines = [f"{'method':<28} {'lsbench step':<15} {'lsbench s/ep':>12} {'idiomatic s/ep':>14} {'speed-up':>9}"]
+    for r in results:
+        loops = {x["loop"]: x for x in r["loops"]}
+        fast, slow = loops["lsbench"]["s_per_epoch"], loops["idiomatic"]["s_per_epoch"]
+        median = dict((n, m) for n, _, m in ratios(r)).get("idiomatic")
+        lines.append(f"{r['variant']:<28} {r['fast_step']:<15} {fast:>12.3f} {slow:>14.3f} {slow / fast:>8.2f}x"
+                     + (f" (median per epoch {median:.2f}x)" if median is not None else ""))
     return "\n".join(lines)
 
 
@@ -289,16 +324,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--epsilon", type=float, default=0.1)
+    p.add_argument("--epsilon", type=float, default=0.1, help="label smoothing's epsilon (one method)")
+    p.add_argument("--methods", default=None, help="'all': every training method at a typical setting "
+                   "(BENCH_PARAMS), lsbench against the idiomatic loop each, in one run")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train-size", type=int, default=None, help="use the first N training images")
     p.add_argument("--test-size", type=int, default=None, help="use the first N test images")
     p.add_argument("--json", type=Path, default=None, help="also write the figures as JSON")
     args = p.parse_args(argv)
-    result = run(args)
-    print(report(result), flush=True)
+    if args.methods not in (None, "all"):
+        p.error(f"--methods {args.methods!r}: only 'all' (or leave it out for one method, --epsilon)")
+    if args.methods == "all":
+        results = [run(args, name, BENCH_PARAMS[name]) for name in METHODS]
+        print(f"machine: {json.dumps(results[0]['machine'])}\n{args.dataset} x {args.model}, "
+              f"{results[0]['n_train']} train images, {args.threads} thread(s)\n{methods_table(results)}", flush=True)
+        payload: Any = results
+    else:
+        payload = run(args)
+        print(report(payload), flush=True)
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        args.json.write_text(json.dumps(payload, indent=2) + "\n")
     return 0
 
 

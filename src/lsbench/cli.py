@@ -19,7 +19,7 @@ from lsbench.config import ConfigError, TrainConfig, cross_key_errors, validate_
 from lsbench.data import DataError
 
 # Option -> (config key, "[]" for one item of a list key) for the options that are config values.
-TRAIN_OPTIONS = {"--dataset": "datasets[]", "--model": "models[]", "--seed": "seeds[]", "--epsilon": "epsilons[]",
+TRAIN_OPTIONS = {"--dataset": "datasets[]", "--model": "models[]", "--seed": "seeds[]",
                  "--epochs": "epochs", "--batch-size": "batch_size", "--lr": "lr",
                  "--validation-size": "validation_size", "--device": "device", "--threads": "threads"}
 
@@ -35,7 +35,10 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", type=Path, required=True, help="dataset cache from prepare-data")
     p.add_argument("--out-dir", type=Path, required=True, help="run directory for the tables")
     p.add_argument("--seed", required=True)
-    p.add_argument("--epsilon", required=True)
+    p.add_argument("--method", default=None, help="training method (lsbench.methods; default: label_smoothing with "
+                   "--epsilon, else cross_entropy)")
+    p.add_argument("--param", default=None, help="the method's parameter value (none for a method without one)")
+    p.add_argument("--epsilon", default=None, help="shorthand for --method label_smoothing --param EPSILON")
     p.add_argument("--epochs", default=str(defaults.epochs))
     p.add_argument("--batch-size", default=str(defaults.batch_size))
     p.add_argument("--lr", default=str(defaults.lr))
@@ -57,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="cache file to write (.npz)")
     p.add_argument("--fingerprint", default=None,
                    help="the data fingerprint the workflow planned with (refused if the files now differ)")
-    _add_train_args(sub.add_parser("train", help="train one (dataset, model, seed, epsilon) run"))
+    _add_train_args(sub.add_parser("train", help="train one (dataset, model, method, param, seed) run"))
     p = sub.add_parser("collect", help="concatenate per-run tables and record the workflow's provenance")
     p.add_argument("--out-dir", type=Path, required=True)
     p.add_argument("--config-json", type=json.loads, default=None,
@@ -88,6 +91,34 @@ def train_config(args: argparse.Namespace) -> tuple[dict, TrainConfig]:
     return v, cfg
 
 
+def method_option(args: argparse.Namespace) -> tuple[str, float]:
+    """The run's (method, param) from --method/--param or --epsilon, checked by the registry's rules
+    (`lsbench.methods.method_errors`) and made canonical (`lsbench.methods.variant`)."""
+    from lsbench.methods import METHODS, get_method, method_errors, variant
+
+    if args.epsilon is not None and (args.method is not None or args.param is not None):
+        raise ConfigError("--epsilon is a shorthand for --method label_smoothing --param EPSILON; give one of them")
+    method, text = ("label_smoothing", args.epsilon) if args.epsilon is not None else (args.method or "cross_entropy",
+                                                                                       args.param)
+    if method not in METHODS:
+        raise ConfigError(f"--method = {method!r}: unknown method. Allowed: {', '.join(METHODS)}")
+    param = None
+    if text is not None:
+        try:
+            param = float(text)
+        except ValueError:
+            raise ConfigError(f"--param = {text!r}: not a number") from None
+    if get_method(method).param is None and param == 0:
+        param = None  # how the tables and run paths write "no parameter"
+    if get_method(method).param is not None and param is None:
+        raise ConfigError(f"--method {method} needs --param (its {get_method(method).param.name})")
+    errors = [e.split(": ", 1)[1] for e in method_errors({method: None if param is None else [param]})]
+    if errors:
+        option = "--epsilon" if args.epsilon is not None else "--param"
+        raise ConfigError(f"{option} = {text}: " + "; ".join(errors))
+    return variant(method, param)
+
+
 def run(args: argparse.Namespace) -> None:
     started = time.perf_counter()  # before torch is imported: train logs its start-up cost
     # Imported here so `lsbench --help` does not pay for pandas, torch and matplotlib.
@@ -110,7 +141,8 @@ def run(args: argparse.Namespace) -> None:
             errors = cross_key_errors({"ood": {v["--dataset"]: ood[0]}})
             if errors:
                 raise ConfigError(f"--ood-set = {ood[0]!r}: " + "; ".join(e.split(": ", 1)[1] for e in errors))
-        pipeline.train_one(v["--dataset"], v["--model"], args.data, args.out_dir, v["--seed"], float(v["--epsilon"]),
+        method, param = method_option(args)
+        pipeline.train_one(v["--dataset"], v["--model"], args.data, args.out_dir, v["--seed"], method, param,
                            cfg, args.keep_checkpoint, log, started, ood)
     elif args.command == "collect":
         pipeline.collect(args.run_dirs, args.out_dir, log, args.config_json, args.source_dir, args.data_summary,

@@ -20,6 +20,8 @@ from typing import Any, Iterator, Mapping
 
 import yaml
 
+from lsbench.methods import format_param, grid_variants, method_errors
+
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "config.schema.yaml"
 # Keys that earlier versions accepted, with what replaced them.
 RENAMED = {"data_dir": "data_root (a directory in torchvision's layout: put the IDX files in "
@@ -45,7 +47,7 @@ def or_exit(check: Any, *args: Any, **kwargs: Any) -> Any:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Hyperparameters of one training run (everything but dataset, model, seed and epsilon).
+    """Hyperparameters of one training run (everything but dataset, model, method and seed).
 
     validation_size: images held out, or a fraction (0 < f < 1) of the training set.
     device and threads choose how a run executes, not what it computes (see README).
@@ -66,7 +68,7 @@ class WorkflowConfig:
     datasets: tuple[str, ...]
     models: tuple[str, ...]
     seeds: tuple[int, ...]
-    epsilons: tuple[float, ...]
+    variants: tuple[tuple[str, float], ...]  # (method, param) of every run; cross-entropy first
     train: TrainConfig
     validation_sizes: Mapping[str, int | float]
     data_root: str | None = None
@@ -102,14 +104,8 @@ def model_from_slug(slug: str) -> str:
     return slug.replace("-", ":") if "-" in slug else slug
 
 
-def format_epsilon(eps: float) -> str:
-    """Epsilon as it appears in paths, tables and figures: the shortest repr that round-trips
-    ("0.05"), so values that differ never print alike; -0.0 is 0.0.
-
-    >>> format_epsilon(-0.0), format_epsilon(1e-05)
-    ('0.0', '1e-05')
-    """
-    return repr(float(eps) + 0.0)  # IEEE: -0.0 + 0.0 is +0.0
+# A method's parameter as it appears in paths, tables and figures (one owner: lsbench.methods).
+format_epsilon = format_param
 
 
 # --- coercion ------------------------------------------------------------------------------------
@@ -152,6 +148,8 @@ def _coerce(value: Any, spec: Mapping[str, Any], schema: Mapping[str, Any], raw_
     """Turn `value` into the schema's type where it unambiguously parses as one; leave it for
     validation to report otherwise."""
     kinds = _types(spec, schema)
+    if "null" in kinds and (value is None or isinstance(value, str) and value.strip().lower() in ("null", "none", "~")):
+        return None  # before a scalar becomes a one-item list: `focal_adaptive: null` is no parameter
     if isinstance(value, Mapping) and "object" in kinds:
         item = _subspec(spec, schema, "additionalProperties")
         return {k: _coerce(v, item, schema) for k, v in value.items()}
@@ -367,15 +365,57 @@ def schema_errors(config: Mapping[str, Any], schema: Mapping[str, Any]) -> list[
 
 
 def validate_config(raw: Mapping[str, Any], schema: Mapping[str, Any],
-                    typed: Mapping[str, str] | None = None, yaml_files: list[str | Path] = ()) -> dict[str, Any]:
+                    typed: Mapping[str, str] | None = None, yaml_files: list[str | Path] = (),
+                    override_keys: set[str] | None = None) -> dict[str, Any]:
     """Coerce and validate; raise ConfigError naming every bad key, its value and what is allowed.
-    `yaml_files`: the config files the values came from, checked by `yaml_number_errors`."""
+    `yaml_files`: the config files the values came from, checked by `yaml_number_errors`, and with
+    `override_keys` (the keys given by `--config`) the layers that decide between `methods` and its
+    shorthand `epsilons` (`resolve_methods`)."""
     config = coerce_config(raw, schema, typed)
     errors = (yaml_number_errors(config, list(yaml_files))
-              or [message for _, message in schema_errors(config, schema)] or cross_key_errors(config))
+              or [message for _, message in schema_errors(config, schema)])
+    if not errors:
+        config, errors = resolve_methods(config, [*map(_top_keys, yaml_files), set(override_keys or ())])
+    errors = errors or method_errors(config["methods"]) + cross_key_errors(config)
     if errors:
         raise ConfigError("\n".join(errors))
     return config
+
+
+def _top_keys(path: str | Path) -> set[str]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError):
+        return set()
+    return set(doc) if isinstance(doc, dict) else set()
+
+
+METHOD_KEYS = ("methods", "epsilons")
+
+
+def resolve_methods(config: dict[str, Any], layers: list[set[str]]) -> tuple[dict[str, Any], list[str]]:
+    """Turn `epsilons` (shorthand) into `methods: {label_smoothing: [...]}`, returning (config,
+    errors). `layers`: the keys each config source set, in order (config files, then `--config`):
+    the last source that sets either key decides, so `--config epsilons=[0,0.2]` replaces the
+    config file's `methods` (and the other way round); one source setting both is an error, and so
+    is a config with neither."""
+    given = [k for k in METHOD_KEYS if config.get(k) is not None]
+    if len(given) == 2:
+        for keys in reversed(layers):
+            present = [k for k in METHOD_KEYS if k in keys]
+            if len(present) == 1:
+                given = present
+                break
+    if len(given) == 2:
+        return config, ["config keys 'methods' and 'epsilons' are both given: 'epsilons' is a shorthand for "
+                        f"methods: {{label_smoothing: {config['epsilons']!r}}}; give one of them"]
+    if not given:
+        return config, ["config: neither 'methods' nor 'epsilons' is given. Allowed: methods: a mapping from method "
+                        "to its parameter values, e.g. {label_smoothing: [0.0, 0.1], focal: [3.0]}, or epsilons: a "
+                        "list of label-smoothing values"]
+    methods = config["methods"] if given == ["methods"] else {"label_smoothing": list(config["epsilons"])}
+    return {**config, "methods": methods, "epsilons": None}, []
 
 
 def cross_key_errors(config: Mapping[str, Any]) -> list[str]:
@@ -437,7 +477,7 @@ def to_workflow_config(config: Mapping[str, Any]) -> WorkflowConfig:
         datasets=tuple(config["datasets"]),
         models=tuple(config["models"]),
         seeds=tuple(int(s) for s in config["seeds"]),
-        epsilons=tuple(float(e) for e in config["epsilons"]),
+        variants=grid_variants(config["methods"]),
         train=train,
         validation_sizes=per_dataset,
         data_root=config["data_root"],

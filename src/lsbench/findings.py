@@ -1,20 +1,24 @@
 """Findings in words, generated from the tables: each a record with its estimate, 95 % interval and
 test, and a sentence that says no more than they do.
 
-Rules (per study, over its converged runs, final epoch; baseline = the smallest epsilon of the
-study's runs, normally 0, diverged runs included (`Study.baseline`): when every baseline run
-diverged there is no comparison, and no claim of a lowest ECE or of temperature scaling alone is
-made; intervals are Student-t over seeds, paired ones over the seeds both runs share; p from the
-paired t-test, `lsbench.stats`):
-- miscalibration_direction (per epsilon): overconfidence = mean confidence - accuracy. Over- or
+Rules (per study, over its converged runs, final epoch; a run is a (method, param) of
+`lsbench.methods`; baseline = the study's cross-entropy run (`Study.baseline`), diverged runs
+included: when every baseline run diverged, or a table from before 0.3 has none, there is no
+comparison and no claim of an effect is made; intervals are Student-t over seeds, paired ones over
+the seeds both runs share; p from the paired t-test, `lsbench.stats`):
+- miscalibration_direction (per run): overconfidence = mean confidence - accuracy. Over- or
   underconfident when its interval excludes 0, else "no detectable over- or underconfidence".
-- miscalibration_flip: the first epsilon that is detectably underconfident after one that was
-  detectably overconfident.
-- ece_minimizing_epsilon: the epsilon with the lowest mean ECE (over the seeds converged at every
-  epsilon), paired against the baseline.
-- accuracy_effect, aurc_effect, ood_auroc_effect (per epsilon): paired difference against the baseline.
-- temperature_scaling_vs_best_epsilon: ECE after temperature scaling at the baseline against
-  the ECE of the best epsilon, paired by seed.
+- miscalibration_flip (per method): the first parameter value that is detectably underconfident
+  after one (cross-entropy counting as the neutral value) that was detectably overconfident.
+- method_setting (per method): the setting chosen by the lowest mean validation NLL (`select`),
+  with the test-set optimum by ECE beside it, labelled as such; its ECE paired against cross-entropy.
+- accuracy_effect, aurc_effect, ood_auroc_effect (per run): paired difference against cross-entropy.
+- temperature_scaling_vs_method (per method, at its chosen setting): ECE of cross-entropy after
+  temperature scaling against the method's ECE, paired by seed.
+- best_method: the lowest mean ECE among cross-entropy and every method at its chosen setting,
+  paired against label smoothing's chosen setting and against temperature scaling alone.
+- underconfident_methods, method_costs: the methods whose chosen setting ends detectably
+  underconfident, and those that detectably lower accuracy or raise AURC.
 A difference whose interval contains 0 is "no detectable difference", never an effect. Without an
 interval the sentence says the data cannot tell, and why: no seed has both runs, one pair of
 seeds, or differences that do not vary over the seeds (no spread is not certainty). A temperature
@@ -25,16 +29,20 @@ temperature-scaling finding "cannot tell".
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from lsbench.config import format_epsilon
 from lsbench.io import KEY
+from lsbench.methods import CROSS_ENTROPY, METHODS, variant_label, variant_order
 from lsbench.metrics import TEMPERATURE_BOUNDS, temperature_at_bound
 from lsbench.stats import Interval, PairedTest, metric_interval, paired_test
 from lsbench.studies import Study
+
+Run = tuple[str, float]  # (method, param)
+BASELINE: Run = (CROSS_ENTROPY, 0.0)
 
 
 def _direction(i: Interval) -> str:
@@ -62,13 +70,21 @@ def _no_interval(i: Interval, signed: bool = False, digits: int = 4) -> str:
 
 
 def _difference(d: Interval, digits: int = 4) -> str:
-    """The signed paired difference (epsilon minus baseline) with its interval, as the tables show it."""
+    """The signed paired difference (run minus baseline) with its interval, as the tables show it."""
     return f"difference {d.mean:+.{digits}f} [95 % CI {d.lo:+.{digits}f}, {d.hi:+.{digits}f}]"
 
 
 def _test(t: PairedTest) -> str:
     p = "–" if math.isnan(t.p_ttest) else f"{t.p_ttest:.3g}"
     return f"paired t-test p = {p}, {t.difference.n} seeds"
+
+
+def _name(run: Run) -> str:
+    return variant_label(*run)
+
+
+def _run_fields(run: Run, prefix: str = "") -> dict[str, Any]:
+    return {f"{prefix}method": run[0], f"{prefix}param": float(run[1]), f"{prefix}variant": _name(run)}
 
 
 def _record(study: Study, id_: str, text: str, **numbers: Any) -> dict[str, Any]:
@@ -83,120 +99,223 @@ def _paired_fields(t: PairedTest) -> dict[str, Any]:
     return {**_interval_fields(t.difference), "p": t.p_ttest, "test": "paired t-test"}
 
 
-def _by_seed(df: pd.DataFrame, eps: float, column: str) -> pd.Series:
-    """`column` at `eps` by seed, without the seeds where it is NaN (a metric a run lacks)."""
-    return df[df["epsilon"] == eps].set_index("seed")[column].dropna()
+def runs_of(df: pd.DataFrame) -> list[Run]:
+    """The (method, param) runs of a frame, cross-entropy first, then in registry order."""
+    pairs = {(str(m), float(p)) for m, p in df[["method", "param"]].drop_duplicates().itertuples(index=False)}
+    return sorted(pairs, key=lambda r: variant_order(*r))
 
 
-def best_epsilon(df: pd.DataFrame, column: str = "ece") -> float:
-    """The epsilon with the lowest mean `column` over the seeds that have it at every epsilon, so
-    that each mean is over the same seeds (a seed that diverged at one epsilon would otherwise
-    bias the comparison); over all seeds when no seed has every epsilon."""
-    per_seed = df.pivot_table(index="seed", columns="epsilon", values=column)
-    common = per_seed.dropna()
-    return float((common if not common.empty else per_seed).mean().idxmin())
+def _at(df: pd.DataFrame, run: Run) -> pd.DataFrame:
+    return df[(df["method"] == run[0]) & (df["param"] == run[1])]
 
 
-def paired(df: pd.DataFrame, eps: float, column: str, baseline: float,
+def _by_seed(df: pd.DataFrame, run: Run, column: str) -> pd.Series:
+    """`column` of `run` by seed, without the seeds where it is NaN (a metric a run lacks)."""
+    return _at(df, run).set_index("seed")[column].dropna()
+
+
+def paired(df: pd.DataFrame, run: Run, column: str, baseline: Run = BASELINE,
            baseline_column: str | None = None) -> PairedTest:
-    """`column` at `eps` minus `baseline_column` (default: the same) at `baseline`, paired by seed."""
-    a, b = _by_seed(df, eps, column), _by_seed(df, baseline, baseline_column or column)
+    """`column` of `run` minus `baseline_column` (default: the same) of `baseline`, paired by seed."""
+    a, b = _by_seed(df, run, column), _by_seed(df, baseline, baseline_column or column)
     seeds = sorted(set(a.index) & set(b.index))
     return paired_test(a.loc[seeds].to_numpy(float), b.loc[seeds].to_numpy(float))
 
 
-def _effect(study: Study, id_: str, what: str, t: PairedTest, eps: float, baseline: float, up: str, down: str,
-            digits: int = 4, **extra: Any) -> dict[str, Any]:
+def lowest(df: pd.DataFrame, runs: list[Run], column: str) -> Run:
+    """The run among `runs` with the lowest mean `column` over the seeds that have it for every one
+    of them, so that each mean is over the same seeds (a seed that diverged in one run would
+    otherwise bias the comparison); over all seeds when no seed has every run."""
+    part = df[[r in set(runs) for r in zip(df["method"], df["param"].astype(float))]]
+    per_seed = part.pivot_table(index="seed", columns=["method", "param"], values=column)
+    common = per_seed.dropna()
+    means = (common if not common.empty else per_seed).mean()
+    return min(((str(m), float(p)) for m, p in means.index), key=lambda r: (means[r], variant_order(*r)))
+
+
+@dataclass(frozen=True)
+class Selection:
+    """A method's chosen setting: `chosen` by the lowest mean of `rule` ("val_nll", or "test_nll"
+    when no run held out validation images), and the test-set optimum by ECE, shown beside it."""
+
+    method: str
+    chosen: Run
+    rule: str
+    test_optimum: Run
+    candidates: int
+
+    @property
+    def rule_text(self) -> str:
+        if self.candidates == 1:
+            return "its only setting"
+        if self.rule == "val_nll":
+            return "chosen by the lowest mean validation NLL (held-out training images)"
+        return "chosen by the lowest mean test NLL: no run held out validation images, so this is a test-set choice"
+
+
+def select(df: pd.DataFrame) -> dict[str, Selection]:
+    """Each method's chosen setting (not cross-entropy's), by validation NLL (see `Selection`)."""
+    out = {}
+    for method in dict.fromkeys(m for m, _ in runs_of(df) if m != CROSS_ENTROPY):
+        runs = [r for r in runs_of(df) if r[0] == method]
+        has_val = "val_nll" in df.columns and df.loc[df["method"] == method, "val_nll"].notna().any()
+        rule = "val_nll" if has_val else "test_nll"
+        out[method] = Selection(method, lowest(df, runs, rule), rule, lowest(df, runs, "ece"), len(runs))
+    return out
+
+
+def _effect(study: Study, id_: str, what: str, t: PairedTest, run: Run, up: str, down: str,
+            digits: int = 4, baseline: Run = BASELINE, **extra: Any) -> dict[str, Any]:
     d = t.difference
     direction = _direction(d)
     if direction == "unknown":
-        verdict = (f"cannot tell how ε = {format_epsilon(eps)} changes {what} against ε = {format_epsilon(baseline)} "
+        verdict = (f"cannot tell how {_name(run)} changes {what} against {_name(baseline)} "
                    f"({_no_interval(d, signed=True, digits=digits)})")
     elif direction == "none":
-        verdict = (f"no detectable difference in {what} between ε = {format_epsilon(eps)} and ε = "
-                   f"{format_epsilon(baseline)} ({d.mean:+.{digits}f} [95 % CI {d.lo:+.{digits}f}, {d.hi:+.{digits}f}], "
-                   f"{_test(t)})")
+        verdict = (f"no detectable difference in {what} between {_name(run)} and {_name(baseline)} "
+                   f"({d.mean:+.{digits}f} [95 % CI {d.lo:+.{digits}f}, {d.hi:+.{digits}f}], {_test(t)})")
     else:
-        verdict = (f"ε = {format_epsilon(eps)} {up if direction == 'over' else down} {what} by "
-                   f"{abs(d.mean):.{digits}f} against ε = {format_epsilon(baseline)} ({_difference(d, digits)}, "
-                   f"{_test(t)})")
-    return _record(study, id_, verdict + ".", epsilon=eps, baseline_epsilon=baseline, direction=direction,
-                   **_paired_fields(t), **extra)
+        verdict = (f"{_name(run)} {up if direction == 'over' else down} {what} by {abs(d.mean):.{digits}f} against "
+                   f"{_name(baseline)} ({_difference(d, digits)}, {_test(t)})")
+    return _record(study, id_, verdict + ".", **_run_fields(run), **_run_fields(baseline, "baseline_"),
+                   direction=direction, **_paired_fields(t), **extra)
 
 
 def direction_findings(study: Study, df: pd.DataFrame) -> list[dict[str, Any]]:
-    records, last_over = [], None
-    for eps in sorted(df["epsilon"].unique()):
-        i = metric_interval(df.loc[df["epsilon"] == eps, "overconfidence"].to_numpy(), "overconfidence")
-        d = _direction(i)
+    records, directions = [], {}
+    for run in runs_of(df):
+        i = metric_interval(_at(df, run)["overconfidence"].to_numpy(), "overconfidence")
+        d = directions[run] = _direction(i)
         words = {"over": "overconfident: mean confidence exceeds accuracy by",
                  "under": "underconfident: mean confidence falls short of accuracy by",
                  "none": "no detectable over- or underconfidence: mean confidence minus accuracy is",
                  "unknown": "undetermined direction of miscalibration: mean confidence minus accuracy is"}[d]
         shown = Interval(i.n, abs(i.mean), -i.hi, -i.lo) if d == "under" else i
         records.append(_record(study, "miscalibration_direction",
-                               f"at ε = {format_epsilon(eps)}, {words} {_ci(shown)}"
+                               f"{_name(run)}: {words} {_ci(shown)}"
                                + (f" (t-interval over {i.n} seeds)." if i.n >= 2 else "."),
-                               epsilon=float(eps), metric="overconfidence", direction=d, **_interval_fields(i)))
-        if d == "over":
-            last_over = float(eps)
-        elif d == "under" and last_over is not None and not any(r["id"] == "miscalibration_flip" for r in records):
-            records.append(_record(study, "miscalibration_flip",
-                                   f"miscalibration flips from overconfidence at ε = {format_epsilon(last_over)} "
-                                   f"to underconfidence at ε = {format_epsilon(eps)}.",
-                                   from_epsilon=last_over, to_epsilon=float(eps)))
+                               **_run_fields(run), metric="overconfidence", direction=d, **_interval_fields(i)))
+    for method in dict.fromkeys(m for m, _ in directions if m != CROSS_ENTROPY):
+        spec = METHODS[method].param
+        chain = ([BASELINE] if spec is not None and spec.neutral is not None and BASELINE in directions else []) \
+            + [r for r in directions if r[0] == method]
+        last_over = None
+        for run in chain:
+            if directions[run] == "over":
+                last_over = run
+            elif directions[run] == "under" and last_over is not None:
+                records.append(_record(study, "miscalibration_flip",
+                                       f"{METHODS[method].title}: miscalibration flips from overconfidence at "
+                                       f"{_name(last_over)} to underconfidence at {_name(run)}.",
+                                       method=method, from_param=float(last_over[1]), to_param=float(run[1]),
+                                       from_variant=_name(last_over), to_variant=_name(run)))
+                break
     return records
 
 
-def best_epsilon_finding(study: Study, df: pd.DataFrame, baseline: float) -> dict[str, Any]:
-    best = best_epsilon(df)
-    ece = metric_interval(df.loc[df["epsilon"] == best, "ece"].to_numpy(), "ece")
-    fields = {"epsilon": best, "baseline_epsilon": baseline, "ece": ece.mean, "ece_low": ece.lo, "ece_high": ece.hi}
-    if best == baseline:
-        text = (f"ε = {format_epsilon(best)} gives the lowest mean ECE, {_ci(ece)}: no ε lowers it.")
-        return _record(study, "ece_minimizing_epsilon", text, **fields, direction="none",
-                       **{"estimate": 0.0, "low": 0.0, "high": 0.0, "n": ece.n, "p": math.nan, "test": "none"})
-    t = paired(df, best, "ece", baseline)
+def setting_finding(study: Study, df: pd.DataFrame, s: Selection) -> dict[str, Any]:
+    ece = metric_interval(_at(df, s.chosen)["ece"].to_numpy(), "ece")
+    t = paired(df, s.chosen, "ece")
     d, direction = t.difference, _direction(t.difference)
-    if direction == "under":
-        text = (f"ε = {format_epsilon(best)} gives the lowest ECE, {_ci(ece)}, lower than at ε = "
-                f"{format_epsilon(baseline)} by {abs(d.mean):.4f} ({_difference(d)}, {_test(t)}).")
-    elif direction == "unknown":
-        text = (f"ε = {format_epsilon(best)} has the lowest mean ECE, {_ci(ece)}; the data cannot tell it from "
-                f"ε = {format_epsilon(baseline)} ({_no_interval(d, signed=True)}).")
+    optimum = "" if s.candidates == 1 else (
+        f"; the test-set optimum by ECE is {_name(s.test_optimum)}"
+        + (" (the same)" if s.test_optimum == s.chosen else " (a test-set choice, shown for reference)"))
+    head = f"{_name(s.chosen)}, {s.rule_text}{optimum}. Its ECE is {_ci(ece)}"
+    if direction in ("under", "over"):
+        tail = (f", {'lower' if direction == 'under' else 'higher'} than cross-entropy's by {abs(d.mean):.4f} "
+                f"({_difference(d)}, {_test(t)}).")
+    elif direction == "none":
+        tail = f", no detectable difference from cross-entropy ({d.mean:+.4f} [95 % CI {d.lo:+.4f}, {d.hi:+.4f}], {_test(t)})."
     else:
-        text = (f"ε = {format_epsilon(best)} has the lowest mean ECE, {_ci(ece)}, but there is no detectable "
-                f"difference from ε = {format_epsilon(baseline)} ({d.mean:+.4f} [95 % CI {d.lo:+.4f}, {d.hi:+.4f}], "
-                f"{_test(t)}).")
-    return _record(study, "ece_minimizing_epsilon", text, **fields, direction=direction, **_paired_fields(t))
+        tail = f"; the data cannot tell it from cross-entropy ({_no_interval(d, signed=True)})."
+    return _record(study, "method_setting", head + tail, **_run_fields(s.chosen), selection=s.rule,
+                   candidates=s.candidates, **_run_fields(s.test_optimum, "test_optimum_"),
+                   ece=ece.mean, ece_low=ece.lo, ece_high=ece.hi, direction=direction, **_paired_fields(t))
 
 
-def temperature_finding(study: Study, df: pd.DataFrame, baseline: float, best: float) -> dict[str, Any] | None:
-    if df.loc[df["epsilon"] == baseline, "ece_ts"].isna().all():
+def _ts_at_bound(df: pd.DataFrame) -> int:
+    return int(temperature_at_bound(_at(df, BASELINE)["temperature"]).sum())
+
+
+def temperature_finding(study: Study, df: pd.DataFrame, run: Run) -> dict[str, Any] | None:
+    if _at(df, BASELINE)["ece_ts"].isna().all():
         return None
-    t = paired(df, baseline, "ece_ts", best, baseline_column="ece")
+    t = paired(df, BASELINE, "ece_ts", run, baseline_column="ece")
     d, direction = t.difference, _direction(t.difference)
-    ts = metric_interval(_by_seed(df, baseline, "ece_ts").to_numpy(), "ece_ts")
-    head = (f"temperature scaling alone (ECE {_ci(ts)} at ε = {format_epsilon(baseline)}) against the best ε "
-            f"(ε = {format_epsilon(best)}): ")
-    at_bound = int(temperature_at_bound(df.loc[df["epsilon"] == baseline, "temperature"]).sum())
+    ts = metric_interval(_by_seed(df, BASELINE, "ece_ts").to_numpy(), "ece_ts")
+    head = f"temperature scaling alone (cross-entropy's ECE after scaling, {_ci(ts)}) against {_name(run)}: "
+    fields = {**_run_fields(run), "direction": direction, **_paired_fields(t)}
+    at_bound = _ts_at_bound(df)
     if at_bound:
         low, high = TEMPERATURE_BOUNDS
         tail = (f"cannot tell: the fitted temperature hit its search bound ({low:g} or {high:g}) in {at_bound} of "
-                f"{int((df['epsilon'] == baseline).sum())} runs, so the held-out images did not determine it "
-                "(too few of them?).")
-        return _record(study, "temperature_scaling_vs_best_epsilon", head + tail, epsilon=best,
-                       baseline_epsilon=baseline, direction="unknown", runs_at_bound=at_bound, **_paired_fields(t))
+                f"{len(_at(df, BASELINE))} runs, so the held-out images did not determine it (too few of them?).")
+        return _record(study, "temperature_scaling_vs_method", head + tail,
+                       **{**fields, "direction": "unknown"}, runs_at_bound=at_bound)
     if direction == "under":
         tail = f"temperature scaling is better by {abs(d.mean):.4f} ({_difference(d)}, {_test(t)})."
     elif direction == "over":
-        tail = f"the best ε is better by {d.mean:.4f} ({_difference(d)}, {_test(t)})."
+        tail = f"{_name(run)} is better by {d.mean:.4f} ({_difference(d)}, {_test(t)})."
     elif direction == "none":
         tail = f"no detectable difference ({d.mean:+.4f} [95 % CI {d.lo:+.4f}, {d.hi:+.4f}], {_test(t)})."
     else:
         tail = f"the data cannot tell them apart ({_no_interval(d, signed=True)})."
-    return _record(study, "temperature_scaling_vs_best_epsilon", head + tail, epsilon=best, baseline_epsilon=baseline,
-                   direction=direction, runs_at_bound=0, **_paired_fields(t))
+    return _record(study, "temperature_scaling_vs_method", head + tail, **fields, runs_at_bound=0)
+
+
+def best_method_finding(study: Study, df: pd.DataFrame, chosen: dict[str, Selection]) -> dict[str, Any]:
+    """The lowest mean ECE among cross-entropy and each method's chosen setting, against label
+    smoothing's chosen setting and against temperature scaling alone."""
+    candidates = [BASELINE, *(s.chosen for s in chosen.values())]
+    best = lowest(df, candidates, "ece")
+    ece = metric_interval(_at(df, best)["ece"].to_numpy(), "ece")
+    parts = [f"the lowest mean ECE among cross-entropy and every method at its chosen setting is "
+             f"{_name(best)}'s, {_ci(ece)}"]
+    fields: dict[str, Any] = {**_run_fields(best), "ece": ece.mean, "ece_low": ece.lo, "ece_high": ece.hi,
+                              "n": ece.n, "compared": [_name(r) for r in candidates]}
+    ls = chosen.get("label_smoothing")
+    if ls is not None and best != ls.chosen:
+        t = paired(df, best, "ece", ls.chosen)
+        fields["vs_label_smoothing"] = {**_run_fields(ls.chosen), "direction": _direction(t.difference),
+                                        **_paired_fields(t)}
+        parts.append(f"against label smoothing's chosen {_name(ls.chosen)}: {_verdict(t)}")
+    if not _at(df, BASELINE)["ece_ts"].isna().all() and not _ts_at_bound(df):
+        t = paired(df, best, "ece", BASELINE, baseline_column="ece_ts")
+        fields["vs_temperature_scaling"] = {"direction": _direction(t.difference), **_paired_fields(t)}
+        parts.append(f"against temperature scaling alone: {_verdict(t)}")
+    return _record(study, "best_method", "; ".join(parts) + ".", **fields)
+
+
+def _verdict(t: PairedTest) -> str:
+    d, direction = t.difference, _direction(t.difference)
+    if direction == "unknown":
+        return f"cannot tell ({_no_interval(d, signed=True)})"
+    if direction == "none":
+        return f"no detectable difference ({d.mean:+.4f} [95 % CI {d.lo:+.4f}, {d.hi:+.4f}], {_test(t)})"
+    return f"{'lower' if direction == 'under' else 'higher'} by {abs(d.mean):.4f} ({_difference(d)}, {_test(t)})"
+
+
+def summary_findings(study: Study, records: list[dict[str, Any]], chosen: dict[str, Selection]) -> list[dict]:
+    """Which methods end underconfident at their chosen setting, which cost accuracy or AURC."""
+    picked = {s.chosen for s in chosen.values()}
+
+    def hits(id_: str, direction: str) -> list[str]:
+        return [r["variant"] for r in records if r["id"] == id_ and (r["method"], r["param"]) in picked
+                and r["direction"] == direction]
+
+    under = hits("miscalibration_direction", "under")
+    lower_acc, higher_aurc = hits("accuracy_effect", "under"), hits("aurc_effect", "over")
+    out = [_record(study, "underconfident_methods",
+                   ("at their chosen settings, detectably underconfident (conf − acc < 0): " + ", ".join(under))
+                   if under else "no method is detectably underconfident at its chosen setting.",
+                   variants=under, n=len(under))]
+    costs = [f"{v} lowers accuracy" for v in lower_acc] + [f"{v} raises AURC" for v in higher_aurc]
+    out.append(_record(study, "method_costs",
+                       ("against cross-entropy, at their chosen settings: " + "; ".join(costs))
+                       if costs else "no method at its chosen setting detectably lowers accuracy or raises AURC "
+                                     "against cross-entropy.",
+                       lower_accuracy=lower_acc, higher_aurc=higher_aurc, n=len(costs)))
+    return out
 
 
 def ood_frame(study: Study, score: str = "msp") -> pd.DataFrame:
@@ -208,34 +327,41 @@ def study_findings(study: Study) -> list[dict[str, Any]]:
     df = study.converged()
     if df.empty:
         return [_record(study, "all_diverged", "every run diverged; there is nothing to conclude.")]
-    baseline = study.baseline
-    others = sorted(e for e in df["epsilon"].unique() if e != baseline)
     records = direction_findings(study, df)
-    if not (df["epsilon"] == baseline).any():
-        return records + [_record(
-            study, "baseline_diverged",
-            f"every run at ε = {format_epsilon(baseline)} diverged, so nothing can be compared with it: no claim "
-            "of an effect of ε, of a lowest ECE or of temperature scaling alone is made.",
-            baseline_epsilon=baseline)]
-    best = best_epsilon_finding(study, df, baseline)
-    records.append(best)
-    records += [_effect(study, "accuracy_effect", "accuracy", paired(df, e, "accuracy", baseline), e, baseline,
-                        "raises", "lowers") for e in others]
-    ts = temperature_finding(study, df, baseline, best["epsilon"])
-    records += [ts] if ts else []
-    records += [_effect(study, "aurc_effect", "AURC (risk–coverage with the max probability; lower is better)",
-                        paired(df, e, "aurc", baseline), e, baseline, "raises", "lowers") for e in others]
+    if _at(df, BASELINE).empty:
+        why = ("every cross-entropy run diverged" if not _at(study.runs, BASELINE).empty
+               else "the study has no cross-entropy run (a grid of lsbench before 0.3 without ε = 0)")
+        return records + [_record(study, "baseline_diverged",
+                                  f"{why}, so nothing can be compared with it: no claim of an effect of a method, "
+                                  "of a best setting or of temperature scaling alone is made.",
+                                  **_run_fields(BASELINE, "baseline_"))]
+    others = [r for r in runs_of(df) if r != BASELINE]
+    chosen = select(df)
+    records += [setting_finding(study, df, s) for s in chosen.values()]
+    effects = [_effect(study, "accuracy_effect", "accuracy", paired(df, r, "accuracy"), r, "raises", "lowers")
+               for r in others]
+    effects += [_effect(study, "aurc_effect", "AURC (risk–coverage with the max probability; lower is better)",
+                        paired(df, r, "aurc"), r, "raises", "lowers") for r in others]
     ood = ood_frame(study)
     if not ood.empty:
         what = f"OOD AUROC (max probability, {study.dataset} against {study.ood_set})"
-        records += [_effect(study, "ood_auroc_effect", what, paired(ood, e, "auroc", baseline), e, baseline,
-                            "raises", "lowers", ood_set=study.ood_set, score="msp") for e in others]
+        effects += [_effect(study, "ood_auroc_effect", what, paired(ood, r, "auroc"), r, "raises", "lowers",
+                            ood_set=study.ood_set, score="msp") for r in others]
+    records += effects
+    records += [ts for s in chosen.values() if (ts := temperature_finding(study, df, s.chosen))]
+    if chosen:
+        records.append(best_method_finding(study, df, chosen))
+        records += summary_findings(study, records, chosen)
     return records
 
 
 def json_ready(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """NaN and NumPy scalars as JSON has them: null and plain numbers."""
+    """NaN and NumPy scalars as JSON has them: null and plain numbers (nested ones too)."""
     def clean(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [clean(x) for x in v]
         if isinstance(v, (np.floating, float)):
             return None if math.isnan(float(v)) else float(v)
         if isinstance(v, np.integer):

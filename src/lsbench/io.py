@@ -4,8 +4,11 @@ report reads these tables without the training stack.
 Every file is written to a temporary name in the same directory and renamed into place, so a
 killed job never leaves a file that looks complete.
 
-Every table is keyed by the run, `KEY` = (dataset, model, seed, epsilon): `model` is the name as
-configured ("mlp", or "package.module:function" for a user's factory).
+Every table is keyed by the run, `KEY` = (dataset, model, method, param, seed): `model` is the name
+as configured ("mlp", or "package.module:function" for a user's factory), `method` a
+`lsbench.methods` name and `param` its swept value (float; 0.0 for cross-entropy and for a method
+without a parameter). Tables of lsbench before 0.3 had `epsilon` instead of method and param;
+`lsbench.tables` reads them as label smoothing.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Any, Iterator
 import numpy as np
 import pandas as pd
 
-KEY = ["dataset", "model", "seed", "epsilon"]
+KEY = ["dataset", "model", "method", "param", "seed"]
 METRIC_COLUMNS = [
     *KEY, "epoch", "train_loss", "test_loss", "test_nll", "accuracy", "ece", "mce",
     "mean_confidence", "overconfidence", "brier", "entropy", "epoch_seconds", "diverged", "divergence",
@@ -29,7 +32,7 @@ RELIABILITY_COLUMNS = [*KEY, "bin", "bin_lower", "bin_upper", "count", "mean_con
 # One row per run, final epoch: temperature scaling, bootstrap intervals, other rejection scores.
 CALIBRATED_COLUMNS = [*KEY, "temperature", "temperature_at_bound", "ece_ts", "nll_ts", "mean_confidence_ts",
                       "aurc_ts", "eaurc_ts",
-                      "ece_low", "ece_high", "smece_low", "smece_high", "aurc_max_logit", "aurc_margin"]
+                      "ece_low", "ece_high", "smece_low", "smece_high", "aurc_max_logit", "aurc_margin", "val_nll"]
 # Out-of-distribution detection: one row per run x score; the OOD images' logits, one row per image.
 OOD_COLUMNS = [*KEY, "ood_set", "score", "auroc", "fpr95"]
 OOD_SCORES = ("msp", "max_logit", "energy")
@@ -56,11 +59,13 @@ class RunKey:
 
     dataset: str
     model: str
+    method: str
+    param: float
     seed: int
-    epsilon: float
 
     def columns(self) -> dict[str, Any]:
-        return {"dataset": self.dataset, "model": self.model, "seed": int(self.seed), "epsilon": float(self.epsilon)}
+        return {"dataset": self.dataset, "model": self.model, "method": self.method, "param": float(self.param) + 0.0,
+                "seed": int(self.seed)}
 
 
 @contextmanager
@@ -100,7 +105,7 @@ def atomic_write_bytes(payload: bytes, path: Path) -> None:
 
 def metrics_frame(key: RunKey, records: list[dict[str, Any]]) -> pd.DataFrame:
     df = pd.DataFrame.from_records([{**key.columns(), **r} for r in records], columns=METRIC_COLUMNS)
-    return df.astype({"seed": "int64", "epsilon": "float64", "epoch": "int64", "diverged": "bool",
+    return df.astype({"seed": "int64", "param": "float64", "epoch": "int64", "diverged": "bool",
                       "divergence": "str"})
 
 
@@ -117,7 +122,8 @@ def ood_frame(key: RunKey, ood_set: str, rows: dict[str, dict[str, float]]) -> p
     """{score: {auroc, fpr95}} -> one row per score; no rows (typed columns) when `rows` is empty."""
     records = [{**key.columns(), "ood_set": ood_set, "score": score, **values} for score, values in rows.items()]
     return pd.DataFrame.from_records(records, columns=OOD_COLUMNS).astype(
-        {"dataset": "str", "model": "str", "seed": "int64", "epsilon": "float64", "ood_set": "str", "score": "str",
+        {"dataset": "str", "model": "str", "method": "str", "param": "float64", "seed": "int64", "ood_set": "str",
+         "score": "str",
          "auroc": "float64", "fpr95": "float64"})
 
 
@@ -132,7 +138,7 @@ def ood_predictions_frame(key: RunKey, ood_set: str, logits: np.ndarray) -> pd.D
     return pd.DataFrame(columns)
 
 
-_KEY_DTYPES = {"dataset": "str", "model": "str", "seed": "int64", "epsilon": "float64"}
+_KEY_DTYPES = {"dataset": "str", "model": "str", "method": "str", "param": "float64", "seed": "int64"}
 
 
 def predictions_frame(key: RunKey, labels: np.ndarray, logits: np.ndarray, probs: np.ndarray) -> pd.DataFrame:

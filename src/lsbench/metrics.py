@@ -161,34 +161,32 @@ def top_label(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.nda
     return probs.max(axis=1), probs.argmax(axis=1) == labels
 
 
-def evaluate_logits(logits: np.ndarray, labels: np.ndarray, epsilon: float,
-                    n_bins: int = N_BINS) -> dict[str, float]:
+def evaluate_logits(logits: np.ndarray, labels: np.ndarray, n_bins: int = N_BINS) -> dict[str, float]:
     """All per-epoch test metrics from logits (N, C) (float32 as the network gives them; cast to
     float64 here) and labels (N,) int; see the module docstring for the one probability path.
 
-    test_loss is the smoothed cross-entropy that training optimises,
-    (1 - eps) * NLL + eps * mean_c(-log p_c), as `torch.nn.CrossEntropyLoss(label_smoothing=eps)`;
-    test_nll is plain NLL (nats). brier sums squared error over classes and averages over samples
+    test_nll is plain NLL (nats), comparable across methods (a run's own objective on the test set,
+    `test_loss`, is computed by its method: `lsbench.train.objective_on`). brier sums squared error over classes and averages over samples
     (range [0, 2]); entropy is the mean predictive entropy in nats. ece_over + ece_under = ece
     (see `ece_split_from_bins`); ece_adaptive and ece_classwise use 15 bins too.
     """
     labels = np.asarray(labels)
     log_probs = log_probabilities(logits)
     probs = probabilities(logits)
-    return evaluate_probabilities(probs, log_probs, labels, epsilon, n_bins)
+    return evaluate_probabilities(probs, log_probs, labels, n_bins)
 
 
-def evaluate_probabilities(probs: np.ndarray, log_probs: np.ndarray, labels: np.ndarray, epsilon: float,
+def evaluate_probabilities(probs: np.ndarray, log_probs: np.ndarray, labels: np.ndarray,
                            n_bins: int = N_BINS) -> dict[str, float]:
     """`evaluate_logits` given `probabilities(logits)` and `log_probabilities(logits)`."""
     n, num_classes = probs.shape
     conf, correct = top_label(probs, labels)
-    return {**calibration_metrics(probs, log_probs, labels, conf, correct, epsilon, n_bins),
+    return {**calibration_metrics(probs, log_probs, labels, conf, correct, n_bins),
             **selective_metrics(conf, correct)}
 
 
 def calibration_metrics(probs: np.ndarray, log_probs: np.ndarray, labels: np.ndarray, conf: np.ndarray,
-                        correct: np.ndarray, epsilon: float, n_bins: int) -> dict[str, float]:
+                        correct: np.ndarray, n_bins: int) -> dict[str, float]:
     n, num_classes = probs.shape
     bins = calibration_bins(conf, correct, n_bins)
     nll_each = -log_probs[np.arange(n), labels]
@@ -197,7 +195,6 @@ def calibration_metrics(probs: np.ndarray, log_probs: np.ndarray, labels: np.nda
     ece_over, ece_under = ece_split_from_bins(*bins)
     onehot = np.eye(num_classes)[labels]
     return {
-        "test_loss": float(((1 - epsilon) * nll_each - epsilon * log_probs.mean(axis=1)).mean()),
         "test_nll": float(nll_each.mean()),
         "accuracy": accuracy,
         "ece": ece_from_bins(*bins),
@@ -479,18 +476,20 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
 def temperature_scaled(val_logits: np.ndarray, val_labels: np.ndarray, test_logits: np.ndarray,
                        test_labels: np.ndarray) -> dict[str, float]:
     """Fit T on validation logits; test ECE, NLL and mean confidence of softmax(test_logits / T),
-    the logits divided in float64 and passed through the same `evaluate_logits`.
+    the logits divided in float64 and passed through the same `evaluate_logits`. val_nll: the
+    NLL of the unscaled validation logits (what a method's setting is selected by).
 
     All NaN when there is no validation set or the logits are not finite (a diverged run).
     """
     if len(val_labels) == 0 or not np.isfinite(val_logits).all():
-        return {**dict.fromkeys(("temperature", "ece_ts", "nll_ts", "mean_confidence_ts", "aurc_ts", "eaurc_ts"),
-                                math.nan), "temperature_at_bound": False}
+        return {**dict.fromkeys(("temperature", "ece_ts", "nll_ts", "mean_confidence_ts", "aurc_ts", "eaurc_ts",
+                                 "val_nll"), math.nan), "temperature_at_bound": False}
     t = fit_temperature(val_logits, val_labels)
-    scaled = evaluate_logits(np.asarray(test_logits, dtype=np.float64) / t, test_labels, epsilon=0.0)
+    scaled = evaluate_logits(np.asarray(test_logits, dtype=np.float64) / t, test_labels)
     return {"temperature": t, "temperature_at_bound": bool(temperature_at_bound(t)), "ece_ts": scaled["ece"],
             "nll_ts": scaled["test_nll"],
-            "mean_confidence_ts": scaled["mean_confidence"], "aurc_ts": scaled["aurc"], "eaurc_ts": scaled["eaurc"]}
+            "mean_confidence_ts": scaled["mean_confidence"], "aurc_ts": scaled["aurc"], "eaurc_ts": scaled["eaurc"],
+            "val_nll": mean_nll(val_logits, val_labels)}
 
 
 # A run has diverged when its mean training loss is not finite or exceeds this many times the loss

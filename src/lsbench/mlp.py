@@ -8,8 +8,11 @@ bookkeeping is a large share of a 4-6 ms step. It stays inside this module, and
 
 - Weights are stored (in, out) (`Dense`), so the forward's addmm gets a contiguous operand rather
   than nn.Linear's transposed view; initial weights are still nn.Linear's numbers for a seed.
-- The backward pass is written out for the Linear/ReLU stack (no autograd graph per step); the
-  smoothed targets of a batch are one `index_select` from a (C, C) table; the loss is one dot.
+- The backward pass is written out for the Linear/ReLU stack (no autograd graph per step). For
+  cross-entropy and label smoothing the gradient at the logits is written out too (softmax minus
+  the smoothed target, one `index_select` from a (C, C) table; the loss is one dot): the same
+  numbers as `lsbench.methods`' objective, tested. Every other method's gradient at the logits
+  comes from autograd on its `Method.loss` over the (B, C) logits alone, a graph of a few ops.
 - Adam is torch's fused kernel applied to one flat buffer that every parameter is a view of
   (`FlatAdam`), layer by layer right after each layer's backward, while its gradient is in cache.
 """
@@ -22,6 +25,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from lsbench.methods import CROSS_ENTROPY, Method
 
 
 class Dense(nn.Module):
@@ -71,10 +76,10 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.activations(x)[-1]
 
-    def manual_stepper(self, lr: float, epsilon: float) -> "ManualStepper":
-        """This model's fast training step (see the module docstring); the training loop uses it
-        in place of autograd."""
-        return ManualStepper(self, lr, epsilon)
+    def manual_stepper(self, lr: float, method: Method, param: float) -> "ManualStepper":
+        """This model's fast training step on `method`'s objective (see the module docstring); the
+        training loop uses it in place of autograd."""
+        return ManualStepper(self, lr, method, param)
 
 
 class FlatAdam:
@@ -178,30 +183,44 @@ def backward_(model: MLP, acts: list[torch.Tensor], grad_logits: torch.Tensor,
             layer_done(layer)
 
 
-class ManualStepper:
-    """One Adam step on CrossEntropyLoss(label_smoothing=epsilon) for an `MLP`, without autograd.
+# Methods whose gradient at the logits is written out here: softmax minus the smoothed target.
+CLOSED_FORM = {CROSS_ENTROPY: lambda param: 0.0, "label_smoothing": lambda param: param}
 
-    The same interface as `lsbench.train.AutogradStepper`: `step(x, y)` returns the batch loss as a
-    device scalar; `state_dict` / `load_state_dict` hold the optimiser's moments for checkpoints.
+
+class ManualStepper:
+    """One Adam step on `method`'s objective at `param` for an `MLP`, without autograd through the
+    network (see the module docstring).
+
+    The same interface as `lsbench.train.AutogradStepper`: `step(x, target)` returns the batch loss
+    as a device scalar; `state_dict` / `load_state_dict` hold the optimiser's moments for checkpoints.
     """
 
-    def __init__(self, model: MLP, lr: float, epsilon: float) -> None:
-        self.model = model
+    def __init__(self, model: MLP, lr: float, method: Method, param: float) -> None:
+        self.model, self.method, self.param = model, method, param
         self.optimizer = FlatAdam(list(model.parameters()), lr=lr)  # also allocates the .grad views
-        self.table = target_table(model.layers[-1].out_features, epsilon, model.layers[0].weight.device)
+        smoothing = CLOSED_FORM.get(method.name)
+        self.table = (target_table(model.layers[-1].out_features, smoothing(param), model.layers[0].weight.device)
+                      if smoothing is not None else None)
 
     @torch.no_grad()
-    def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def step(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         acts = self.model.activations(x)
-        log_probs = F.log_softmax(acts[-1], dim=1)
-        target = self.table.index_select(0, y)
         batch = x.shape[0]
-        loss = torch.dot(target.view(-1), log_probs.view(-1)).div_(-batch)
+        if self.table is not None and not target.is_floating_point():
+            log_probs = F.log_softmax(acts[-1], dim=1)
+            soft = self.table.index_select(0, target)
+            loss = torch.dot(soft.view(-1), log_probs.view(-1)).div_(-batch)
+            grad_logits = (log_probs.exp_() - soft).div_(batch)
+        else:
+            with torch.enable_grad():
+                logits = acts[-1].detach().requires_grad_()
+                loss = self.method.loss(logits, target, self.param)
+                (grad_logits,) = torch.autograd.grad(loss, logits)
+            loss = loss.detach()
         optimizer = self.optimizer
         optimizer.begin_step()
         # Each layer is updated as soon as its backward is done, while its gradient is in cache.
-        backward_(self.model, acts, (log_probs.exp_() - target).div_(batch),
-                  lambda layer: optimizer.update(layer.weight, layer.bias))
+        backward_(self.model, acts, grad_logits, lambda layer: optimizer.update(layer.weight, layer.bias))
         return loss
 
     def state_dict(self) -> dict[str, torch.Tensor]:

@@ -16,9 +16,10 @@ import numpy as np
 import pandas as pd
 
 from lsbench import io, provenance
-from lsbench.config import ConfigError, TrainConfig, format_epsilon, validation_count
+from lsbench.config import ConfigError, TrainConfig, validation_count
 from lsbench.data import ImageData, load_data, resize_images, save_data
 from lsbench.datasets import get_dataset, resolve_dataset
+from lsbench.methods import variant_label
 
 Log = Callable[[str], None]
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -79,7 +80,7 @@ def resume_key(key: io.RunKey, record: dict) -> dict:
 
 def format_record(key: io.RunKey, r: dict, epochs: int) -> str:
     status = f" DIVERGED: {r['divergence']}" if r["diverged"] else ""
-    return (f"{key.dataset} {key.model} seed {key.seed} eps {format_epsilon(key.epsilon)} epoch {r['epoch']}/{epochs}: "
+    return (f"{key.dataset} {key.model} {variant_label(key.method, key.param)} seed {key.seed} epoch {r['epoch']}/{epochs}: "
             f"train_loss {r['train_loss']:.4f} test_nll {r['test_nll']:.4f} acc {r['accuracy']:.4f} "
             f"ece {r['ece']:.4f} conf {r['mean_confidence']:.4f} ({r['epoch_seconds']:.2f} s){status}")
 
@@ -147,10 +148,12 @@ def write_run_tables(run_dir: Path, key: io.RunKey, state: Any, data: Any, recor
     io.write_parquet(io.metrics_frame(key, state.records), paths["metrics"])  # last: it marks the run done
 
 
-def train_one(dataset: str, model: str, data_path: Path, run_dir: Path, seed: int, epsilon: float,
+def train_one(dataset: str, model: str, data_path: Path, run_dir: Path, seed: int, method: str, param: float,
               cfg: TrainConfig, keep_checkpoint: bool, log: Log, started: float | None = None,
               ood: tuple[str, Path] | None = None) -> None:
-    """Train one (dataset, model, seed, epsilon) run, checkpointing every epoch; write its tables.
+    """Train one (dataset, model, method, param, seed) run, checkpointing every epoch; write its
+    tables. (method, param) must be a run as `lsbench.methods.variant` gives it (a neutral value is
+    cross-entropy's run).
 
     `ood`: (name, cache file) of the out-of-distribution set whose test images the final model is
     scored on, resized to the dataset's image size. A checkpoint left by an interrupted job is
@@ -174,19 +177,19 @@ def train_one(dataset: str, model: str, data_path: Path, run_dir: Path, seed: in
         raise ConfigError(f"ood set {ood_data[0]!r} has the very test images of {dataset} (same data, sha256 "
                           f"{ood_data[1].sha256[:12]}…): an out-of-distribution set must be other images")
     ood_x = to_inputs(ood_images, spec.mean, spec.std, device) if ood_images is not None else None
-    state = new_state(model, device_data, len(data.class_names), seed, epsilon, cfg)
-    key = io.RunKey(dataset, model, seed, epsilon)
+    state = new_state(model, device_data, len(data.class_names), seed, method, param, cfg)
+    key = io.RunKey(dataset, model, method, param, seed)
     record = run_record(key, cfg, data, n_val, sum(p.numel() for p in state.model.parameters()), ood_data,
                         model_code_sha256(model))
     ckpt_path = Path(run_dir) / CHECKPOINT_NAME
     checkpoint_key = resume_key(key, record)
     resume(state, ckpt_path, checkpoint_key, cfg, log)
     environment = {**provenance.run_environment(device, data.source), "resumed_after_epoch": state.epoch}
-    log(f"training {dataset} {model} seed {seed} eps {format_epsilon(epsilon)} on {device} "
+    log(f"training {dataset} {model} {variant_label(method, param)} seed {seed} on {device} "
         f"({environment['device_name']}, {environment['cpu_model']}) with {cfg.threads} thread(s) after "
         f"{time.perf_counter() - started:.2f} s of start-up (imports + data): {asdict(cfg)}, "
         f"{record['parameters']} parameters, {record['n_train']} training images")
-    for epoch_record in run_epochs(state, device_data, epsilon, cfg, len(data.class_names)):
+    for epoch_record in run_epochs(state, device_data, method, param, cfg, len(data.class_names)):
         save_checkpoint({**state.state_dict(), "run_key": checkpoint_key}, ckpt_path)
         log(format_record(key, epoch_record, cfg.epochs))
     # The job's wall time up to its outputs (a resumed job counts only its own part).
@@ -201,10 +204,10 @@ def expected_runs(config: dict) -> pd.DataFrame:
     from lsbench.config import load_schema, to_workflow_config, validate_config
 
     wf = to_workflow_config(validate_config(config, load_schema()))
-    rows = [{"dataset": d, "model": m, "seed": s, "epsilon": e, "epochs": wf.train.epochs,
+    rows = [{"dataset": d, "model": m, "method": method, "param": param, "seed": s, "epochs": wf.train.epochs,
              "batch_size": wf.train.batch_size, "lr": wf.train.lr, "validation_size_config": wf.validation_sizes[d],
              "ood_set": wf.ood_set(d) or ""}
-            for d in wf.datasets for m in wf.models for s in wf.seeds for e in wf.epsilons]
+            for d in wf.datasets for m in wf.models for s in wf.seeds for method, param in wf.variants]
     df = pd.DataFrame(rows)
     # As configured: a count stays an int beside a fraction (a float column would make 32 into 32.0).
     df["validation_size_config"] = pd.Series([r["validation_size_config"] for r in rows], dtype=object)
@@ -220,7 +223,7 @@ def check_runs(runs: pd.DataFrame, config: dict, data_sha256: dict[str, str],
     merged = expected.merge(runs, on=io.KEY, how="outer", indicator=True)
     problems = []
     for _, row in merged.iterrows():
-        where = f"{row['dataset']} {row['model']} seed {row['seed']} eps {format_epsilon(row['epsilon'])}"
+        where = f"{row['dataset']} {row['model']} {variant_label(row['method'], row['param'])} seed {row['seed']}"
         if row["_merge"] == "left_only":
             problems.append(f"{where}: asked for by the config but not among the runs given")
             continue
@@ -249,7 +252,7 @@ def check_runs(runs: pd.DataFrame, config: dict, data_sha256: dict[str, str],
 
 
 def check_unique_runs(runs: pd.DataFrame, run_dirs: list[Path]) -> None:
-    """CollectError when two run directories hold the same run (dataset, model, seed, epsilon):
+    """CollectError when two run directories hold the same run (dataset, model, method, param, seed):
     collected twice, it would count as two seeds and narrow every interval."""
     dup = runs[runs.duplicated(io.KEY, keep=False)]
     if dup.empty:

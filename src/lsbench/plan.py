@@ -1,10 +1,10 @@
 """What the workflow will run, worked out once when the Snakefile is read: every run's definition
 and the paths that carry it. No torch, and no user code is imported here.
 
-A run's directory carries a digest of everything that defines its numbers besides its seed and
-epsilon (`run_definition`): the training hyperparameters, the content of its data and of its OOD
-data (`data_fingerprint`: the bytes of the files a dataset is read from) and the code of its model
-(`model_code_sha256`). A dataset's cache carries its fingerprint the same way. So whatever exists
+A run's directory carries a digest of everything that defines its numbers besides its seed, method
+and parameter (`WorkflowPlan.definition`): the training hyperparameters, the content of its data
+and of its OOD data (`data_fingerprint`: the bytes of the files a dataset is read from), the code
+of its model (`model_code_sha256`) and of the methods' objectives (`objective_code_sha256`). A dataset's cache carries its fingerprint the same way. So whatever exists
 at a path was made from that definition, whether or not Snakemake's metadata (`.snakemake/`) is
 still there: a changed config key, data file or model trains new runs at new paths, and the same
 content reached another way (a relative or an absolute data_root, a copy of the files elsewhere)
@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from importlib.machinery import PathFinder
 from pathlib import Path
 
-from lsbench.config import ConfigError, WorkflowConfig, format_epsilon, is_factory_path, model_slug
+from lsbench.config import ConfigError, WorkflowConfig, is_factory_path, model_slug
+from lsbench.methods import format_param
 from lsbench.data import DataError, files_sha256
 from lsbench.datasets import get_dataset, source_files
 
@@ -77,6 +78,13 @@ def model_code_sha256(name: str, hidden: tuple[str, ...] = ()) -> str:
     return digest.hexdigest()[:DIGEST_CHARS]
 
 
+def objective_code_sha256() -> str:
+    """sha256 (first `DIGEST_CHARS` hex digits) of `lsbench.methods`' source, where every
+    objective is written: editing a method reruns every run (a finer split would have to know
+    which lines belong to which method)."""
+    return hashlib.sha256((Path(__file__).parent / "methods.py").read_bytes()).hexdigest()[:DIGEST_CHARS]
+
+
 def _digest(value: object) -> str:
     """The first `DIGEST_CHARS` hex digits of the sha256 of `value` as canonical JSON."""
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:DIGEST_CHARS]
@@ -88,18 +96,19 @@ class RunPlan:
 
     dataset: str
     model: str
+    method: str
+    param: float
     seed: int
-    epsilon: float
     definition: str
 
     @property
     def run_dir(self) -> str:
-        return run_dir(self.dataset, self.model, self.definition, self.seed, format_epsilon(self.epsilon))
+        return run_dir(self.dataset, self.model, self.definition, self.seed, self.method, format_param(self.param))
 
 
-def run_dir(dataset: str, model: str, definition: str, seed: int | str, eps: str) -> str:
-    """results/runs/<dataset>/<model slug>/<definition>/seed<seed>/eps<eps>."""
-    return f"results/runs/{dataset}/{model_slug(model)}/{definition}/seed{seed}/eps{eps}"
+def run_dir(dataset: str, model: str, definition: str, seed: int | str, method: str, param: str) -> str:
+    """results/runs/<dataset>/<model slug>/<definition>/seed<seed>/<method>/p<param>."""
+    return f"results/runs/{dataset}/{model_slug(model)}/{definition}/seed{seed}/{method}/p{param}"
 
 
 def data_cache(dataset: str, fingerprint: str) -> str:
@@ -122,14 +131,14 @@ class WorkflowPlan:
         self.fingerprints = {d: data_fingerprint(d, wf.data_root) for d in needed}
         self.model_sha256 = {m: model_code_sha256(m, hidden_paths) for m in wf.models}
         self.definition_ids = {(d, m): _digest(self.definition(d, m)) for d in wf.datasets for m in wf.models}
-        self.runs = [RunPlan(d, m, s, e, self.definition_ids[d, m])
-                     for d in wf.datasets for m in wf.models for s in wf.seeds for e in wf.epsilons]
+        self.runs = [RunPlan(d, m, method, param, s, self.definition_ids[d, m])
+                     for d in wf.datasets for m in wf.models for s in wf.seeds for method, param in wf.variants]
 
     def definition(self, dataset: str, model: str) -> dict:
-        """What defines the numbers of (dataset, model)'s runs besides seed and epsilon."""
+        """What defines the numbers of (dataset, model)'s runs besides seed, method and parameter."""
         train, ood = self.wf.train_config(dataset), self.wf.ood_set(dataset)
         return {"dataset": dataset, "data": self.fingerprints[dataset], "model": model,
-                "model_code": self.model_sha256[model], "epochs": train.epochs, "batch_size": train.batch_size,
+                "model_code": self.model_sha256[model], "objective_code": objective_code_sha256(), "epochs": train.epochs, "batch_size": train.batch_size,
                 "lr": float(train.lr), "validation_size": train.validation_size,
                 "ood_set": ood or "", "ood_data": self.fingerprints[ood] if ood else ""}
 

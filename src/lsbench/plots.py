@@ -9,11 +9,11 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless, and no GUI backend state
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from lsbench.config import format_epsilon  # noqa: E402
 
 
 def png_bytes(fig: plt.Figure) -> bytes:
@@ -24,22 +24,45 @@ def png_bytes(fig: plt.Figure) -> bytes:
     return buf.getvalue()
 
 
-def accuracy_vs_overconfidence(final: pd.DataFrame, intervals: dict, ax: plt.Axes) -> None:
-    """The headline: accuracy (y) against overconfidence (x) per epsilon, 95 % intervals over
-    seeds on both axes, individual seeds as faint points, perfect calibration at x = 0."""
-    ax.scatter(final["overconfidence"], final["accuracy"], color="gray", alpha=0.3, s=14, label="single seeds")
-    colors = sns.color_palette("viridis", len(intervals))
-    for color, (eps, cells) in zip(colors, sorted(intervals.items())):
-        acc, over = cells["accuracy"], cells["overconfidence"]
-        xerr = [[over.mean - over.lo], [over.hi - over.mean]] if over.n > 1 else None
-        yerr = [[acc.mean - acc.lo], [acc.hi - acc.mean]] if acc.n > 1 else None
-        ax.errorbar(over.mean, acc.mean, xerr=xerr, yerr=yerr, fmt="o", capsize=3, color=color)
-        ax.annotate(f"ε={format_epsilon(eps)}", (over.mean, acc.mean), textcoords="offset points", xytext=(6, 6))
-    ax.axvline(0, color="black", linestyle="--", linewidth=0.8)
-    ax.set_xlabel("overconfidence = mean confidence − accuracy  (← underconfident | overconfident →)")
+def _err(i) -> list[list[float]] | None:  # noqa: ANN001 - an lsbench.stats.Interval
+    """Error bar lengths of an interval, None without one."""
+    return [[i.mean - i.lo], [i.hi - i.mean]] if i.n > 1 and np.isfinite(i.lo) else None
+
+
+MARKERS = "osD^vP*Xh<>p"
+
+
+def accuracy_vs(final: pd.DataFrame | None, intervals: dict, ax: plt.Axes, x: str = "overconfidence",
+                xlabel: str = "overconfidence = mean confidence − accuracy  (← underconfident | overconfident →)",
+                zero_line: bool = True, legend: bool = False) -> None:
+    """Accuracy (y) against `x` per run, 95 % intervals over seeds on both axes, individual seeds
+    (rows of `final`, if given) as faint points. `intervals`: {label: {"accuracy": Interval, x:
+    Interval}}, in the order to colour them. `legend`: name the points in a legend below the axes
+    (one marker and colour each) instead of beside each point, and use a log x axis (ECEs that
+    span two orders of magnitude)."""
+    if final is not None:
+        ax.scatter(final[x], final["accuracy"], color="gray", alpha=0.3, s=14, label="single seeds")
+    # A legend needs colours told apart by name, not an ordered ramp.
+    colors = sns.color_palette("colorblind" if legend else "viridis", len(intervals))
+    for i, (color, (label, cells)) in enumerate(zip(colors, intervals.items())):
+        acc, other = cells["accuracy"], cells[x]
+        ax.errorbar(other.mean, acc.mean, xerr=_err(other), yerr=_err(acc), fmt=MARKERS[i % len(MARKERS)] if legend
+                    else "o", capsize=3, color=color, label=label if legend else None)
+        if not legend:
+            ax.annotate(label, (other.mean, acc.mean), textcoords="offset points", xytext=(6, 6), fontsize=7)
+    if zero_line:
+        ax.axvline(0, color="black", linestyle="--", linewidth=0.8)
+    if legend:
+        ax.set_xscale("log")
+        # Plain tick labels: mathtext (10^{-2}) is off while the report draws (lsbench.figures).
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.15), fontsize=7, ncol=2)
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("test accuracy")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower left")
+    if final is not None:
+        ax.legend(loc="lower left")
 
 
 def confidence_histogram(confidences: np.ndarray, ax: plt.Axes, title: str) -> None:
@@ -51,23 +74,23 @@ def confidence_histogram(confidences: np.ndarray, ax: plt.Axes, title: str) -> N
     ax.set_title(title)
 
 
-def metric_vs_epsilon(final: pd.DataFrame, metrics: Sequence[str], ax: plt.Axes, ylabel: str) -> None:
-    """Mean +- std over seeds of each metric against epsilon, seeds as faint points."""
+def metric_vs_param(final: pd.DataFrame, metrics: Sequence[str], ax: plt.Axes, ylabel: str, xlabel: str) -> None:
+    """Mean +- std over seeds of each metric against a method's parameter (column `param`), seeds
+    as faint points."""
     for metric in metrics:
-        sns.lineplot(data=final, x="epsilon", y=metric, errorbar="sd", marker="o", ax=ax, label=metric)
-        ax.scatter(final["epsilon"], final[metric], alpha=0.25, s=12)
-    ax.set_xlabel("label smoothing ε")
+        sns.lineplot(data=final, x="param", y=metric, errorbar="sd", marker="o", ax=ax, label=metric)
+        ax.scatter(final["param"], final[metric], alpha=0.25, s=12)
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
 
 
-def epoch_curves(metrics: pd.DataFrame, metric: str, ax: plt.Axes) -> None:
-    """One line per epsilon over epochs, with a +-1 std band over seeds."""
-    # Categorical ε labels: with a numeric hue seaborn draws a colour bar with rounded ticks,
-    # which cannot tell 0.001 from 0.004.
-    epsilons = sorted(metrics["epsilon"].unique())
-    labelled = metrics.assign(ε=metrics["epsilon"].map(format_epsilon))
-    sns.lineplot(data=labelled, x="epoch", y=metric, hue="ε", hue_order=[format_epsilon(e) for e in epsilons],
+def epoch_curves(metrics: pd.DataFrame, metric: str, ax: plt.Axes, order: Sequence[str]) -> None:
+    """One line per run (column `variant`, a label, in `order`) over epochs, with a +-1 std band
+    over seeds."""
+    # Categorical labels: with a numeric hue seaborn draws a colour bar with rounded ticks, which
+    # cannot tell 0.001 from 0.004.
+    sns.lineplot(data=metrics, x="epoch", y=metric, hue="variant", hue_order=list(order),
                  palette="viridis", errorbar="sd", ax=ax, legend="full")
     ax.set_title(metric)
     ax.grid(alpha=0.3)
@@ -100,36 +123,35 @@ def reliability_diagram(bins: pd.DataFrame, ax: plt.Axes, title: str, smooth: di
     ax.set_ylabel("accuracy")
 
 
-def reliability_overlay(curves: dict[float, pd.DataFrame], ax: plt.Axes) -> None:
-    """Every epsilon's reliability curve on one diagram: accuracy against mean confidence of each
-    non-empty bin, pooled over seeds."""
+def reliability_overlay(curves: dict[str, pd.DataFrame], ax: plt.Axes) -> None:
+    """Every run's reliability curve ({label: bins}, in order) on one diagram: accuracy against mean
+    confidence of each non-empty bin, pooled over seeds."""
     colors = sns.color_palette("viridis", len(curves))
-    for color, (eps, bins) in zip(colors, sorted(curves.items())):
+    for color, (label, bins) in zip(colors, curves.items()):
         filled = bins[bins["count"] > 0]
-        ax.plot(filled["mean_confidence"], filled["accuracy"], marker="o", markersize=3, color=color,
-                label=f"ε = {format_epsilon(eps)}")
+        ax.plot(filled["mean_confidence"], filled["accuracy"], marker="o", markersize=3, color=color, label=label)
     ax.plot([0, 1], [0, 1], "k--", linewidth=1)
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.05)
     ax.set_xlabel("mean confidence in bin")
     ax.set_ylabel("accuracy in bin")
-    ax.set_title("all ε on one diagram (15 bins, pooled over seeds)")
-    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title("every run on one diagram (15 bins, pooled over seeds)")
+    ax.legend(loc="upper left", fontsize=6)
 
 
-def risk_coverage(curves: dict[float, pd.DataFrame], ax: plt.Axes, title: str) -> None:
-    """Risk (error rate of the accepted samples) against coverage, one line per epsilon, mean over
-    seeds: `curves[eps]` has columns coverage, risk."""
+def risk_coverage(curves: dict[str, pd.DataFrame], ax: plt.Axes, title: str) -> None:
+    """Risk (error rate of the accepted samples) against coverage, one line per run, mean over
+    seeds: `curves[label]` has columns coverage, risk (in the order to draw them)."""
     colors = sns.color_palette("viridis", len(curves))
-    for color, (eps, curve) in zip(colors, sorted(curves.items())):
-        ax.plot(curve["coverage"], curve["risk"], color=color, label=f"ε = {format_epsilon(eps)}")
+    for color, (label, curve) in zip(colors, curves.items()):
+        ax.plot(curve["coverage"], curve["risk"], color=color, label=label)
     ax.set_xlim(0, 1)
     ax.set_ylim(bottom=0)
     ax.set_xlabel("coverage (share of test images accepted)")
     ax.set_ylabel("risk (error rate among accepted)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", fontsize=8)
+    ax.legend(loc="upper left", fontsize=6)
 
 
 def score_histograms(in_scores: np.ndarray, out_scores: np.ndarray, ax: plt.Axes, title: str, xlabel: str) -> None:

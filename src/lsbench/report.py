@@ -18,13 +18,14 @@ import numpy as np
 import pandas as pd
 
 from lsbench.config import ConfigError, format_epsilon
-from lsbench.figures import (figure_confidence, figure_curves, figure_headline, figure_ood, figure_reliability,
-                             figure_sample, figure_selective, figure_vs_epsilon)
-from lsbench.findings import best_epsilon, json_ready, study_findings
+from lsbench.figures import (figure_confidence, figure_curves, figure_headline, figure_methods, figure_ood,
+                             figure_reliability, figure_sample, figure_selective, figure_vs_param)
+from lsbench.findings import BASELINE, json_ready, lowest, paired, select, study_findings
 from lsbench.io import KEY, OOD_SCORES, write_text
+from lsbench.methods import METHODS, variant_label
 from lsbench.metrics import TEMPERATURE_BOUNDS, temperature_at_bound
 from lsbench.stats import WILCOXON_MIN_N, Interval, PairedTest, final_epoch_intervals, metric_interval, paired_against
-from lsbench.studies import Study, final_epoch, split_studies, study_slug
+from lsbench.studies import Study, by_variant, final_epoch, split_studies, study_slug
 from lsbench.tables import Tables, read_tables
 
 ACCURACY_METRICS = ("accuracy", "test_nll", "brier", "entropy")
@@ -36,8 +37,10 @@ STATS_METRICS = ("accuracy", "test_nll", "ece", "smece", "overconfidence", "aurc
 SELECTIVE_METRICS = ("aurc", "eaurc", "aurc_ts", "aurc_max_logit", "aurc_margin", "failure_auroc")
 ALTERNATIVE_SCORES = {"aurc_max_logit": "max_logit", "aurc_margin": "margin"}
 # The <section id>s of one study, after its own "study-<slug>", in page order.
-STUDY_SECTIONS = ("headline", "summary", "statistics", "vs-epsilon", "curves", "temperature", "reliability",
-                  "confidence", "sample")
+STUDY_SECTIONS = ("methods", "headline", "summary", "statistics", "vs-param", "curves", "temperature",
+                  "reliability", "confidence", "sample")
+# The methods table (Mukhoti et al. 2020, Table 1): per method at its chosen setting.
+METHOD_METRICS = ("accuracy", "ece", "ece_ts", "smece", "test_nll", "aurc", "ood_auroc")
 # Versions shown in the provenance section, as recorded per run in environment.parquet.
 SOFTWARE = ("python", "torch", "torch_cuda", "torchvision", "numpy", "pandas", "pyarrow", "lsbench")
 TS_METRICS = ("ece", "ece_ts", "test_nll", "nll_ts", "mean_confidence", "mean_confidence_ts", "temperature")
@@ -54,47 +57,49 @@ def section_ids(tables: Tables) -> tuple[str, ...]:
         ids.append(f"study-{study.slug}")
         if not study.converged().empty:
             ids += [f"{study.slug}-{s}" for s in STUDY_SECTIONS]
-    return (*ids, "provenance")
+    return (*ids, "methods", "provenance")
 
 
 def summary_rows(converged: pd.DataFrame, metrics: tuple[str, ...] = SUMMARY_METRICS) -> list[dict]:
-    """Per epsilon: n seeds and mean/std of each metric, over the converged runs given."""
+    """Per run (method, param; `variant` its label): n seeds and mean/std of each metric, over the
+    converged runs given."""
     rows = []
-    for eps, group in converged.groupby("epsilon"):
+    for run, label, group in by_variant(converged):
         cells = {m: (group[m].mean(), group[m].std(ddof=1) if len(group) > 1 else float("nan"))
                  for m in metrics}
-        rows.append({"epsilon": eps, "n": len(group), "cells": cells})
+        rows.append({"run": run, "variant": label, "n": len(group), "cells": cells})
     return rows
 
 
 def interval_rows(df: pd.DataFrame, metrics: tuple[str, ...]) -> list[dict]:
-    """Per epsilon: a t-interval over seeds for each metric."""
-    return [{"epsilon": eps, "n": len(group),
+    """Per run: a t-interval over seeds for each metric."""
+    return [{"run": run, "variant": label, "n": len(group),
              "cells": {m: metric_interval(group[m].to_numpy(float), m) for m in metrics}}
-            for eps, group in df.groupby("epsilon")]
+            for run, label, group in by_variant(df)]
 
 
 def bootstrap_rows(converged: pd.DataFrame) -> list[dict]:
-    """Per epsilon: ECE and smECE with their bootstrap bounds, each averaged over seeds, as text."""
+    """Per run: ECE and smECE with their bootstrap bounds, each averaged over seeds, as text."""
     rows = []
-    for eps, g in converged.groupby("epsilon"):
+    for _, label, g in by_variant(converged):
         cells = {m: f"{format_number(g[m].mean())} [{format_number(g[f'{m}_low'].mean())}, "
                     f"{format_number(g[f'{m}_high'].mean())}]" for m in ("ece", "smece")}
-        rows.append({"epsilon": eps, "n": len(g), **cells})
+        rows.append({"variant": label, "n": len(g), **cells})
     return rows
 
 
 def temperature_rows(converged: pd.DataFrame) -> list[dict]:
-    """Final-epoch calibration before and after temperature scaling, per epsilon.
+    """Final-epoch calibration before and after temperature scaling, per run.
 
-    The eps=0 row after scaling is "temperature scaling alone"; other rows are "eps alone"
-    (before) and "eps + temperature scaling" (after). Empty when no temperature was fitted.
+    The cross-entropy row after scaling is "temperature scaling alone"; other rows are "the method
+    alone" (before) and "the method + temperature scaling" (after). Empty when no temperature was
+    fitted.
     """
     fitted = converged.dropna(subset=["temperature"])
     rows = summary_rows(fitted, TS_METRICS) if not fitted.empty else []
     for row in rows:
-        temperatures = fitted.loc[fitted["epsilon"] == row["epsilon"], "temperature"]
-        row["at_bound"] = int(temperature_at_bound(temperatures).sum())
+        mine = (fitted["method"] == row["run"][0]) & (fitted["param"] == row["run"][1])
+        row["at_bound"] = int(temperature_at_bound(fitted.loc[mine, "temperature"]).sum())
     return rows
 
 
@@ -149,12 +154,66 @@ def provenance_section(tables: Tables) -> dict:
     }
 
 
-def statistics(converged: pd.DataFrame, baseline: float) -> dict:
-    """Intervals per epsilon and paired tests against the study's baseline, for the template."""
-    return {"metrics": STATS_METRICS, "baseline": baseline,
-            "intervals": final_epoch_intervals(converged, STATS_METRICS),
-            "paired": paired_against(converged, STATS_METRICS, baseline),
-            "wilcoxon_min_n": WILCOXON_MIN_N}
+def statistics(converged: pd.DataFrame, baseline: tuple[str, float] = BASELINE) -> dict:
+    """Intervals per run and paired tests against the baseline run, for the template (keyed by
+    (method, param); `labels` names them)."""
+    intervals = final_epoch_intervals(converged, STATS_METRICS)
+    return {"metrics": STATS_METRICS, "baseline": variant_label(*baseline), "baseline_run": baseline,
+            "intervals": intervals, "paired": paired_against(converged, STATS_METRICS, baseline),
+            "labels": {run: variant_label(*run) for run in intervals}, "wilcoxon_min_n": WILCOXON_MIN_N}
+
+
+def _with_ood_auroc(study: Study, converged: pd.DataFrame) -> pd.DataFrame:
+    """The converged final rows with `ood_auroc` (MSP; NaN without an OOD set)."""
+    ood = study.ood[study.ood["score"] == "msp"][[*KEY, "auroc"]].rename(columns={"auroc": "ood_auroc"})
+    return converged.merge(ood, on=KEY, how="left") if not ood.empty else converged.assign(ood_auroc=np.nan)
+
+
+def methods_context(study: Study, converged: pd.DataFrame) -> dict | None:
+    """The methods table: cross-entropy, cross-entropy + temperature scaling, and every method at
+    its chosen setting (`lsbench.findings.select`), each metric mean [95 % t-interval] with a paired
+    test against cross-entropy; and the chosen runs for the headline figure. None without a
+    cross-entropy run."""
+    df = _with_ood_auroc(study, converged)
+    base = df[(df["method"] == BASELINE[0]) & (df["param"] == BASELINE[1])]
+    if base.empty:
+        return None
+    chosen = select(df)
+
+    def row(name: str, run: tuple[str, float], selection: str, columns: dict[str, str | None] | None = None) -> dict:
+        # `columns`: which column stands for each metric (temperature scaling's row: the *_ts
+        # ones; None where scaling leaves no number of its own); tested against cross-entropy's.
+        own = columns is None
+        columns = columns or {m: m for m in METHOD_METRICS}
+        rows = df[(df["method"] == run[0]) & (df["param"] == run[1])]
+        cells, tests = {}, {}
+        for m in METHOD_METRICS:
+            column = columns.get(m)
+            cells[m] = metric_interval(rows[column].to_numpy(float), column) if column else None
+            same = column == m and run == BASELINE
+            tests[m] = None if not column or same else paired(df, run, column, BASELINE, baseline_column=m)
+        return {"name": name, "selection": selection, "cells": cells, "tests": tests,
+                "underconfident": own and cells_under(rows)}
+
+    rows = [row("cross-entropy", BASELINE, "baseline")]
+    if base["ece_ts"].notna().any():
+        rows.append(row("cross-entropy + temperature scaling", BASELINE, "one temperature fitted on held-out images",
+                        {"accuracy": None, "ece": "ece_ts", "ece_ts": "ece_ts", "test_nll": "nll_ts",
+                         "aurc": "aurc_ts"}))
+    for s in chosen.values():
+        optimum = "" if s.candidates == 1 else f"; test-set optimum by ECE: {variant_label(*s.test_optimum)}"
+        rows.append(row(variant_label(*s.chosen), s.chosen, s.rule_text + optimum))
+    best = lowest(df, [BASELINE, *(s.chosen for s in chosen.values())], "ece")
+    return {"rows": rows, "metrics": METHOD_METRICS, "best": variant_label(*best),
+            "has_ood": bool(df["ood_auroc"].notna().any()),
+            "chosen": [BASELINE, *(s.chosen for s in chosen.values())],
+            "full": interval_rows(df, METHOD_METRICS)}
+
+
+def cells_under(rows: pd.DataFrame) -> bool:
+    """Whether the runs are detectably underconfident (the interval of conf − acc below 0)."""
+    i = metric_interval(rows["overconfidence"].to_numpy(float), "overconfidence")
+    return i.n > 1 and np.isfinite(i.hi) and i.hi < 0
 
 
 def study_context(study: Study) -> dict:
@@ -162,24 +221,25 @@ def study_context(study: Study) -> dict:
     final, converged = study.final(), study.converged()
     context = {"slug": study.slug, "title": study.title, "dataset": study.dataset, "model": study.model,
                "seeds": sorted(int(s) for s in final["seed"].unique()),
-               "epsilons": sorted(float(e) for e in final["epsilon"].unique()),
+               "variants": [variant_label(*run) for run in study.variants],
                "epochs": int(study.metrics["epoch"].max()), "n_runs": len(final),
                "n_diverged": int(final["diverged"].sum())}
     if converged.empty:
         return {**context, "figures": None}
-    stats = statistics(converged, study.baseline)
+    stats = statistics(converged)
     runs = study.converged_runs()
-    epsilons = sorted(converged["epsilon"].unique())
     predictions = study.predictions.merge(runs, on=KEY)
+    methods = methods_context(study, converged)
     figures = {
+        "methods": figure_methods(converged, methods["chosen"]) if methods else None,
         "headline": figure_headline(converged, stats["intervals"]),
-        "confidence": figure_confidence(predictions, epsilons),
-        "vs_epsilon": figure_vs_epsilon(converged),
+        "confidence": figure_confidence(predictions),
+        "vs_param": figure_vs_param(converged),
         "curves": figure_curves(study.metrics.merge(runs, on=KEY)),
-        "reliability": figure_reliability(study.reliability.merge(runs, on=KEY), predictions, epsilons),
+        "reliability": figure_reliability(study.reliability.merge(runs, on=KEY), predictions),
         "sample": figure_sample(predictions, study.class_names),
     }
-    return {**context, "figures": figures, "stats": stats, "summary": summary_rows(converged),
+    return {**context, "figures": figures, "stats": stats, "methods": methods, "summary": summary_rows(converged),
             "bootstrap": bootstrap_rows(converged),
             "temperature": temperature_rows(converged)}
 
@@ -201,12 +261,12 @@ def ood_context(study: Study) -> dict | None:
     if ood.empty:
         return None
     rows = []
-    for eps, group in ood.groupby("epsilon"):
+    for _, label, group in by_variant(ood):
         cells = {}
         for score in OOD_SCORES:
             part = group[group["score"] == score]
             cells[score] = {m: metric_interval(part[m].to_numpy(), m) for m in ("auroc", "fpr95")}
-        rows.append({"epsilon": eps, "n": group["seed"].nunique(), "cells": cells})
+        rows.append({"variant": label, "n": group["seed"].nunique(), "cells": cells})
     predictions = study.predictions.merge(runs, on=KEY)
     return {"slug": study.slug, "title": study.title, "ood_set": study.ood_set, "rows": rows,
             "n_ood": int(study.ood_predictions.groupby(KEY).size().max()),
@@ -215,28 +275,32 @@ def ood_context(study: Study) -> dict | None:
 
 def study_row(study: Study) -> dict:
     """One row of the cross-study table, in the spirit of Müller et al. (2019), Table 3: accuracy
-    and ECE at the smallest epsilon (normally 0), temperature scaling alone (ECE after scaling,
-    T), and the epsilon with the lowest mean ECE with its ECE; 95 % t-intervals over seeds."""
+    and ECE of cross-entropy, temperature scaling alone (ECE after scaling, T), label smoothing's
+    chosen ε and the best method at its chosen setting (the lowest mean ECE, `lsbench.findings`)
+    with its ECE; 95 % t-intervals over seeds."""
     converged = study.converged()
     row = {"slug": study.slug, "title": study.title, "n_runs": len(study.final()),
            "n_diverged": int(study.final()["diverged"].sum())}
-    if converged.empty:
+    base = converged[(converged["method"] == BASELINE[0]) & (converged["param"] == BASELINE[1])]
+    if base.empty:
         return {**row, "baseline": None}
-    baseline = study.baseline
-    base = converged[converged["epsilon"] == baseline]
     ts = base.dropna(subset=["temperature"])
-    best = best_epsilon(converged)
-    return {**row, "baseline": baseline, "accuracy": metric_interval(base["accuracy"].to_numpy(), "accuracy"),
+    chosen = select(converged)
+    best = lowest(converged, [BASELINE, *(s.chosen for s in chosen.values())], "ece")
+    best_rows = converged[(converged["method"] == best[0]) & (converged["param"] == best[1])]
+    ls = chosen.get("label_smoothing")
+    return {**row, "baseline": variant_label(*BASELINE), "accuracy": metric_interval(base["accuracy"].to_numpy(), "accuracy"),
             "ece": metric_interval(base["ece"].to_numpy(), "ece"),
             "ece_ts": metric_interval(ts["ece_ts"].to_numpy(), "ece_ts") if not ts.empty else None,
             "temperature": metric_interval(ts["temperature"].to_numpy(), "temperature") if not ts.empty else None,
-            "best_epsilon": best,
-            "best_ece": metric_interval(converged.loc[converged["epsilon"] == best, "ece"].to_numpy(), "ece")}
+            "label_smoothing": variant_label(*ls.chosen) if ls else "–",
+            "best": variant_label(*best), "best_ece": metric_interval(best_rows["ece"].to_numpy(), "ece")}
 
 
 def diverged_runs(tables: Tables) -> list[dict]:
     final = final_epoch(tables.metrics)
-    return final.loc[final["diverged"], [*KEY, "epoch", "divergence"]].to_dict("records")
+    rows = final.loc[final["diverged"], [*KEY, "epoch", "divergence"]].to_dict("records")
+    return [{**r, "variant": variant_label(r["method"], r["param"])} for r in rows]
 
 
 def format_interval(i: Interval, digits: int = 4) -> str:
@@ -282,7 +346,7 @@ def findings(tables: Tables) -> list[dict]:
     return json_ready([record for study in split_studies(tables) for record in study_findings(study)])
 
 
-def render(tables: Tables, title: str = "lsbench: label smoothing vs overconfidence",
+def render(tables: Tables, title: str = "lsbench: label smoothing and other calibration methods vs overconfidence",
            found: list[dict] | None = None) -> str:
     studies = split_studies(tables)
     final = final_epoch(tables.metrics)
@@ -302,7 +366,11 @@ def render(tables: Tables, title: str = "lsbench: label smoothing vs overconfide
         datasets=sorted(tables.runs["dataset"].unique()),
         models=sorted(tables.runs["model"].unique()),
         seeds=sorted(int(s) for s in final["seed"].unique()),
-        epsilons=sorted(float(e) for e in final["epsilon"].unique()),
+        variants=[label for _, label, _ in by_variant(final)],
+        methods=[{"name": m.name, "title": m.title, "source": m.source,
+                  "param": f"{m.param.name} ({m.param.symbol}) in {m.param.range_text}" if m.param else "none",
+                  "fixed": "; ".join(f"{k} = {v}" for k, v in m.fixed.items()) or "–"}
+                 for m in METHODS.values() if m.name in set(final["method"])],
         all_diverged=bool(final["diverged"].all()),
         diverged=diverged_runs(tables),
         provenance=provenance_section(tables),

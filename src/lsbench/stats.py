@@ -1,8 +1,9 @@
-"""Statistics across seeds: t-intervals per epsilon, and paired differences against epsilon = 0.
+"""Statistics across seeds: t-intervals per run (method, param), and paired differences against
+cross-entropy.
 
 Methods (stated in the report too): a two-sided 95 % Student-t interval over seeds, mean ± t(0.975,
-n-1) · s / sqrt(n), clipped to the metric's range (`METRIC_BOUNDS`); paired differences (eps minus
-the baseline eps on the same seed) tested with the paired t-test (`scipy.stats.ttest_rel`) and the
+n-1) · s / sqrt(n), clipped to the metric's range (`METRIC_BOUNDS`); paired differences (a run minus
+the baseline run on the same seed) tested with the paired t-test (`scipy.stats.ttest_rel`) and the
 Wilcoxon signed-rank test (`scipy.stats.wilcoxon`). Seed-level metrics tie often (accuracy moves in
 steps of 1/N), and scipy's "exact" method assumes no ties, so with tied |differences| the Wilcoxon
 p-value is the permutation (sign-flip) p-value of the signed-rank statistic with average ranks for
@@ -86,7 +87,8 @@ _UNIT = ("accuracy", "ece", "mce", "mean_confidence", "ece_over", "ece_under", "
 METRIC_BOUNDS: dict[str, tuple[float, float]] = {
     **{m: (0.0, 1.0) for m in _UNIT}, "overconfidence": (-1.0, 1.0), "brier": (0.0, 2.0),
     "test_nll": (0.0, math.inf), "nll_ts": (0.0, math.inf), "entropy": (0.0, math.inf),
-    "train_loss": (0.0, math.inf), "test_loss": (0.0, math.inf), "temperature": (0.0, math.inf)}
+    # A method's own loss may be negative (confidence penalty: CE - beta * H).
+    "train_loss": (-math.inf, math.inf), "test_loss": (-math.inf, math.inf), "temperature": (0.0, math.inf)}
 
 
 def metric_interval(values: np.ndarray, metric: str) -> Interval:
@@ -96,7 +98,7 @@ def metric_interval(values: np.ndarray, metric: str) -> Interval:
 
 @dataclass(frozen=True)
 class PairedTest:
-    """eps minus baseline on the same seeds: mean difference, its interval, two p-values, and
+    """A run minus the baseline on the same seeds: mean difference, its interval, two p-values, and
     `n_wilcoxon`, the number of non-zero differences the Wilcoxon test used."""
 
     difference: Interval
@@ -158,21 +160,31 @@ def wilson_interval(successes: int, trials: int, confidence: float = CONFIDENCE)
     return float(ci.low), float(ci.high)
 
 
-def final_epoch_intervals(final: pd.DataFrame, metrics: tuple[str, ...]) -> dict[float, dict[str, Interval]]:
-    """{epsilon: {metric: Interval over seeds}} for converged runs of the final epoch."""
+def _runs(df: pd.DataFrame) -> list[tuple[tuple[str, float], pd.DataFrame]]:
+    """((method, param), rows) of each run of a frame, in `lsbench.methods.variant_order`."""
+    from lsbench.methods import variant_order
+
+    groups = [((str(m), float(p)), g) for (m, p), g in df.groupby(["method", "param"], sort=False)]
+    return sorted(groups, key=lambda x: variant_order(*x[0]))
+
+
+def final_epoch_intervals(final: pd.DataFrame, metrics: tuple[str, ...]) -> dict[tuple[str, float], dict[str, Interval]]:
+    """{(method, param): {metric: Interval over seeds}} for converged runs of the final epoch."""
     ok = final[~final["diverged"]]
-    return {float(eps): {m: metric_interval(group[m].to_numpy(), m) for m in metrics}
-            for eps, group in ok.groupby("epsilon")}
+    return {run: {m: metric_interval(group[m].to_numpy(), m) for m in metrics} for run, group in _runs(ok)}
 
 
 def paired_against(final: pd.DataFrame, metrics: tuple[str, ...],
-                   baseline_eps: float) -> dict[float, dict[str, PairedTest]]:
-    """{epsilon: {metric: PairedTest vs baseline_eps}}, pairing runs by seed (converged pairs only)."""
+                   baseline: tuple[str, float]) -> dict[tuple[str, float], dict[str, PairedTest]]:
+    """{(method, param): {metric: PairedTest vs the baseline run}}, pairing runs by seed (converged
+    pairs only)."""
     ok = final[~final["diverged"]]
-    base = ok[ok["epsilon"] == baseline_eps].set_index("seed")
-    out: dict[float, dict[str, PairedTest]] = {}
-    for eps, group in ok[ok["epsilon"] != baseline_eps].groupby("epsilon"):
+    base = ok[(ok["method"] == baseline[0]) & (ok["param"] == baseline[1])].set_index("seed")
+    out: dict[tuple[str, float], dict[str, PairedTest]] = {}
+    for run, group in _runs(ok):
+        if run == baseline:
+            continue
         seeds = sorted(set(group["seed"]) & set(base.index))
         g = group.set_index("seed").loc[seeds]
-        out[float(eps)] = {m: paired_test(g[m].to_numpy(), base.loc[seeds, m].to_numpy()) for m in metrics}
+        out[run] = {m: paired_test(g[m].to_numpy(), base.loc[seeds, m].to_numpy()) for m in metrics}
     return out

@@ -11,6 +11,7 @@ import pandas as pd
 from lsbench.config import model_slug
 from lsbench.datasets import DATASETS
 from lsbench.io import KEY
+from lsbench.methods import variant_label, variant_order
 from lsbench.tables import Tables, final_epoch  # noqa: F401 - final_epoch is used here and re-exported
 
 STUDY = ["dataset", "model"]
@@ -56,11 +57,11 @@ class Study:
         return str(self.runs["ood_set"].iloc[0])
 
     @property
-    def baseline(self) -> float:
-        """The epsilon every other is compared with: the smallest of the study's runs, diverged
-        ones included (normally 0), so that a baseline whose runs all diverged is missing, never
-        silently replaced by the next epsilon."""
-        return float(self.runs["epsilon"].min())
+    def variants(self) -> list[tuple[str, float]]:
+        """The study's (method, param) runs, cross-entropy (the baseline) first, then in the
+        registry's order (`lsbench.methods.variant_order`), diverged ones included."""
+        pairs = {(str(m), float(p)) for m, p in self.runs[["method", "param"]].drop_duplicates().itertuples(index=False)}
+        return sorted(pairs, key=lambda r: variant_order(*r))
 
     def final(self) -> pd.DataFrame:
         return final_epoch(self.metrics)
@@ -72,6 +73,13 @@ class Study:
 
     def converged_runs(self) -> pd.DataFrame:
         return self.converged()[KEY]
+
+
+def by_variant(df: pd.DataFrame) -> list[tuple[tuple[str, float], str, pd.DataFrame]]:
+    """[((method, param), label, rows)] of a frame's runs, in `variant_order`: how every table
+    and figure of the report lists a study's methods."""
+    groups = [((str(m), float(p)), g) for (m, p), g in df.groupby(["method", "param"], sort=False)]
+    return [(run, variant_label(*run), g) for run, g in sorted(groups, key=lambda x: variant_order(*x[0]))]
 
 
 def split_studies(tables: Tables) -> list[Study]:

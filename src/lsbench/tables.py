@@ -20,7 +20,7 @@ from lsbench import io
 from lsbench.stats import METRIC_BOUNDS
 
 # Required columns and their kinds: "int", "float", "str", "bool" ("float" accepts integers too).
-KEY_KINDS = {"dataset": "str", "model": "str", "seed": "int", "epsilon": "float"}
+KEY_KINDS = {"dataset": "str", "model": "str", "method": "str", "param": "float", "seed": "int"}
 COLUMNS: dict[str, dict[str, str]] = {
     "runs": {**KEY_KINDS, "epochs": "int", "batch_size": "int", "lr": "float", "validation_size": "int",
              "n_train": "int", "n_validation": "int", "n_test": "int", "num_classes": "int", "image_shape": "str",
@@ -31,9 +31,10 @@ COLUMNS: dict[str, dict[str, str]] = {
                     "mean_confidence": "float", "accuracy": "float"},
     "predictions": {**KEY_KINDS, "index": "int", "label": "int", "logit_0": "float", "prob_0": "float"},
     # temperature_at_bound is not required: readers derive it from temperature (lsbench.metrics
-    # .temperature_at_bound), as tables written before it lack it.
+    # .temperature_at_bound), as tables written before it lack it; val_nll is new in 0.3 (without
+    # it, a method's setting is chosen on the test set, and the report says so).
     "calibrated": {**KEY_KINDS, **{c: "float" for c in io.CALIBRATED_COLUMNS
-                                   if c not in (*io.KEY, "temperature_at_bound")}},
+                                   if c not in (*io.KEY, "temperature_at_bound", "val_nll")}},
     "ood": {**KEY_KINDS, "ood_set": "str", "score": "str", "auroc": "float", "fpr95": "float"},
     "ood_predictions": {**KEY_KINDS, "ood_set": "str", "index": "int"},
     "environment": {**KEY_KINDS, "python": "str", "torch": "str", "device_name": "str", "cpu_model": "str",
@@ -75,6 +76,7 @@ def read_table(path: Path, name: str) -> pd.DataFrame:
         df = pd.read_parquet(path)
     except Exception as exc:  # pyarrow raises ArrowInvalid, OSError and others for a broken file
         raise TablesError(f"{path}: not a readable parquet file ({type(exc).__name__}: {exc})") from exc
+    df = from_epsilon_key(df)
     missing = [c for c in COLUMNS[name] if c not in df.columns]
     if missing:
         raise TablesError(f"{path}: missing column(s) {', '.join(missing)}")
@@ -95,6 +97,24 @@ def read_table(path: Path, name: str) -> pd.DataFrame:
     return df
 
 
+def from_epsilon_key(df: pd.DataFrame) -> pd.DataFrame:
+    """A table of lsbench before 0.3, keyed by `epsilon` (label smoothing was the only method), in
+    today's key: method "cross_entropy" at epsilon 0 (the one neutral run), else "label_smoothing",
+    and param = epsilon, in the key's place. Other tables are returned as they are."""
+    if "epsilon" not in df.columns or "method" in df.columns or "param" in df.columns:
+        return df
+    eps = df["epsilon"]
+    at = list(df.columns).index("epsilon")
+    df = df.drop(columns="epsilon")
+    if pd.api.types.is_numeric_dtype(eps):
+        df.insert(at, "method", np.where(eps == 0, "cross_entropy", "label_smoothing").astype(object))
+        df.insert(at + 1, "param", eps.astype(float) + 0.0)
+    else:  # leave it to the dtype check, which names the column
+        df.insert(at, "method", "label_smoothing")
+        df.insert(at + 1, "param", eps)
+    return df
+
+
 def _fail(path: Path, df: pd.DataFrame, bad: pd.Series, problem: str) -> None:
     """TablesError naming the file, how many rows break the rule and the first one's run."""
     if bad.any():
@@ -104,9 +124,21 @@ def _fail(path: Path, df: pd.DataFrame, bad: pd.Series, problem: str) -> None:
 
 
 def _check_keys(df: pd.DataFrame, path: Path) -> None:
-    """Every row names its run: no missing key values, epsilon in [0, 1)."""
+    """Every row names its run: no missing key values, a known method with a parameter in its
+    range (`lsbench.methods`), a seed in [0, 2^32 - 1]."""
+    from lsbench.methods import METHODS
+
     _fail(path, df, df[io.KEY].isna().any(axis=1), f"lack a value in {', '.join(io.KEY)}")
-    _fail(path, df, ~df["epsilon"].between(0, 1, inclusive="left"), "have an epsilon outside [0, 1)")
+    _fail(path, df, ~df["method"].isin(list(METHODS)), f"have a method that is not one of {', '.join(METHODS)}")
+
+    def bad_param(method: str, param: float) -> bool:
+        m = METHODS[method]
+        return (param != 0) if m.param is None else not (m.param.allows(param) and param != m.param.neutral)
+
+    pairs = df[["method", "param"]].drop_duplicates()
+    bad = {(m, p) for m, p in pairs.itertuples(index=False) if m in METHODS and bad_param(m, float(p))}
+    _fail(path, df, pd.Series([(m, p) in bad for m, p in zip(df["method"], df["param"])], index=df.index),
+          "have a param outside their method's range (or a neutral value, which is the cross_entropy run)")
     _fail(path, df, ~df["seed"].between(0, 2**32 - 1), "have a seed outside [0, 2^32 - 1]")
 
 
@@ -311,16 +343,25 @@ def _check_provenance(d: Path, provenance: pd.DataFrame, runs: pd.DataFrame) -> 
         config = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise TablesError(f"{d / 'provenance.parquet'}: config_yaml is not YAML ({exc})") from exc
+    from lsbench.methods import grid_variants
+
     checks = {"datasets": set(runs["dataset"]), "models": set(runs["model"]), "seeds": set(runs["seed"]),
-              "epsilons": set(runs["epsilon"]), "epochs": set(runs["epochs"]), "batch_size": set(runs["batch_size"]),
-              "lr": set(runs["lr"])}
+              "epochs": set(runs["epochs"]), "batch_size": set(runs["batch_size"]), "lr": set(runs["lr"])}
+    if not isinstance(config, dict):
+        return
     for key, found in checks.items():
-        if not isinstance(config, dict) or key not in config:
+        if key not in config:
             continue
         want = config[key] if isinstance(config[key], list) else [config[key]]
-        if {float(v) if key in ("epsilons", "lr") else v for v in want} != found:
+        if {float(v) if key == "lr" else v for v in want} != found:
             raise TablesError(f"{d / 'provenance.parquet'}: its config says {key} = {config[key]!r}, the runs of "
                               f"runs.parquet have {sorted(found)} (from another results folder?)")
+    methods = config.get("methods") or ({"label_smoothing": config["epsilons"]} if config.get("epsilons") else None)
+    found = set(runs[["method", "param"]].itertuples(index=False, name=None))
+    # Before 0.3 a grid without epsilon 0 had no cross-entropy run; today's grids always have one.
+    if methods is not None and set(grid_variants(methods)) - ({("cross_entropy", 0.0)} - found) != found:
+        raise TablesError(f"{d / 'provenance.parquet'}: its config's methods are {methods!r}, the runs of "
+                          f"runs.parquet have {sorted(found)} (from another results folder?)")
 
 
 def _run_set(df: pd.DataFrame) -> set[tuple]:

@@ -1,15 +1,16 @@
-"""The one training loop: every dataset, model, seed and epsilon, CPU or GPU, pipeline or benchmark.
+"""The one training loop: every dataset, model, method and seed, CPU or GPU, pipeline or benchmark.
 
 - The dataset lives on the device as one float32 tensor (N, C, H, W), normalised once; batches
   are slices of a seeded random permutation, so there is no DataLoader and no per-sample transform.
-- A step is autograd + `torch.optim.Adam(fused=True)` on `CrossEntropyLoss(label_smoothing=eps)`
-  (`AutogradStepper`), unless the model brings a faster step of its own (`manual_stepper`; only
-  the MLP does, see `lsbench.mlp`). Either way the loop around it is this one.
+- A step is autograd + `torch.optim.Adam(fused=True)` on the run's method's objective
+  (`lsbench.methods`; `AutogradStepper`), unless the model brings a faster step of its own
+  (`manual_stepper`; only the MLP does, see `lsbench.mlp`). Either way the loop around it is this
+  one, and a method that acts on the batch (mixup) does so here, before either step sees it.
 - The loss is summed on the device and read once per epoch: no host sync per step.
 - Denormal floats are flushed on CPU: late in training they make matmuls about twice as slow.
 - Separate generators for initialisation (torch's default generator, seeded just before the model
   is built) and for data order, both from the seed, so a seed means the same initial weights and
-  batch order for every epsilon (a paired comparison).
+  batch order for every method (a paired comparison; only mixup draws more from the data stream).
 - `model.train()` while training, `model.eval()` while evaluating (BatchNorm, dropout).
 - A model is someone else's code: it gets copies of lsbench's tensors (a forward that scales its
   input in place changes nothing here), never a one-image training batch (BatchNorm cannot take
@@ -23,7 +24,7 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 import numpy as np
 import torch
@@ -32,6 +33,7 @@ from torch import nn
 
 from lsbench.config import ConfigError, TrainConfig
 from lsbench.data import ImageData
+from lsbench.methods import Method, get_method
 from lsbench.metrics import divergence, evaluate_logits
 from lsbench.models import build_model, check_output
 
@@ -39,7 +41,7 @@ from lsbench.models import build_model, check_output
 # enough that a ResNet's activations for one chunk stay well under a GiB.
 EVAL_CHUNK = 1024
 # Offsets of the data-order and validation-split streams from the init stream: independent
-# streams for one seed, none of which depends on epsilon.
+# streams for one seed, none of which depends on the method.
 DATA_SEED_OFFSET = 2**32
 SPLIT_SEED_OFFSET = 2**33
 # Images of the first forward pass that checks a model's output (shape, logits not probabilities).
@@ -79,7 +81,7 @@ def to_inputs(images: np.ndarray | torch.Tensor, mean: tuple[float, ...], std: t
 
 def validation_split(n: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(train indices, validation indices), both sorted: `size` of `n` images held out, chosen by
-    the seed alone so every epsilon and model of a seed trains on the same images."""
+    the seed alone so every method and model of a seed trains on the same images."""
     if not 0 <= size < n:
         raise ConfigError(f"config key 'validation_size' = {size}: must be >= 0 and smaller than "
                           f"the training set ({n} images)")
@@ -113,26 +115,27 @@ class DeviceData:
 
 
 class Stepper(Protocol):
-    """One optimisation step per call; its state is what a checkpoint needs besides the model."""
+    """One optimisation step per call on inputs x and targets (int64 (B,) class indices, or float
+    (B, C) probabilities from a method's `mix`); its state is what a checkpoint needs besides the model."""
 
-    def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor: ...
+    def step(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor: ...
     def state_dict(self) -> dict[str, Any]: ...
     def load_state_dict(self, blob: dict[str, Any]) -> None: ...
 
 
 class AutogradStepper:
     """Adam (`torch.optim.Adam(fused=True)`, lr `lr`, torch's defaults otherwise) on
-    `F.cross_entropy(model(x), y, label_smoothing=epsilon)`; `step` returns the batch loss as a
-    device scalar. A forward or backward that fails is a ConfigError naming the model (`name`)."""
+    `method.loss(model(x), target, param)`; `step` returns the batch loss as a device scalar. A
+    forward or backward that fails is a ConfigError naming the model (`name`)."""
 
-    def __init__(self, model: nn.Module, lr: float, epsilon: float, name: str = "model") -> None:
-        self.model, self.epsilon, self.name = model, epsilon, name
+    def __init__(self, model: nn.Module, lr: float, method: Method, param: float, name: str = "model") -> None:
+        self.model, self.method, self.param, self.name = model, method, param, name
         self.optimizer = torch.optim.Adam(model.parameters(), lr=lr, fused=True)
 
-    def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def step(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         self.optimizer.zero_grad(set_to_none=True)
         try:
-            loss = F.cross_entropy(self.model(x), y, label_smoothing=self.epsilon)
+            loss = self.method.loss(self.model(x), target, self.param)
             loss.backward()  # a forward that changed a tensor autograd needs fails only here
         except Exception as exc:  # noqa: BLE001 - a user's model may raise anything; say whose it was
             raise ConfigError(f"model {self.name!r}: a training step on a batch of shape {tuple(x.shape)} failed: "
@@ -147,11 +150,13 @@ class AutogradStepper:
         self.optimizer.load_state_dict(blob)
 
 
-def make_stepper(model: nn.Module, lr: float, epsilon: float, allow_manual: bool = True,
+def make_stepper(model: nn.Module, lr: float, method: str, param: float, allow_manual: bool = True,
                  name: str = "model") -> Stepper:
-    """The model's own fast step if it has one (and `allow_manual`), else autograd's."""
+    """The model's own fast step if it has one (and `allow_manual`), else autograd's, on the
+    objective of `method` (a `lsbench.methods` name) at `param`."""
     manual = getattr(model, "manual_stepper", None) if allow_manual else None
-    return manual(lr, epsilon) if manual is not None else AutogradStepper(model, lr, epsilon, name)
+    m = get_method(method)
+    return manual(lr, m, param) if manual is not None else AutogradStepper(model, lr, m, param, name)
 
 
 @dataclass
@@ -201,14 +206,14 @@ class TrainState:
         self.test_logits = blob["test_logits"]
 
 
-def new_state(model_name: str, data: DeviceData, num_classes: int, seed: int, epsilon: float, cfg: TrainConfig,
-              allow_manual: bool = True) -> TrainState:
+def new_state(model_name: str, data: DeviceData, num_classes: int, seed: int, method: str, param: float,
+              cfg: TrainConfig, allow_manual: bool = True) -> TrainState:
     """A fresh run: the model built from the seed (and checked to give (B, num_classes) logits),
     its stepper, and the data-order generator."""
     device = data.train_x.device
     model = build_model(model_name, tuple(data.train_x.shape[1:]), num_classes, seed).to(device)
     check_output(model_name, model, data.train_x[:CHECK_BATCH].clone(), num_classes)
-    stepper = make_stepper(model, cfg.lr, epsilon, allow_manual, model_name)
+    stepper = make_stepper(model, cfg.lr, method, param, allow_manual, model_name)
     return TrainState(model, stepper, torch.Generator().manual_seed(DATA_SEED_OFFSET + seed))
 
 
@@ -225,8 +230,11 @@ def batch_bounds(n: int, batch_size: int) -> list[int]:
     return bounds
 
 
-def train_epoch(state: TrainState, data: DeviceData, batch_size: int) -> torch.Tensor:
-    """One pass over the training set in a seeded random order; returns the mean batch loss."""
+def train_epoch(state: TrainState, data: DeviceData, batch_size: int,
+                mix: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
+                ) -> torch.Tensor:
+    """One pass over the training set in a seeded random order; returns the mean batch loss.
+    `mix(x, y) -> (inputs, targets)`: a method's batch transform (mixup), else the batch as is."""
     n, device = data.train_x.shape[0], data.train_x.device
     # The permutation is drawn on the CPU generator so CPU and GPU runs see the same order.
     order = torch.randperm(n, generator=state.data_generator).to(device)
@@ -236,7 +244,8 @@ def train_epoch(state: TrainState, data: DeviceData, batch_size: int) -> torch.T
     for start, end in zip(bounds[:-1], bounds[1:]):
         idx = order[start:end]
         # index_select: the same rows as train_x[idx], gathered faster (and a copy the model may change).
-        total += state.stepper.step(data.train_x.index_select(0, idx), data.train_y.index_select(0, idx))
+        x, y = data.train_x.index_select(0, idx), data.train_y.index_select(0, idx)
+        total += state.stepper.step(*(mix(x, y) if mix is not None else (x, y)))
     return total / (len(bounds) - 1)
 
 
@@ -263,7 +272,14 @@ def sync_device(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def run_epochs(state: TrainState, data: DeviceData, epsilon: float, cfg: TrainConfig,
+def objective_on(method: str, param: float, logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """The method's own objective (`Method.loss`, unmixed) on logits (N, C) and labels (N,),
+    computed in float64: a run's `test_loss`."""
+    with torch.no_grad():
+        return float(get_method(method).loss(logits.double(), labels, param))
+
+
+def run_epochs(state: TrainState, data: DeviceData, method: str, param: float, cfg: TrainConfig,
                num_classes: int) -> Iterator[dict[str, Any]]:
     """Train from state.epoch to cfg.epochs, yielding each epoch's record after updating state.
 
@@ -272,11 +288,17 @@ def run_epochs(state: TrainState, data: DeviceData, epsilon: float, cfg: TrainCo
     """
     device = data.train_x.device
     test_y = to_numpy(data.test_y)
+    m = get_method(method)
+    mix = None
+    if m.mix is not None:
+        def mix(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return m.mix(x, y, param, num_classes, state.data_generator)
     while state.epoch < cfg.epochs and not state.diverged:
         start = time.perf_counter()
-        train_loss = float(train_epoch(state, data, cfg.batch_size))  # one sync per epoch
+        train_loss = float(train_epoch(state, data, cfg.batch_size, mix))  # one sync per epoch
         state.test_logits = predict_logits(state.model, data.test_x).cpu()
-        metrics = evaluate_logits(state.test_logits.numpy(), test_y, epsilon)
+        metrics = {"test_loss": objective_on(method, param, state.test_logits, data.test_y.cpu()),
+                   **evaluate_logits(state.test_logits.numpy(), test_y)}
         sync_device(device)
         state.epoch += 1
         reason = divergence(train_loss, num_classes)

@@ -2,21 +2,22 @@ import json
 import os
 import shlex
 
-from lsbench.config import format_epsilon, model_from_slug, or_exit
+from lsbench.config import model_from_slug, or_exit
 from lsbench.datasets import get_dataset
 from lsbench.plan import WorkflowPlan, run_dir
 
 
 # A dataset is a registry name; a model slug has no "/" (see lsbench.config.model_slug); a
-# definition and a data fingerprint are hex digests (lsbench.plan); a seed is digits; an epsilon
-# is a float's repr ("0.05", "1e-05").
+# definition and a data fingerprint are hex digests (lsbench.plan); a seed is digits; a method is
+# a registry name (lsbench.methods); a parameter is a float's repr ("0.05", "1e-05").
 wildcard_constraints:
     dataset=r"[a-z0-9_]+",
     model=r"[A-Za-z0-9_.\-]+",
     definition=r"[0-9a-f]{16}",
     fingerprint=r"[0-9a-f]{16}",
     seed=r"\d+",
-    eps=r"\d[0-9.e-]*",
+    method=r"[a-z_]+",
+    param=r"\d[0-9.e+-]*",
 
 
 class Untracked:
@@ -64,7 +65,8 @@ def get_wildcard_run_dir(wildcards):
                 model_from_slug(wildcards.model),
                 wildcards.definition,
                 wildcards.seed,
-                wildcards.eps,
+                wildcards.method,
+                wildcards.param,
             )
         )
     )

@@ -2,16 +2,16 @@ rule train:
     input:
         unpack(get_train_inputs(PLAN)),
     output:
-        runs="results/runs/{dataset}/{model}/{definition}/seed{seed}/eps{eps}/runs.parquet",
-        metrics="results/runs/{dataset}/{model}/{definition}/seed{seed}/eps{eps}/metrics.parquet",
-        reliability="results/runs/{dataset}/{model}/{definition}/seed{seed}/eps{eps}/reliability.parquet",
-        predictions="results/runs/{dataset}/{model}/{definition}/seed{seed}/eps{eps}/predictions.parquet",
-        calibrated="results/runs/{dataset}/{model}/{definition}/seed{seed}/eps{eps}/calibrated.parquet",
-        ood="results/runs/{dataset}/{model}/{definition}/seed{seed}/eps{eps}/ood.parquet",
-        ood_predictions="results/runs/{dataset}/{model}/{definition}/seed{seed}/eps{eps}/ood_predictions.parquet",
-        environment="results/runs/{dataset}/{model}/{definition}/seed{seed}/eps{eps}/environment.parquet",
+        runs="results/runs/{dataset}/{model}/{definition}/seed{seed}/{method}/p{param}/runs.parquet",
+        metrics="results/runs/{dataset}/{model}/{definition}/seed{seed}/{method}/p{param}/metrics.parquet",
+        reliability="results/runs/{dataset}/{model}/{definition}/seed{seed}/{method}/p{param}/reliability.parquet",
+        predictions="results/runs/{dataset}/{model}/{definition}/seed{seed}/{method}/p{param}/predictions.parquet",
+        calibrated="results/runs/{dataset}/{model}/{definition}/seed{seed}/{method}/p{param}/calibrated.parquet",
+        ood="results/runs/{dataset}/{model}/{definition}/seed{seed}/{method}/p{param}/ood.parquet",
+        ood_predictions="results/runs/{dataset}/{model}/{definition}/seed{seed}/{method}/p{param}/ood_predictions.parquet",
+        environment="results/runs/{dataset}/{model}/{definition}/seed{seed}/{method}/p{param}/environment.parquet",
     log:
-        "results/logs/train/{dataset}/{model}/{definition}/seed{seed}_eps{eps}.log",
+        "results/logs/train/{dataset}/{model}/{definition}/seed{seed}/{method}-p{param}.log",
     group:
         "train"
     conda:
@@ -33,7 +33,8 @@ rule train:
         execution=get_execution_options(LSB),
     shell:
         "lsbench train --dataset {wildcards.dataset} --model {params.model:q} --data {input.data:q}"
-        " --out-dir {params.run_dir} --seed {wildcards.seed} --epsilon {wildcards.eps}"
+        " --out-dir {params.run_dir} --seed {wildcards.seed}"
+        " --method {wildcards.method} --param {wildcards.param}"
         " --epochs {params.epochs} --batch-size {params.batch_size} --lr {params.lr}"
         " --validation-size {params.validation_size} {params.ood} --threads {threads}"
         " {params.execution}"

@@ -1,0 +1,212 @@
+"""The method registry: each objective against an independent computation (the paper's formula
+written out in NumPy, or a reference implementation), neutral values, the fast step, and the
+errors a bad `methods:` entry gives."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lsbench.config import ConfigError, load_schema, to_workflow_config, validate_config
+from lsbench.methods import CROSS_ENTROPY, METHODS, grid_variants, method_errors, variant, variant_label
+from lsbench.mlp import ManualStepper
+from lsbench.models import build_model
+from lsbench.train import AutogradStepper, make_stepper, objective_on
+
+G = torch.Generator().manual_seed(0)
+LOGITS = torch.randn(40, 6, generator=G, dtype=torch.float64) * 3
+LABELS = torch.randint(0, 6, (40,), generator=G)
+
+
+def numpy_log_softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+Z, Y = LOGITS.numpy(), LABELS.numpy()
+LOGP = numpy_log_softmax(Z)
+P = np.exp(LOGP)
+PY, LOGPY = P[np.arange(len(Y)), Y], LOGP[np.arange(len(Y)), Y]
+
+
+def loss(name: str, param: float) -> float:
+    return float(METHODS[name].loss(LOGITS, LABELS, param))
+
+
+def test_label_smoothing_is_torchs_and_szegedys_formula():
+    for eps in (0.0, 0.05, 0.3):
+        assert loss("label_smoothing", eps) == float(F.cross_entropy(LOGITS, LABELS, label_smoothing=eps))
+        # Szegedy et al. 2016: (1 - eps) * NLL + eps * mean over classes of -log p.
+        assert loss("label_smoothing", eps) == pytest.approx(((1 - eps) * -LOGPY - eps * LOGP.mean(axis=1)).mean(),
+                                                             rel=1e-12)
+
+
+@pytest.mark.parametrize("gamma", [0.0, 1.0, 3.0])
+def test_focal_loss_is_lins_formula(gamma):
+    assert loss("focal", gamma) == pytest.approx((-(1 - PY) ** gamma * LOGPY).mean(), rel=1e-12)
+
+
+def test_flsd53_switches_gamma_at_p_02():
+    gamma = np.where(PY < 0.2, 5.0, 3.0)
+    assert 0 < (PY < 0.2).sum() < len(PY)  # both branches are exercised
+    assert loss("focal_adaptive", 0.0) == pytest.approx((-(1 - PY) ** gamma * LOGPY).mean(), rel=1e-12)
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.1, 1.0])
+def test_confidence_penalty_is_ce_minus_beta_entropy(beta):
+    entropy = -(P * LOGP).sum(axis=1)
+    assert loss("confidence_penalty", beta) == pytest.approx((-LOGPY - beta * entropy).mean(), rel=1e-12)
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.1, 1.0])
+def test_margin_ls_is_liu_et_al_with_margin_10(lam):
+    gap = Z.max(axis=1, keepdims=True) - Z
+    assert (gap > 10).any()  # the hinge is active somewhere
+    assert loss("margin_ls", lam) == pytest.approx((-LOGPY).mean() + lam * np.maximum(gap - 10, 0).mean(), rel=1e-12)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.1, 0.4])
+def test_label_relaxation_is_the_papers_credal_projection(alpha):
+    # Lienen & Hüllermeier 2021, Eq. (7) and the original implementation: the target is the
+    # projection of p onto {q: q_y >= 1 - alpha}: q_y = 1 - alpha, q_k = alpha p_k / (1 - p_y); the
+    # loss is KL(q || p) where p_y < 1 - alpha, else 0.
+    onehot = np.eye(6)[Y].astype(bool)
+    rest = np.where(onehot, 0.0, P)
+    q = np.where(onehot, 1 - alpha, alpha * rest / rest.sum(axis=1, keepdims=True))
+    kl = np.where(q > 0, q * (np.log(np.where(q > 0, q, 1)) - LOGP), 0.0).sum(axis=1)
+    want = np.where(PY >= 1 - alpha, 0.0, kl).mean()
+    assert loss("label_relaxation", alpha) == pytest.approx(want, rel=1e-9)
+
+
+@pytest.mark.parametrize("tau", [0.04, 1.0])
+def test_logit_norm_is_wei_et_als_formula(tau):
+    scaled = Z / ((np.linalg.norm(Z, axis=1, keepdims=True) + 1e-7) * tau)
+    want = -numpy_log_softmax(scaled)[np.arange(len(Y)), Y].mean()
+    assert loss("logit_norm", tau) == pytest.approx(want, rel=1e-12)
+
+
+def test_mixup_mixes_inputs_and_targets_as_zhang_et_al_from_the_runs_generator():
+    m = METHODS["mixup"]
+    x = torch.randn(8, 1, 4, 4, generator=torch.Generator().manual_seed(1))
+    y = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])
+    a, b = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    mixed, target = m.mix(x, y, 0.4, 4, a)
+    again, target2 = m.mix(x, y, 0.4, 4, b)
+    assert torch.equal(mixed, again) and torch.equal(target, target2)  # seeded by the generator alone
+    # Each image and its target are mixed with one lambda and one partner: lam * x_i + (1 - lam) * x_j.
+    assert torch.allclose(target.sum(dim=1), torch.ones(8, dtype=target.dtype))
+    lam = float(target[0, y[0]]) if target[0].max() == target[0, y[0]] else 1 - float(target[0].max())
+    partner = [j for j in range(8) if torch.allclose(mixed[0], lam * x[0] + (1 - lam) * x[j], atol=1e-6)]
+    assert partner, "mixed image 0 is not lam * x_0 + (1 - lam) * x_j for any j"
+    # The loss on soft targets is lam * CE(y_a) + (1 - lam) * CE(y_b), Zhang et al.'s formula.
+    logits = torch.randn(8, 4, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    ce = -(F.log_softmax(logits, 1) * target.double()).sum(1).mean()
+    assert float(m.loss(logits, target.double(), 0.4)) == pytest.approx(float(ce), rel=1e-12)
+    # On class indices (the test set) mixup's objective is cross-entropy.
+    assert float(m.loss(LOGITS, LABELS, 0.4)) == float(F.cross_entropy(LOGITS, LABELS))
+
+
+def test_every_neutral_value_is_the_cross_entropy_run_and_gives_its_loss():
+    ce = loss(CROSS_ENTROPY, 0.0)
+    for name, m in METHODS.items():
+        if m.param is not None and m.param.neutral is not None:
+            assert variant(name, m.param.neutral) == (CROSS_ENTROPY, 0.0)
+            assert loss(name, m.param.neutral) == pytest.approx(ce, rel=1e-12), name
+    assert variant("focal_adaptive", None) == ("focal_adaptive", 0.0)
+    assert variant("label_smoothing", -0.0) == (CROSS_ENTROPY, 0.0)
+    assert variant_label("focal", 3.0) == "focal loss γ = 3.0" and variant_label(CROSS_ENTROPY, 0.0) == "cross-entropy"
+
+
+def test_grid_variants_always_has_cross_entropy_first_once():
+    runs = grid_variants({"focal": [0.0, 3.0], "label_smoothing": [0.1, 0.0], "focal_adaptive": None})
+    assert runs == ((CROSS_ENTROPY, 0.0), ("label_smoothing", 0.1), ("focal", 3.0), ("focal_adaptive", 0.0))
+
+
+def test_test_loss_is_the_methods_own_objective():
+    assert objective_on("focal", 2.0, LOGITS.float(), LABELS) == pytest.approx(loss("focal", 2.0), rel=1e-6)
+    assert objective_on("mixup", 0.2, LOGITS.float(), LABELS) == pytest.approx(loss(CROSS_ENTROPY, 0.0), rel=1e-6)
+
+
+@pytest.mark.parametrize("name,param", [(n, 0.3 if m.param else 0.0) for n, m in METHODS.items()])
+def test_the_mlp_fast_step_follows_autograd_for_every_method(name, param):
+    """One step from the same weights: the MLP's manual step and autograd's give the same loss and
+    the same gradients (within float32 rounding), for every objective. (Not the updated weights:
+    Adam's first step is about ±lr wherever a gradient is non-zero, so a last-bit difference in a
+    near-zero gradient can flip it; test_train checks the update itself.)"""
+    torch.manual_seed(0)
+    x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))
+    target = METHODS[name].mix(x, y, param, 10, torch.Generator().manual_seed(3)) if METHODS[name].mix else (x, y)
+    fast_net, slow_net = build_model("mlp", (1, 8, 8), 10, seed=1), build_model("mlp", (1, 8, 8), 10, seed=1)
+    fast, slow = make_stepper(fast_net, 1e-3, name, param), make_stepper(slow_net, 1e-3, name, param,
+                                                                           allow_manual=False)
+    assert isinstance(fast, ManualStepper) and isinstance(slow, AutogradStepper)
+    assert float(fast.step(*target)) == pytest.approx(float(slow.step(*target)), rel=1e-5)
+    for a, b in zip(fast_net.parameters(), slow_net.parameters()):
+        assert torch.allclose(a.grad, b.grad, atol=1e-6, rtol=1e-4)
+
+
+@pytest.mark.parametrize("methods,needle", [
+    ({"focl": [1.0]}, "methods[focl]': unknown method 'focl'. Allowed: cross_entropy, label_smoothing"),
+    ({"focal": []}, "methods[focal]' = []: an empty list"),
+    ({"label_smoothing": [1.0]}, "methods[label_smoothing][0]' = 1.0: not an allowed epsilon for label smoothing. Allowed: "
+                                 "a list of epsilon (ε) values, each a number in [0, 1)"),
+    ({"logit_norm": [0.0]}, "each a number in (0, ∞)"),
+    ({"focal_adaptive": [3.0]}, "focal_adaptive (FLSD-53) takes no parameter. Allowed: null"),
+    ({"focal": [1.0, 1.0]}, "a value is repeated"),
+    ({"mixup": 0.2}, "not a list"),
+    ({"focal": [-1.0]}, "methods[focal][0]' = -1.0"),
+])
+def test_a_bad_methods_entry_names_key_value_and_what_is_allowed(methods, needle):
+    errors = method_errors(methods)
+    assert any(needle in e for e in errors), errors
+
+
+def test_method_errors_accepts_a_good_grid():
+    assert method_errors({"label_smoothing": [0.0, 0.1], "focal": [1, 3.0], "focal_adaptive": None,
+                          "logit_norm": [0.04], "mixup": [0.2]}) == []
+
+
+BASE = {"datasets": ["digits"], "models": ["linear"], "data_root": None, "seeds": [0], "epochs": 1,
+        "batch_size": 64, "lr": 1e-3, "validation_size": 100, "ood": None, "device": "cpu", "threads": 1,
+        "keep_checkpoints": False}
+
+
+def test_epsilons_is_a_shorthand_for_label_smoothing():
+    config = validate_config({**BASE, "epsilons": [0.0, 0.1]}, load_schema())
+    assert config["methods"] == {"label_smoothing": [0.0, 0.1]}
+    assert to_workflow_config(config).variants == ((CROSS_ENTROPY, 0.0), ("label_smoothing", 0.1))
+
+
+def test_methods_and_epsilons_in_one_source_is_an_error_naming_both():
+    with pytest.raises(ConfigError, match="'methods' and 'epsilons' are both given"):
+        validate_config({**BASE, "epsilons": [0.1], "methods": {"focal": [1.0]}}, load_schema())
+    with pytest.raises(ConfigError, match="neither 'methods' nor 'epsilons'"):
+        validate_config(BASE, load_schema())
+
+
+def test_the_later_source_of_methods_or_epsilons_wins(tmp_path):
+    configfile = tmp_path / "config.yaml"
+    configfile.write_text("epsilons: [0.0, 0.1]\n")
+    # --config methods=... replaces the file's epsilons; --config epsilons=... a file's methods.
+    config = validate_config({**BASE, "epsilons": [0.0, 0.1], "methods": {"focal": [2.0]}}, load_schema(),
+                             yaml_files=[configfile], override_keys={"methods"})
+    assert config["methods"] == {"focal": [2.0]} and config["epsilons"] is None
+    configfile.write_text("methods: {focal: [2.0]}\n")
+    config = validate_config({**BASE, "epsilons": [0.2], "methods": {"focal": [2.0]}}, load_schema(),
+                             yaml_files=[configfile], override_keys={"epsilons"})
+    assert config["methods"] == {"label_smoothing": [0.2]}
+
+
+def test_a_bad_method_stops_validation_with_its_message():
+    with pytest.raises(ConfigError, match=r"methods\[focal\]\[0\]' = -1"):
+        validate_config({**BASE, "methods": {"focal": [-1]}}, load_schema())
+
+
+def test_every_method_documents_its_source_and_parameter():
+    for name, m in METHODS.items():
+        assert m.source and m.title and m.loss.__name__, name
+        if m.param is not None:
+            assert m.param.symbol and math.isfinite(m.param.low), name
+            assert m.param.neutral is None or m.param.allows(m.param.neutral), name
