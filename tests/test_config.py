@@ -5,8 +5,9 @@ import yaml
 
 from conftest import REPO
 from lsbench.cli import main as cli_main
-from lsbench.config import (ConfigError, format_epsilon, load_schema, raw_overrides, raw_yaml_texts,
+from lsbench.config import (ConfigError, load_schema, raw_overrides, raw_yaml_texts,
                             to_workflow_config, validate_config, validate_options)
+from lsbench.methods import format_param
 
 SCHEMA = load_schema(REPO / "workflow" / "schemas" / "config.schema.yaml")
 
@@ -108,10 +109,10 @@ def test_every_schema_key_is_commented_in_config_yaml():
         assert lines[i - 1].startswith("#"), key
 
 
-def test_format_epsilon_round_trips():
+def test_format_param_round_trips():
     for eps in (0.0, 0.05, 0.1, 0.2, 0.3, 1e-05, 0.001, 0.004):
-        assert float(format_epsilon(eps)) == eps
-    assert format_epsilon(0.05) == "0.05" and format_epsilon(0.001) != format_epsilon(0.004)
+        assert float(format_param(eps)) == eps
+    assert format_param(0.05) == "0.05" and format_param(0.001) != format_param(0.004)
 
 
 @pytest.mark.parametrize("option,key,value,needles", [

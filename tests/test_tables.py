@@ -266,3 +266,8 @@ def test_a_previous_grid_without_epsilon_zero_has_no_baseline_and_says_so(tmp_pa
     write_tables(as_previous_version(tables), tmp_path / "old")
     records = study_findings(split_studies(read_tables(tmp_path / "old"))[0])
     assert [r for r in records if r["id"] == "baseline_diverged"] and "no cross-entropy run" in records[-1]["text"]
+    from lsbench.report import render
+
+    html = render(read_tables(tmp_path / "old"))
+    assert "no converged cross-entropy run (the baseline)" in html and "every run diverged" not in html
+    assert "has no converged cross-entropy run" in html  # the methods section says so too

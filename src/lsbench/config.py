@@ -20,7 +20,7 @@ from typing import Any, Iterator, Mapping
 
 import yaml
 
-from lsbench.methods import format_param, grid_variants, method_errors
+from lsbench.methods import grid_variants, method_errors
 
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "config.schema.yaml"
 # Keys that earlier versions accepted, with what replaced them.
@@ -104,8 +104,6 @@ def model_from_slug(slug: str) -> str:
     return slug.replace("-", ":") if "-" in slug else slug
 
 
-# A method's parameter as it appears in paths, tables and figures (one owner: lsbench.methods).
-format_epsilon = format_param
 
 
 # --- coercion ------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import jinja2
 import numpy as np
 import pandas as pd
 
-from lsbench.config import ConfigError, format_epsilon
+from lsbench.config import ConfigError
 from lsbench.figures import (figure_confidence, figure_curves, figure_headline, figure_methods, figure_ood,
                              figure_reliability, figure_sample, figure_selective, figure_vs_param)
 from lsbench.findings import BASELINE, json_ready, lowest, paired, select, study_findings
@@ -158,7 +158,7 @@ def statistics(converged: pd.DataFrame, baseline: tuple[str, float] = BASELINE) 
     """Intervals per run and paired tests against the baseline run, for the template (keyed by
     (method, param); `labels` names them)."""
     intervals = final_epoch_intervals(converged, STATS_METRICS)
-    return {"metrics": STATS_METRICS, "baseline": variant_label(*baseline), "baseline_run": baseline,
+    return {"metrics": STATS_METRICS, "baseline": variant_label(*baseline),
             "intervals": intervals, "paired": paired_against(converged, STATS_METRICS, baseline),
             "labels": {run: variant_label(*run) for run in intervals}, "wilcoxon_min_n": WILCOXON_MIN_N}
 
@@ -283,7 +283,9 @@ def study_row(study: Study) -> dict:
            "n_diverged": int(study.final()["diverged"].sum())}
     base = converged[(converged["method"] == BASELINE[0]) & (converged["param"] == BASELINE[1])]
     if base.empty:
-        return {**row, "baseline": None}
+        why = ("every run diverged" if converged.empty else "no converged cross-entropy run (the baseline): "
+               "nothing to compare with")
+        return {**row, "baseline": None, "why": why}
     ts = base.dropna(subset=["temperature"])
     chosen = select(converged)
     best = lowest(converged, [BASELINE, *(s.chosen for s in chosen.values())], "ece")
@@ -337,7 +339,6 @@ def environment() -> jinja2.Environment:
     env.filters["ci"] = format_interval
     env.filters["p"] = format_p
     env.filters["wilcoxon"] = format_wilcoxon
-    env.filters["eps"] = format_epsilon
     return env
 
 
