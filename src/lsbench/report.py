@@ -180,7 +180,8 @@ def methods_context(study: Study, converged: pd.DataFrame) -> dict | None:
         return None
     chosen = select(df)
 
-    def row(name: str, run: tuple[str, float], selection: str, columns: dict[str, str | None] | None = None) -> dict:
+    def row(name: str, run: tuple[str, float], selection: str, columns: dict[str, str | None] | None = None,
+            optimum: str = "") -> dict:
         # `columns`: which column stands for each metric (temperature scaling's row: the *_ts
         # ones; None where scaling leaves no number of its own); tested against cross-entropy's.
         own = columns is None
@@ -192,17 +193,20 @@ def methods_context(study: Study, converged: pd.DataFrame) -> dict | None:
             cells[m] = metric_interval(rows[column].to_numpy(float), column) if column else None
             same = column == m and run == BASELINE
             tests[m] = None if not column or same else paired(df, run, column, BASELINE, baseline_column=m)
-        return {"name": name, "selection": selection, "cells": cells, "tests": tests,
+        return {"name": name, "selection": selection, "optimum": optimum, "cells": cells, "tests": tests,
                 "underconfident": own and cells_under(rows)}
 
-    rows = [row("cross-entropy", BASELINE, "baseline")]
+    rows = [row("cross-entropy", BASELINE, "the baseline", optimum="–")]
     if base["ece_ts"].notna().any():
-        rows.append(row("cross-entropy + temperature scaling", BASELINE, "one temperature fitted on held-out images",
+        rows.append(row("cross-entropy + temperature scaling", BASELINE, "T fitted on held-out images",
                         {"accuracy": None, "ece": "ece_ts", "ece_ts": "ece_ts", "test_nll": "nll_ts",
-                         "aurc": "aurc_ts"}))
+                         "aurc": "aurc_ts"}, optimum="–"))
     for s in chosen.values():
-        optimum = "" if s.candidates == 1 else f"; test-set optimum by ECE: {variant_label(*s.test_optimum)}"
-        rows.append(row(variant_label(*s.chosen), s.chosen, s.rule_text + optimum))
+        rule = {"val_nll": "validation NLL", "test_nll": "test NLL (no held-out images: a test-set choice)"}[s.rule]
+        optimum = ("–" if s.candidates == 1 else "the same" if s.test_optimum == s.chosen
+                   else variant_label(*s.test_optimum))
+        rows.append(row(variant_label(*s.chosen), s.chosen, "its only setting" if s.candidates == 1 else rule,
+                        optimum=optimum))
     best = lowest(df, [BASELINE, *(s.chosen for s in chosen.values())], "ece")
     return {"rows": rows, "metrics": METHOD_METRICS, "best": variant_label(*best),
             "has_ood": bool(df["ood_auroc"].notna().any()),
