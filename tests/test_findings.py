@@ -48,8 +48,8 @@ def test_the_setting_is_chosen_on_held_out_images_and_tested_against_cross_entro
     # Sharpness 2.5 - 7.5 eps: eps=0.1 (sharpness 1.75) is far better calibrated than eps=0 (2.5);
     # the held-out images follow the same rule, so their NLL picks it too.
     records = findings(epsilons=(0.0, 0.1, 0.3), sharpness=lambda e: 2.5 - 7.5 * e, accuracy=lambda e: 0.8)
-    s = one(records, "method_setting", method="label_smoothing")
-    assert s["selection"] == "val_nll" and s["candidates"] == 2
+    s = one(records, "method_setting", setting_of="label_smoothing")
+    assert s["selection"] == "val_nll" and s["candidates"] == 3  # eps 0.1, 0.3 and eps 0 (cross-entropy)
     assert s["param"] == 0.1 and s["direction"] == "under" and s["high"] < 0 and s["p"] < 0.05
     assert "lower than cross-entropy's" in s["text"] and "validation NLL" in s["text"]
     assert s["test_optimum_param"] == 0.1
@@ -61,13 +61,13 @@ def test_the_choice_ignores_the_test_set():
     # optimum (by ECE) stays eps 0.1 and is named beside it.
     c = tables.calibrated
     c.loc[c["param"] == 0.3, "val_nll"] = c["val_nll"].min() / 2
-    s = one(study_findings(split_studies(tables)[0]), "method_setting", method="label_smoothing")
+    s = one(study_findings(split_studies(tables)[0]), "method_setting", setting_of="label_smoothing")
     assert s["param"] == 0.3 and s["test_optimum_param"] == 0.1 and "test-set optimum by ECE" in s["text"]
 
 
 def test_without_held_out_images_the_choice_says_it_used_the_test_set():
     records = findings(epsilons=(0.0, 0.1, 0.3), validation=False)
-    s = one(records, "method_setting", method="label_smoothing")
+    s = one(records, "method_setting", setting_of="label_smoothing")
     assert s["selection"] == "test_nll" and "test-set choice" in s["text"]
 
 
@@ -79,22 +79,36 @@ def test_the_best_method_is_compared_with_label_smoothing_and_temperature_scalin
     assert (best["method"], best["param"]) == ("focal", 0.05)
     assert best["vs_label_smoothing"]["direction"] == "under" and "against label smoothing's chosen" in best["text"]
     assert "vs_temperature_scaling" in best and "temperature scaling alone" in best["text"]
-    assert one(records, "temperature_scaling_vs_method", method="label_smoothing")["direction"] == "under"
+    assert best["vs_cross_entropy"]["direction"] == "under" and "against cross-entropy: lower" in best["text"]
+    # LS at 0.3 is sharper than cross-entropy (higher held-out NLL): its chosen value is eps 0.
+    ls = one(records, "method_setting", setting_of="label_smoothing")
+    assert (ls["method"], ls["param"]) == ("cross_entropy", 0.0)
+    assert ls["variant"] == "label smoothing ε = 0.0 (cross-entropy)" and "does not help" in ls["text"]
+    assert one(records, "temperature_scaling_vs_method", method="focal")
+    assert by_id(records, "temperature_scaling_vs_method") == [one(records, "temperature_scaling_vs_method")]
 
 
 def test_underconfident_methods_and_costs_are_listed():
-    # LS at 0.3: flat logits (underconfident) and fewer right answers.
-    records = findings(methods={"label_smoothing": [0.3], "focal": [1.0]},
+    # LogitNorm (no neutral value: its one setting is chosen) at 0.3: flat logits (underconfident)
+    # and fewer right answers.
+    records = findings(methods={"logit_norm": [0.3], "focal": [1.0]},
                        sharpness=lambda p: 0.4 if p == 0.3 else 2.0, accuracy=lambda p: 0.6 if p == 0.3 else 0.8)
     under = one(records, "underconfident_methods")
-    assert under["variants"] == ["label smoothing ε = 0.3"] and "label smoothing ε = 0.3" in under["text"]
+    assert under["variants"] == ["LogitNorm τ = 0.3"] and "LogitNorm τ = 0.3" in under["text"]
     costs = one(records, "method_costs")
-    assert costs["lower_accuracy"] == ["label smoothing ε = 0.3"] and "lowers accuracy" in costs["text"]
+    assert costs["lower_accuracy"] == ["LogitNorm τ = 0.3"] and "lowers accuracy" in costs["text"]
+
+
+def test_best_method_not_below_cross_entropy_says_so():
+    records = findings(methods={"focal": [0.5]}, sharpness=lambda p: 2.0, accuracy=lambda p: 0.8)
+    best = one(records, "best_method")
+    if (best["method"], best["param"]) != ("cross_entropy", 0.0):
+        assert best["vs_cross_entropy"]["direction"] in ("none", "unknown") and "against cross-entropy" in best["text"]
 
 
 def test_a_method_without_a_parameter_is_its_only_setting():
     records = findings(methods={"focal_adaptive": None})
-    s = one(records, "method_setting", method="focal_adaptive")
+    s = one(records, "method_setting", setting_of="focal_adaptive")
     assert s["candidates"] == 1 and "its only setting" in s["text"] and s["variant"] == "FLSD-53"
 
 

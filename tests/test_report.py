@@ -32,7 +32,7 @@ def test_same_tables_give_byte_identical_report(report_results, tmp_path):
     records = json.loads(fa.read_text())
     assert {"id", "text", "estimate", "low", "high"} <= set(records[0])
     chosen = [r for r in records if r["id"] == "method_setting"]
-    assert len(chosen) == 1 and (chosen[0]["method"], chosen[0]["param"]) == ("label_smoothing", 0.3)
+    assert len(chosen) == 1 and chosen[0]["setting_of"] == "label_smoothing" and chosen[0]["candidates"] == 2
     html = a.read_text()
     for record in records:  # every finding is on the page
         assert html_escape(record["text"].split(": ", 1)[1]) in html

@@ -150,7 +150,8 @@ def test_ood_and_findings(workdir):
     records = json.loads((workdir / "report" / "findings.json").read_text())
     chosen = [r for r in records if r["id"] == "method_setting"]
     assert {(r["dataset"], r["model"]) for r in chosen} == STUDIES
-    assert all((r["method"], r["param"], r["selection"]) == ("label_smoothing", 0.2, "val_nll") for r in chosen)
+    assert all((r["setting_of"], r["selection"], r["candidates"]) == ("label_smoothing", "val_nll", 2) for r in chosen)
+    assert all((r["method"], r["param"]) in {("label_smoothing", 0.2), ("cross_entropy", 0.0)} for r in chosen)
     assert {(r["dataset"], r["model"]) for r in records if r["id"] == "best_method"} == STUDIES
 
 
@@ -432,7 +433,7 @@ def test_a_methods_grid_trains_each_run_once_around_one_shared_baseline(tmp_path
     html = (wd / "report" / "index.html").read_text()
     assert 'id="digits-linear-methods"' in html and "FLSD-53" in html and "mixup α = 0.2" in html
     records = json.loads((wd / "report" / "findings.json").read_text())
-    assert {r["method"] for r in records if r["id"] == "method_setting"} == {"label_smoothing", "focal",
+    assert {r["setting_of"] for r in records if r["id"] == "method_setting"} == {"label_smoothing", "focal",
                                                                             "focal_adaptive", "mixup"}
     # The shorthand names runs that exist already: nothing trains again.
     again = snakemake(wd, "-n", "--config", "epsilons=[0.0,0.1]")

@@ -108,6 +108,9 @@ def method_option(args: argparse.Namespace) -> tuple[str, float]:
             param = float(text)
         except ValueError:
             raise ConfigError(f"--param = {text!r}: not a number") from None
+    if args.method is None and args.epsilon is None and param is not None:
+        raise ConfigError(f"--param = {text}: given without --method (the default, cross_entropy, takes none). "
+                          f"Allowed: --method one of {', '.join(METHODS)} with its --param")
     if get_method(method).param is None and param == 0:
         param = None  # how the tables and run paths write "no parameter"
     if get_method(method).param is not None and param is None:

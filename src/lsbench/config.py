@@ -242,7 +242,7 @@ def yaml_number_errors(config: Mapping[str, Any], paths: list[str | Path]) -> li
         if not isinstance(typed, Mapping):
             continue
         for where, written, value in _number_surprises(typed, text, ()):
-            if _lookup(config, where) == value:
+            if _lookup(config, where) in (value, [value]):  # [value]: a scalar given for a list (focal: 010)
                 meant = written.lstrip("0") if re.fullmatch(r"0\d+", written) else None
                 hint = f"{meant} or {value!r}" if meant else repr(value)
                 errors.append(f"config key {_where(where)!r} = {written} in {path}: YAML 1.1 reads {written} as "
@@ -370,10 +370,13 @@ def validate_config(raw: Mapping[str, Any], schema: Mapping[str, Any],
     `override_keys` (the keys given by `--config`) the layers that decide between `methods` and its
     shorthand `epsilons` (`resolve_methods`)."""
     config = coerce_config(raw, schema, typed)
+    # `methods` is checked by its registry (`method_errors`: names, types and ranges, item by item);
+    # the schema's own messages for it would say less.
     errors = (yaml_number_errors(config, list(yaml_files))
-              or [message for _, message in schema_errors(config, schema)])
+              or [message for path, message in schema_errors(config, schema) if path[:1] != ("methods",)])
     if not errors:
-        config, errors = resolve_methods(config, [*map(_top_keys, yaml_files), set(override_keys or ())])
+        sources = [*((str(f), _top_keys(f)) for f in yaml_files), ("--config", set(override_keys or ()))]
+        config, errors = resolve_methods(config, sources)
     errors = errors or method_errors(config["methods"]) + cross_key_errors(config)
     if errors:
         raise ConfigError("\n".join(errors))
@@ -392,22 +395,31 @@ def _top_keys(path: str | Path) -> set[str]:
 METHOD_KEYS = ("methods", "epsilons")
 
 
-def resolve_methods(config: dict[str, Any], layers: list[set[str]]) -> tuple[dict[str, Any], list[str]]:
+def resolve_methods(config: dict[str, Any], sources: list[tuple[str, set[str]]]) -> tuple[dict[str, Any], list[str]]:
     """Turn `epsilons` (shorthand) into `methods: {label_smoothing: [...]}`, returning (config,
-    errors). `layers`: the keys each config source set, in order (config files, then `--config`):
-    the last source that sets either key decides, so `--config epsilons=[0,0.2]` replaces the
-    config file's `methods` (and the other way round); one source setting both is an error, and so
-    is a config with neither."""
+    errors). `sources`: (name, keys it set) of each config source in order (config files, then
+    `--config`): the last source that sets either key decides, so `--config epsilons=[0,0.2]`
+    replaces the config file's `methods` (and the other way round); one source setting both is an
+    error naming it, and so is a config with neither. An empty `--config methods={}` is an error
+    too (Snakemake's merge would otherwise leave the file's value in its place)."""
+    from_command_line = bool(sources) and "methods" in sources[-1][1]
+    if from_command_line and not config.get("methods"):
+        return config, [f"config key 'methods' = {config.get('methods')!r} (from --config): empty. Allowed: a mapping "
+                        "from method to its parameter values, e.g. {focal: [1.0, 3.0]}"]
     given = [k for k in METHOD_KEYS if config.get(k) is not None]
+    both_in = "one source"
     if len(given) == 2:
-        for keys in reversed(layers):
+        for name, keys in reversed(sources):
             present = [k for k in METHOD_KEYS if k in keys]
             if len(present) == 1:
                 given = present
                 break
+            if len(present) == 2:
+                both_in = name
+                break
     if len(given) == 2:
-        return config, ["config keys 'methods' and 'epsilons' are both given: 'epsilons' is a shorthand for "
-                        f"methods: {{label_smoothing: {config['epsilons']!r}}}; give one of them"]
+        return config, [f"config keys 'methods' and 'epsilons' are both given (in {both_in}): 'epsilons' is a "
+                        f"shorthand for methods: {{label_smoothing: {config['epsilons']!r}}}; give one of them"]
     if not given:
         return config, ["config: neither 'methods' nor 'epsilons' is given. Allowed: methods: a mapping from method "
                         "to its parameter values, e.g. {label_smoothing: [0.0, 0.1], focal: [3.0]}, or epsilons: a "

@@ -17,7 +17,7 @@ import pandas as pd
 
 from lsbench import plots
 from lsbench.methods import CROSS_ENTROPY, METHODS, variant_label
-from lsbench.metrics import rejection_scores, risk_coverage_curve, top_label
+from lsbench.metrics import rejection_scores, risk_coverage_curve, temperature_at_bound, top_label
 from lsbench.stats import metric_interval, wilson_interval
 from lsbench.studies import by_variant
 
@@ -102,8 +102,10 @@ def figure_methods(converged: pd.DataFrame, chosen: list[tuple[str, float]]) -> 
         cells = {}
         for run in chosen:
             rows = converged[(converged["method"] == run[0]) & (converged["param"] == run[1])]
-            cells[variant_label(*run)] = {"accuracy": metric_interval(rows["accuracy"].to_numpy(), "accuracy"),
-                                          "ece": metric_interval(rows[column].to_numpy(), column)}
+            stuck = column == "ece_ts" and bool(temperature_at_bound(rows["temperature"]).any())
+            label = variant_label(*run) + (" (T at its search bound: not a fit)" if stuck else "")
+            cells[label] = {"accuracy": metric_interval(rows["accuracy"].to_numpy(), "accuracy"),
+                            "ece": metric_interval(rows[column].to_numpy(), column)}
         base = converged[converged["method"] == CROSS_ENTROPY]
         if column == "ece" and base["ece_ts"].notna().any():
             cells["cross-entropy + temperature scaling"] = {

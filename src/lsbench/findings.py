@@ -136,7 +136,9 @@ def lowest(df: pd.DataFrame, runs: list[Run], column: str) -> Run:
 @dataclass(frozen=True)
 class Selection:
     """A method's chosen setting: `chosen` by the lowest mean of `rule` ("val_nll", or "test_nll"
-    when no run held out validation images), and the test-set optimum by ECE, shown beside it."""
+    when the tables hold no held-out NLL), and the test-set optimum by ECE, shown beside it. The
+    candidates are the method's runs and, for a method with a neutral value, the cross-entropy run
+    (its value 0: "this method does not help" is a possible answer)."""
 
     method: str
     chosen: Run
@@ -145,19 +147,41 @@ class Selection:
     candidates: int
 
     @property
+    def label(self) -> str:
+        """The chosen setting by the method's own name: cross-entropy as "label smoothing ε = 0.0
+        (cross-entropy)"."""
+        return setting_label(self.method, self.chosen)
+
+    @property
+    def test_set_choice(self) -> bool:
+        return self.rule == "test_nll" and self.candidates > 1
+
+    @property
     def rule_text(self) -> str:
         if self.candidates == 1:
             return "its only setting"
         if self.rule == "val_nll":
             return "chosen by the lowest mean validation NLL (held-out training images)"
-        return "chosen by the lowest mean test NLL: no run held out validation images, so this is a test-set choice"
+        return ("chosen by the lowest mean test NLL, a test-set choice: the tables hold no held-out NLL "
+                "(validation_size 0, or tables of lsbench before 0.3)")
+
+
+def setting_label(method: str, run: Run) -> str:
+    """`run` named as a setting of `method`: the cross-entropy run as the method's neutral value."""
+    spec = METHODS[method].param
+    if run == BASELINE and method != CROSS_ENTROPY and spec is not None and spec.neutral is not None:
+        return f"{variant_label(method, spec.neutral)} (cross-entropy)"
+    return _name(run)
 
 
 def select(df: pd.DataFrame) -> dict[str, Selection]:
-    """Each method's chosen setting (not cross-entropy's), by validation NLL (see `Selection`)."""
+    """Each method's chosen setting (not cross-entropy's own), by validation NLL (see `Selection`)."""
     out = {}
-    for method in dict.fromkeys(m for m, _ in runs_of(df) if m != CROSS_ENTROPY):
-        runs = [r for r in runs_of(df) if r[0] == method]
+    present = runs_of(df)
+    for method in dict.fromkeys(m for m, _ in present if m != CROSS_ENTROPY):
+        spec = METHODS[method].param
+        neutral = [BASELINE] if spec is not None and spec.neutral is not None and BASELINE in present else []
+        runs = neutral + [r for r in present if r[0] == method]
         has_val = "val_nll" in df.columns and df.loc[df["method"] == method, "val_nll"].notna().any()
         rule = "val_nll" if has_val else "test_nll"
         out[method] = Selection(method, lowest(df, runs, rule), rule, lowest(df, runs, "ece"), len(runs))
@@ -215,12 +239,22 @@ def direction_findings(study: Study, df: pd.DataFrame) -> list[dict[str, Any]]:
 
 def setting_finding(study: Study, df: pd.DataFrame, s: Selection) -> dict[str, Any]:
     ece = metric_interval(_at(df, s.chosen)["ece"].to_numpy(), "ece")
+    optimum = "" if s.candidates == 1 else (
+        f"; the test-set optimum by ECE is {setting_label(s.method, s.test_optimum)}"
+        + (" (the same)" if s.test_optimum == s.chosen else " (a test-set choice, shown for reference)"))
+    head = f"{s.label}, {s.rule_text}{optimum}. "
+    fields = {**_run_fields(s.chosen), "variant": s.label, "setting_of": s.method, "selection": s.rule,
+              "candidates": s.candidates,
+              **_run_fields(s.test_optimum, "test_optimum_"), "test_optimum_variant": setting_label(s.method, s.test_optimum),
+              "ece": ece.mean, "ece_low": ece.lo, "ece_high": ece.hi}
+    if s.chosen == BASELINE:
+        text = head + (f"So {METHODS[s.method].title} does not help here: none of its other settings has a lower "
+                       f"{'validation' if s.rule == 'val_nll' else 'test'} NLL than cross-entropy.")
+        return _record(study, "method_setting", text, **fields, direction="none",
+                       **{"estimate": 0.0, "low": 0.0, "high": 0.0, "n": ece.n, "p": math.nan, "test": "none"})
     t = paired(df, s.chosen, "ece")
     d, direction = t.difference, _direction(t.difference)
-    optimum = "" if s.candidates == 1 else (
-        f"; the test-set optimum by ECE is {_name(s.test_optimum)}"
-        + (" (the same)" if s.test_optimum == s.chosen else " (a test-set choice, shown for reference)"))
-    head = f"{_name(s.chosen)}, {s.rule_text}{optimum}. Its ECE is {_ci(ece)}"
+    head += f"Its ECE is {_ci(ece)}"
     if direction in ("under", "over"):
         tail = (f", {'lower' if direction == 'under' else 'higher'} than cross-entropy's by {abs(d.mean):.4f} "
                 f"({_difference(d)}, {_test(t)}).")
@@ -228,9 +262,7 @@ def setting_finding(study: Study, df: pd.DataFrame, s: Selection) -> dict[str, A
         tail = f", no detectable difference from cross-entropy ({d.mean:+.4f} [95 % CI {d.lo:+.4f}, {d.hi:+.4f}], {_test(t)})."
     else:
         tail = f"; the data cannot tell it from cross-entropy ({_no_interval(d, signed=True)})."
-    return _record(study, "method_setting", head + tail, **_run_fields(s.chosen), selection=s.rule,
-                   candidates=s.candidates, **_run_fields(s.test_optimum, "test_optimum_"),
-                   ece=ece.mean, ece_low=ece.lo, ece_high=ece.hi, direction=direction, **_paired_fields(t))
+    return _record(study, "method_setting", head + tail, **fields, direction=direction, **_paired_fields(t))
 
 
 def _ts_at_bound(df: pd.DataFrame) -> int:
@@ -264,25 +296,37 @@ def temperature_finding(study: Study, df: pd.DataFrame, run: Run) -> dict[str, A
 
 
 def best_method_finding(study: Study, df: pd.DataFrame, chosen: dict[str, Selection]) -> dict[str, Any]:
-    """The lowest mean ECE among cross-entropy and each method's chosen setting, against label
-    smoothing's chosen setting and against temperature scaling alone."""
-    candidates = [BASELINE, *(s.chosen for s in chosen.values())]
+    """The lowest mean test ECE among cross-entropy and each method's chosen setting, against
+    cross-entropy, label smoothing's chosen setting and temperature scaling alone (paired tests)."""
+    candidates = list(dict.fromkeys([BASELINE, *(s.chosen for s in chosen.values())]))
     best = lowest(df, candidates, "ece")
     ece = metric_interval(_at(df, best)["ece"].to_numpy(), "ece")
-    parts = [f"the lowest mean ECE among cross-entropy and every method at its chosen setting is "
-             f"{_name(best)}'s, {_ci(ece)}"]
+    parts = [f"of cross-entropy and every method at its chosen setting, {_name(best)} has the lowest mean test ECE, "
+             f"{_ci(ece)}"]
     fields: dict[str, Any] = {**_run_fields(best), "ece": ece.mean, "ece_low": ece.lo, "ece_high": ece.hi,
-                              "n": ece.n, "compared": [_name(r) for r in candidates]}
+                              "n": ece.n, "compared": [_name(r) for r in candidates],
+                              "test_set_choices": [s.method for s in chosen.values() if s.test_set_choice]}
+    if best != BASELINE:
+        t = paired(df, best, "ece")
+        fields["vs_cross_entropy"] = {"direction": _direction(t.difference), **_paired_fields(t)}
+        parts.append(f"against cross-entropy: {_verdict(t)}")
+        acc = paired(df, best, "accuracy")
+        if _direction(acc.difference) in ("under", "over"):
+            parts.append(f"it also {'lowers' if _direction(acc.difference) == 'under' else 'raises'} accuracy "
+                         f"({_difference(acc.difference)}, {_test(acc)})")
     ls = chosen.get("label_smoothing")
     if ls is not None and best != ls.chosen:
         t = paired(df, best, "ece", ls.chosen)
         fields["vs_label_smoothing"] = {**_run_fields(ls.chosen), "direction": _direction(t.difference),
                                         **_paired_fields(t)}
-        parts.append(f"against label smoothing's chosen {_name(ls.chosen)}: {_verdict(t)}")
+        parts.append(f"against label smoothing's chosen {ls.label}: {_verdict(t)}")
     if not _at(df, BASELINE)["ece_ts"].isna().all() and not _ts_at_bound(df):
         t = paired(df, best, "ece", BASELINE, baseline_column="ece_ts")
         fields["vs_temperature_scaling"] = {"direction": _direction(t.difference), **_paired_fields(t)}
         parts.append(f"against temperature scaling alone: {_verdict(t)}")
+    if fields["test_set_choices"]:
+        parts.append("the settings of " + ", ".join(fields["test_set_choices"]) + " are test-set choices (no "
+                     "held-out NLL in the tables), so this comparison favours them")
     return _record(study, "best_method", "; ".join(parts) + ".", **fields)
 
 
@@ -297,7 +341,7 @@ def _verdict(t: PairedTest) -> str:
 
 def summary_findings(study: Study, records: list[dict[str, Any]], chosen: dict[str, Selection]) -> list[dict]:
     """Which methods end underconfident at their chosen setting, which cost accuracy or AURC."""
-    picked = {s.chosen for s in chosen.values()}
+    picked = {s.chosen for s in chosen.values()} - {BASELINE}  # cross-entropy is no method's setting to list
 
     def hits(id_: str, direction: str) -> list[str]:
         return [r["variant"] for r in records if r["id"] == id_ and (r["method"], r["param"]) in picked
@@ -348,7 +392,7 @@ def study_findings(study: Study) -> list[dict[str, Any]]:
         effects += [_effect(study, "ood_auroc_effect", what, paired(ood, r, "auroc"), r, "raises", "lowers",
                             ood_set=study.ood_set, score="msp") for r in others]
     records += effects
-    records += [ts for s in chosen.values() if (ts := temperature_finding(study, df, s.chosen))]
+    records += [ts for s in chosen.values() if s.chosen != BASELINE and (ts := temperature_finding(study, df, s.chosen))]
     if chosen:
         records.append(best_method_finding(study, df, chosen))
         records += summary_findings(study, records, chosen)

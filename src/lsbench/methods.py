@@ -255,7 +255,7 @@ def method_errors(methods: object, key: str = "methods") -> list[str]:
             continue
         m = METHODS[name]
         if m.param is None:
-            if values not in (None, []):
+            if values is not None:
                 errors.append(f"{where} = {values!r}: {name} ({m.title}) takes no parameter. Allowed: null "
                               f"(write {name}: null)")
             continue

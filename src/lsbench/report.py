@@ -20,7 +20,7 @@ import pandas as pd
 from lsbench.config import ConfigError
 from lsbench.figures import (figure_confidence, figure_curves, figure_headline, figure_methods, figure_ood,
                              figure_reliability, figure_sample, figure_selective, figure_vs_param)
-from lsbench.findings import BASELINE, json_ready, lowest, paired, select, study_findings
+from lsbench.findings import BASELINE, json_ready, lowest, paired, select, setting_label, study_findings
 from lsbench.io import KEY, OOD_SCORES, write_text
 from lsbench.methods import METHODS, variant_label
 from lsbench.metrics import TEMPERATURE_BOUNDS, temperature_at_bound
@@ -193,7 +193,9 @@ def methods_context(study: Study, converged: pd.DataFrame) -> dict | None:
             cells[m] = metric_interval(rows[column].to_numpy(float), column) if column else None
             same = column == m and run == BASELINE
             tests[m] = None if not column or same else paired(df, run, column, BASELINE, baseline_column=m)
+        at_bound = int(temperature_at_bound(rows["temperature"]).sum())
         return {"name": name, "selection": selection, "optimum": optimum, "cells": cells, "tests": tests,
+                "at_bound": at_bound, "n": len(rows),
                 "underconfident": own and cells_under(rows)}
 
     rows = [row("cross-entropy", BASELINE, "the baseline", optimum="–")]
@@ -204,13 +206,13 @@ def methods_context(study: Study, converged: pd.DataFrame) -> dict | None:
     for s in chosen.values():
         rule = {"val_nll": "validation NLL", "test_nll": "test NLL (no held-out images: a test-set choice)"}[s.rule]
         optimum = ("–" if s.candidates == 1 else "the same" if s.test_optimum == s.chosen
-                   else variant_label(*s.test_optimum))
-        rows.append(row(variant_label(*s.chosen), s.chosen, "its only setting" if s.candidates == 1 else rule,
-                        optimum=optimum))
+                   else setting_label(s.method, s.test_optimum))
+        rows.append(row(s.label, s.chosen, "its only setting" if s.candidates == 1 else rule, optimum=optimum))
     best = lowest(df, [BASELINE, *(s.chosen for s in chosen.values())], "ece")
     return {"rows": rows, "metrics": METHOD_METRICS, "best": variant_label(*best),
             "has_ood": bool(df["ood_auroc"].notna().any()),
-            "chosen": [BASELINE, *(s.chosen for s in chosen.values())],
+            "test_set_choices": [s.method for s in chosen.values() if s.test_set_choice],
+            "chosen": list(dict.fromkeys([BASELINE, *(s.chosen for s in chosen.values())])),
             "full": interval_rows(df, METHOD_METRICS)}
 
 
@@ -299,8 +301,19 @@ def study_row(study: Study) -> dict:
             "ece": metric_interval(base["ece"].to_numpy(), "ece"),
             "ece_ts": metric_interval(ts["ece_ts"].to_numpy(), "ece_ts") if not ts.empty else None,
             "temperature": metric_interval(ts["temperature"].to_numpy(), "temperature") if not ts.empty else None,
-            "label_smoothing": variant_label(*ls.chosen) if ls else "–",
-            "best": variant_label(*best), "best_ece": metric_interval(best_rows["ece"].to_numpy(), "ece")}
+            "label_smoothing": (ls.label + (" (a test-set choice)" if ls.test_set_choice else "")) if ls else "–",
+            "best": variant_label(*best) + best_note(converged, best),
+            "best_ece": metric_interval(best_rows["ece"].to_numpy(), "ece")}
+
+
+def best_note(df: pd.DataFrame, best: tuple[str, float]) -> str:
+    """What the cross-study table adds to the best method's name: whether its ECE is detectably
+    below cross-entropy's."""
+    if best == BASELINE:
+        return ""
+    d = paired(df, best, "ece").difference
+    detectable = d.n > 1 and np.isfinite(d.hi) and d.hi < 0
+    return "" if detectable else " (not detectably below cross-entropy)"
 
 
 def diverged_runs(tables: Tables) -> list[dict]:
