@@ -210,3 +210,27 @@ def test_every_method_documents_its_source_and_parameter():
         if m.param is not None:
             assert m.param.symbol and math.isfinite(m.param.low), name
             assert m.param.neutral is None or m.param.allows(m.param.neutral), name
+
+
+def test_an_empty_methods_mapping_from_the_command_line_is_refused():
+    # Snakemake merges `--config methods={}` into config.yaml's `methods: null` and leaves null.
+    with pytest.raises(ConfigError, match=r"'methods' = None \(from --config\): empty"):
+        validate_config({**BASE, "epsilons": [0.1], "methods": None}, load_schema(), override_keys={"methods"})
+
+
+def test_a_method_without_a_parameter_refuses_an_empty_list_too():
+    assert any("takes no parameter" in e for e in method_errors({"focal_adaptive": []}))
+
+
+def test_a_scalar_yaml_octal_for_a_method_is_refused(tmp_path):
+    f = tmp_path / "mine.yaml"
+    f.write_text("methods: {focal: 010}\n")
+    with pytest.raises(ConfigError, match="YAML 1.1 reads 010 as 8"):
+        validate_config({**BASE, "methods": {"focal": 8}}, load_schema(), yaml_files=[f])
+
+
+def test_both_keys_in_one_file_names_the_file(tmp_path):
+    f = tmp_path / "mine.yaml"
+    f.write_text("epsilons: [0.1]\nmethods: {focal: [1.0]}\n")
+    with pytest.raises(ConfigError, match=rf"both given \(in {f}\)"):
+        validate_config({**BASE, "epsilons": [0.1], "methods": {"focal": [1.0]}}, load_schema(), yaml_files=[f])
