@@ -18,7 +18,7 @@ import pandas as pd
 from lsbench import plots
 from lsbench.methods import CROSS_ENTROPY, METHODS, variant_label
 from lsbench.metrics import rejection_scores, risk_coverage_curve, temperature_at_bound, top_label
-from lsbench.stats import metric_interval, wilson_interval
+from lsbench.stats import metric_interval, rows_of, wilson_interval
 from lsbench.studies import by_variant
 
 CURVE_METRICS = ("accuracy", "test_nll", "ece", "overconfidence")
@@ -101,7 +101,7 @@ def figure_methods(converged: pd.DataFrame, chosen: list[tuple[str, float]]) -> 
     for ax, column, title in ((axes[0], "ece", "as trained"), (axes[1], "ece_ts", "after temperature scaling")):
         cells = {}
         for run in chosen:
-            rows = converged[(converged["method"] == run[0]) & (converged["param"] == run[1])]
+            rows = rows_of(converged, run)
             stuck = column == "ece_ts" and bool(temperature_at_bound(rows["temperature"]).any())
             label = variant_label(*run) + (" (T at its search bound: not a fit)" if stuck else "")
             cells[label] = {"accuracy": metric_interval(rows["accuracy"].to_numpy(), "accuracy"),
@@ -179,8 +179,7 @@ def figure_reliability(reliability: pd.DataFrame, predictions: pd.DataFrame) -> 
     runs = by_variant(reliability)
     fig, axes = plots.grid(len(runs) + 1, 3)
     for (run, label, bins), ax in zip(runs, axes):
-        rows = predictions[(predictions["method"] == run[0]) & (predictions["param"] == run[1])]
-        plots.reliability_diagram(pooled_reliability(bins), ax, label, smooth_curve(rows))
+        plots.reliability_diagram(pooled_reliability(bins), ax, label, smooth_curve(rows_of(predictions, run)))
     axes[0].legend(loc="upper left", fontsize=7)
     plots.reliability_overlay({label: pooled_reliability(bins) for _, label, bins in runs}, axes[len(runs)])
     return _img(plots.png_bytes(fig))
@@ -224,8 +223,8 @@ def figure_ood(predictions: pd.DataFrame, ood_predictions: pd.DataFrame, ood_set
     fig, axes = plots.grid(2 * len(runs), 2, size=4)
     for row, (run, label, rows) in enumerate(runs):
         id_scores = rejection_scores(run_arrays(rows)[0])
-        mine = (ood_predictions["method"] == run[0]) & (ood_predictions["param"] == run[1])
-        ood_scores = rejection_scores(ood_predictions.loc[mine, prob_columns(ood_predictions, "logit_")].to_numpy())
+        ood_logits = rows_of(ood_predictions, run)[prob_columns(ood_predictions, "logit_")]
+        ood_scores = rejection_scores(ood_logits.to_numpy())
         for col, score in enumerate(("msp", "energy")):
             plots.score_histograms(id_scores[score], ood_scores[score], axes[2 * row + col],
                                    f"{label}: {score} (OOD: {ood_set})", score)

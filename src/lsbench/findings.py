@@ -38,7 +38,7 @@ import pandas as pd
 from lsbench.io import KEY
 from lsbench.methods import CROSS_ENTROPY, METHODS, variant_label, variant_order
 from lsbench.metrics import TEMPERATURE_BOUNDS, temperature_at_bound
-from lsbench.stats import Interval, PairedTest, metric_interval, paired_test
+from lsbench.stats import Interval, PairedTest, metric_interval, paired_test, rows_of, runs_in_order
 from lsbench.studies import Study
 
 Run = tuple[str, float]  # (method, param)
@@ -101,17 +101,13 @@ def _paired_fields(t: PairedTest) -> dict[str, Any]:
 
 def runs_of(df: pd.DataFrame) -> list[Run]:
     """The (method, param) runs of a frame, cross-entropy first, then in registry order."""
-    pairs = {(str(m), float(p)) for m, p in df[["method", "param"]].drop_duplicates().itertuples(index=False)}
-    return sorted(pairs, key=lambda r: variant_order(*r))
+    return [run for run, _ in runs_in_order(df)]
 
-
-def _at(df: pd.DataFrame, run: Run) -> pd.DataFrame:
-    return df[(df["method"] == run[0]) & (df["param"] == run[1])]
 
 
 def _by_seed(df: pd.DataFrame, run: Run, column: str) -> pd.Series:
     """`column` of `run` by seed, without the seeds where it is NaN (a metric a run lacks)."""
-    return _at(df, run).set_index("seed")[column].dropna()
+    return rows_of(df, run).set_index("seed")[column].dropna()
 
 
 def paired(df: pd.DataFrame, run: Run, column: str, baseline: Run = BASELINE,
@@ -208,7 +204,7 @@ def _effect(study: Study, id_: str, what: str, t: PairedTest, run: Run, up: str,
 def direction_findings(study: Study, df: pd.DataFrame) -> list[dict[str, Any]]:
     records, directions = [], {}
     for run in runs_of(df):
-        i = metric_interval(_at(df, run)["overconfidence"].to_numpy(), "overconfidence")
+        i = metric_interval(rows_of(df, run)["overconfidence"].to_numpy(), "overconfidence")
         d = directions[run] = _direction(i)
         words = {"over": "overconfident: mean confidence exceeds accuracy by",
                  "under": "underconfident: mean confidence falls short of accuracy by",
@@ -238,7 +234,7 @@ def direction_findings(study: Study, df: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def setting_finding(study: Study, df: pd.DataFrame, s: Selection) -> dict[str, Any]:
-    ece = metric_interval(_at(df, s.chosen)["ece"].to_numpy(), "ece")
+    ece = metric_interval(rows_of(df, s.chosen)["ece"].to_numpy(), "ece")
     optimum = "" if s.candidates == 1 else (
         f"; the test-set optimum by ECE is {setting_label(s.method, s.test_optimum)}"
         + (" (the same)" if s.test_optimum == s.chosen else " (a test-set choice, shown for reference)"))
@@ -266,11 +262,11 @@ def setting_finding(study: Study, df: pd.DataFrame, s: Selection) -> dict[str, A
 
 
 def _ts_at_bound(df: pd.DataFrame) -> int:
-    return int(temperature_at_bound(_at(df, BASELINE)["temperature"]).sum())
+    return int(temperature_at_bound(rows_of(df, BASELINE)["temperature"]).sum())
 
 
 def temperature_finding(study: Study, df: pd.DataFrame, run: Run) -> dict[str, Any] | None:
-    if _at(df, BASELINE)["ece_ts"].isna().all():
+    if rows_of(df, BASELINE)["ece_ts"].isna().all():
         return None
     t = paired(df, BASELINE, "ece_ts", run, baseline_column="ece")
     d, direction = t.difference, _direction(t.difference)
@@ -281,7 +277,7 @@ def temperature_finding(study: Study, df: pd.DataFrame, run: Run) -> dict[str, A
     if at_bound:
         low, high = TEMPERATURE_BOUNDS
         tail = (f"cannot tell: the fitted temperature hit its search bound ({low:g} or {high:g}) in {at_bound} of "
-                f"{len(_at(df, BASELINE))} runs, so the held-out images did not determine it (too few of them?).")
+                f"{len(rows_of(df, BASELINE))} runs, so the held-out images did not determine it (too few of them?).")
         return _record(study, "temperature_scaling_vs_method", head + tail,
                        **{**fields, "direction": "unknown"}, runs_at_bound=at_bound)
     if direction == "under":
@@ -300,7 +296,7 @@ def best_method_finding(study: Study, df: pd.DataFrame, chosen: dict[str, Select
     cross-entropy, label smoothing's chosen setting and temperature scaling alone (paired tests)."""
     candidates = list(dict.fromkeys([BASELINE, *(s.chosen for s in chosen.values())]))
     best = lowest(df, candidates, "ece")
-    ece = metric_interval(_at(df, best)["ece"].to_numpy(), "ece")
+    ece = metric_interval(rows_of(df, best)["ece"].to_numpy(), "ece")
     parts = [f"of cross-entropy and every method at its chosen setting, {_name(best)} has the lowest mean test ECE, "
              f"{_ci(ece)}"]
     fields: dict[str, Any] = {**_run_fields(best), "ece": ece.mean, "ece_low": ece.lo, "ece_high": ece.hi,
@@ -320,7 +316,7 @@ def best_method_finding(study: Study, df: pd.DataFrame, chosen: dict[str, Select
         fields["vs_label_smoothing"] = {**_run_fields(ls.chosen), "direction": _direction(t.difference),
                                         **_paired_fields(t)}
         parts.append(f"against label smoothing's chosen {ls.label}: {_verdict(t)}")
-    if not _at(df, BASELINE)["ece_ts"].isna().all() and not _ts_at_bound(df):
+    if not rows_of(df, BASELINE)["ece_ts"].isna().all() and not _ts_at_bound(df):
         t = paired(df, best, "ece", BASELINE, baseline_column="ece_ts")
         fields["vs_temperature_scaling"] = {"direction": _direction(t.difference), **_paired_fields(t)}
         parts.append(f"against temperature scaling alone: {_verdict(t)}")
@@ -372,8 +368,8 @@ def study_findings(study: Study) -> list[dict[str, Any]]:
     if df.empty:
         return [_record(study, "all_diverged", "every run diverged; there is nothing to conclude.")]
     records = direction_findings(study, df)
-    if _at(df, BASELINE).empty:
-        why = ("every cross-entropy run diverged" if not _at(study.runs, BASELINE).empty
+    if rows_of(df, BASELINE).empty:
+        why = ("every cross-entropy run diverged" if not rows_of(study.runs, BASELINE).empty
                else "the study has no cross-entropy run (a grid of lsbench before 0.3 without ε = 0)")
         return records + [_record(study, "baseline_diverged",
                                   f"{why}, so nothing can be compared with it: no claim of an effect of a method, "

@@ -24,7 +24,8 @@ from lsbench.findings import BASELINE, json_ready, lowest, paired, select, setti
 from lsbench.io import KEY, OOD_SCORES, write_text
 from lsbench.methods import METHODS, variant_label
 from lsbench.metrics import TEMPERATURE_BOUNDS, temperature_at_bound
-from lsbench.stats import WILCOXON_MIN_N, Interval, PairedTest, final_epoch_intervals, metric_interval, paired_against
+from lsbench.stats import (WILCOXON_MIN_N, Interval, PairedTest, final_epoch_intervals, metric_interval, paired_against,
+                           rows_of)
 from lsbench.studies import Study, by_variant, final_epoch, split_studies, study_slug
 from lsbench.tables import Tables, read_tables
 
@@ -98,8 +99,7 @@ def temperature_rows(converged: pd.DataFrame) -> list[dict]:
     fitted = converged.dropna(subset=["temperature"])
     rows = summary_rows(fitted, TS_METRICS) if not fitted.empty else []
     for row in rows:
-        mine = (fitted["method"] == row["run"][0]) & (fitted["param"] == row["run"][1])
-        row["at_bound"] = int(temperature_at_bound(fitted.loc[mine, "temperature"]).sum())
+        row["at_bound"] = int(temperature_at_bound(rows_of(fitted, row["run"])["temperature"]).sum())
     return rows
 
 
@@ -175,7 +175,7 @@ def methods_context(study: Study, converged: pd.DataFrame) -> dict | None:
     test against cross-entropy; and the chosen runs for the headline figure. None without a
     cross-entropy run."""
     df = _with_ood_auroc(study, converged)
-    base = df[(df["method"] == BASELINE[0]) & (df["param"] == BASELINE[1])]
+    base = rows_of(df, BASELINE)
     if base.empty:
         return None
     chosen = select(df)
@@ -186,7 +186,7 @@ def methods_context(study: Study, converged: pd.DataFrame) -> dict | None:
         # ones; None where scaling leaves no number of its own); tested against cross-entropy's.
         own = columns is None
         columns = columns or {m: m for m in METHOD_METRICS}
-        rows = df[(df["method"] == run[0]) & (df["param"] == run[1])]
+        rows = rows_of(df, run)
         cells, tests = {}, {}
         for m in METHOD_METRICS:
             column = columns.get(m)
@@ -287,7 +287,7 @@ def study_row(study: Study) -> dict:
     converged = study.converged()
     row = {"slug": study.slug, "title": study.title, "n_runs": len(study.final()),
            "n_diverged": int(study.final()["diverged"].sum())}
-    base = converged[(converged["method"] == BASELINE[0]) & (converged["param"] == BASELINE[1])]
+    base = rows_of(converged, BASELINE)
     if base.empty:
         why = ("every run diverged" if converged.empty else "no converged cross-entropy run (the baseline): "
                "nothing to compare with")
@@ -295,7 +295,7 @@ def study_row(study: Study) -> dict:
     ts = base.dropna(subset=["temperature"])
     chosen = select(converged)
     best = lowest(converged, [BASELINE, *(s.chosen for s in chosen.values())], "ece")
-    best_rows = converged[(converged["method"] == best[0]) & (converged["param"] == best[1])]
+    best_rows = rows_of(converged, best)
     ls = chosen.get("label_smoothing")
     return {**row, "baseline": variant_label(*BASELINE), "accuracy": metric_interval(base["accuracy"].to_numpy(), "accuracy"),
             "ece": metric_interval(base["ece"].to_numpy(), "ece"),

@@ -160,18 +160,25 @@ def wilson_interval(successes: int, trials: int, confidence: float = CONFIDENCE)
     return float(ci.low), float(ci.high)
 
 
-def _runs(df: pd.DataFrame) -> list[tuple[tuple[str, float], pd.DataFrame]]:
-    """((method, param), rows) of each run of a frame, in `lsbench.methods.variant_order`."""
+def runs_in_order(df: pd.DataFrame) -> list[tuple[tuple[str, float], pd.DataFrame]]:
+    """((method, param), rows) of each run (method and parameter) of a frame, in
+    `lsbench.methods.variant_order`: cross-entropy first, then each method's values ascending. The
+    one order of every table, figure and finding."""
     from lsbench.methods import variant_order
 
     groups = [((str(m), float(p)), g) for (m, p), g in df.groupby(["method", "param"], sort=False)]
     return sorted(groups, key=lambda x: variant_order(*x[0]))
 
 
+def rows_of(df: pd.DataFrame, run: tuple[str, float]) -> pd.DataFrame:
+    """The rows of `df` that belong to `run` = (method, param)."""
+    return df[(df["method"] == run[0]) & (df["param"] == run[1])]
+
+
 def final_epoch_intervals(final: pd.DataFrame, metrics: tuple[str, ...]) -> dict[tuple[str, float], dict[str, Interval]]:
     """{(method, param): {metric: Interval over seeds}} for converged runs of the final epoch."""
     ok = final[~final["diverged"]]
-    return {run: {m: metric_interval(group[m].to_numpy(), m) for m in metrics} for run, group in _runs(ok)}
+    return {run: {m: metric_interval(group[m].to_numpy(), m) for m in metrics} for run, group in runs_in_order(ok)}
 
 
 def paired_against(final: pd.DataFrame, metrics: tuple[str, ...],
@@ -179,9 +186,9 @@ def paired_against(final: pd.DataFrame, metrics: tuple[str, ...],
     """{(method, param): {metric: PairedTest vs the baseline run}}, pairing runs by seed (converged
     pairs only)."""
     ok = final[~final["diverged"]]
-    base = ok[(ok["method"] == baseline[0]) & (ok["param"] == baseline[1])].set_index("seed")
+    base = rows_of(ok, baseline).set_index("seed")
     out: dict[tuple[str, float], dict[str, PairedTest]] = {}
-    for run, group in _runs(ok):
+    for run, group in runs_in_order(ok):
         if run == baseline:
             continue
         seeds = sorted(set(group["seed"]) & set(base.index))

@@ -11,7 +11,8 @@ import pandas as pd
 from lsbench.config import model_slug
 from lsbench.datasets import DATASETS
 from lsbench.io import KEY
-from lsbench.methods import variant_label, variant_order
+from lsbench.methods import variant_label
+from lsbench.stats import runs_in_order
 from lsbench.tables import Tables, final_epoch  # noqa: F401 - final_epoch is used here and re-exported
 
 STUDY = ["dataset", "model"]
@@ -60,8 +61,7 @@ class Study:
     def variants(self) -> list[tuple[str, float]]:
         """The study's (method, param) runs, cross-entropy (the baseline) first, then in the
         registry's order (`lsbench.methods.variant_order`), diverged ones included."""
-        pairs = {(str(m), float(p)) for m, p in self.runs[["method", "param"]].drop_duplicates().itertuples(index=False)}
-        return sorted(pairs, key=lambda r: variant_order(*r))
+        return [run for run, _ in runs_in_order(self.runs)]
 
     def final(self) -> pd.DataFrame:
         return final_epoch(self.metrics)
@@ -78,8 +78,7 @@ class Study:
 def by_variant(df: pd.DataFrame) -> list[tuple[tuple[str, float], str, pd.DataFrame]]:
     """[((method, param), label, rows)] of a frame's runs, in `variant_order`: how every table
     and figure of the report lists a study's methods."""
-    groups = [((str(m), float(p)), g) for (m, p), g in df.groupby(["method", "param"], sort=False)]
-    return [(run, variant_label(*run), g) for run, g in sorted(groups, key=lambda x: variant_order(*x[0]))]
+    return [(run, variant_label(*run), g) for run, g in runs_in_order(df)]
 
 
 def split_studies(tables: Tables) -> list[Study]:
