@@ -47,3 +47,26 @@ def test_a_definition_changes_with_what_defines_the_runs_only(tmp_path):
     assert {r.definition for r in a.runs}.isdisjoint({r.definition for r in c.runs})
     assert a.grid_id == b.grid_id != c.grid_id
     assert a.runs[0].run_dir.startswith("results/runs/digits/mlp/") and sys.modules  # paths relative to the workdir
+
+
+def test_the_objectives_digest_follows_the_objectives_not_the_registrys_other_code(monkeypatch):
+    from lsbench import methods
+    from lsbench.plan import objective_code_sha256
+
+    before = objective_code_sha256()
+
+    def method_errors(methods_, key="methods"):  # validation code: no run's numbers depend on it
+        return []
+
+    monkeypatch.setattr(methods, "method_errors", method_errors)
+    assert objective_code_sha256() == before
+
+    def _focal(logits, target, gamma, gamma_of=None):  # an objective's code: every run reruns
+        return logits.sum() * 0
+
+    _focal.__module__ = methods.__name__  # as if edited in place
+    monkeypatch.setattr(methods, "_focal", _focal)
+    assert objective_code_sha256() != before
+    monkeypatch.undo()
+    monkeypatch.setattr(methods, "MBLS_MARGIN", 5.0)
+    assert objective_code_sha256() != before

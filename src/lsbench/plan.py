@@ -4,8 +4,9 @@ and the paths that carry it. No torch, and no user code is imported here.
 A run's directory carries a digest of everything that defines its numbers besides its seed, method
 and parameter (`WorkflowPlan.definition`): the training hyperparameters, the content of its data
 and of its OOD data (`data_fingerprint`: the bytes of the files a dataset is read from), the code
-of its model (`model_code_sha256`) and of the methods' objectives (`objective_code_sha256`). A dataset's cache carries its fingerprint the same way. So whatever exists
-at a path was made from that definition, whether or not Snakemake's metadata (`.snakemake/`) is
+of its model (`model_code_sha256`) and of the methods' objectives (`objective_code_sha256`). A
+dataset's cache carries its fingerprint the same way. So whatever exists at a path was made from
+that definition, whether or not Snakemake's metadata (`.snakemake/`) is
 still there: a changed config key, data file or model trains new runs at new paths, and the same
 content reached another way (a relative or an absolute data_root, a copy of the files elsewhere)
 finds the runs it already has.
@@ -79,10 +80,28 @@ def model_code_sha256(name: str, hidden: tuple[str, ...] = ()) -> str:
 
 
 def objective_code_sha256() -> str:
-    """sha256 (first `DIGEST_CHARS` hex digits) of `lsbench.methods`' source, where every
-    objective is written: editing a method reruns every run (a finer split would have to know
-    which lines belong to which method)."""
-    return hashlib.sha256((Path(__file__).parent / "methods.py").read_bytes()).hexdigest()[:DIGEST_CHARS]
+    """sha256 (first `DIGEST_CHARS` hex digits) of what the methods' objectives compute with: the
+    source of `lsbench.methods`' private functions (every `Method.loss` and `Method.mix`, and the
+    helpers they call), its numeric constants (MbLS's margin, LogitNorm's eps), each entry's
+    parameter (range, neutral value) and functions, and the installed `label-relaxation` version.
+    Editing an objective reruns every run; editing the registry's validation, labels or docstrings
+    reruns none. Without importing torch."""
+    import inspect
+    from importlib import metadata
+
+    from lsbench import methods
+
+    members = sorted(vars(methods).items())
+    parts = [inspect.getsource(f) for n, f in members
+             if n.startswith("_") and inspect.isfunction(f) and f.__module__ == methods.__name__]
+    parts += [f"{n}={v!r}" for n, v in members if n.isupper() and isinstance(v, (int, float))]
+    parts += [repr((m.name, m.param, m.loss.__name__, m.mix.__name__ if m.mix else None))
+              for m in methods.METHODS.values()]
+    try:
+        parts.append(f"label-relaxation {metadata.version('label-relaxation')}")
+    except metadata.PackageNotFoundError:
+        parts.append("label-relaxation absent")
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:DIGEST_CHARS]
 
 
 def _digest(value: object) -> str:
@@ -130,6 +149,7 @@ class WorkflowPlan:
         needed = sorted(set(wf.datasets) | {wf.ood_set(d) for d in wf.datasets if wf.ood_set(d)})
         self.fingerprints = {d: data_fingerprint(d, wf.data_root) for d in needed}
         self.model_sha256 = {m: model_code_sha256(m, hidden_paths) for m in wf.models}
+        self.objective_sha256 = objective_code_sha256()
         self.definition_ids = {(d, m): _digest(self.definition(d, m)) for d in wf.datasets for m in wf.models}
         self.runs = [RunPlan(d, m, method, param, s, self.definition_ids[d, m])
                      for d in wf.datasets for m in wf.models for s in wf.seeds for method, param in wf.variants]
@@ -138,7 +158,8 @@ class WorkflowPlan:
         """What defines the numbers of (dataset, model)'s runs besides seed, method and parameter."""
         train, ood = self.wf.train_config(dataset), self.wf.ood_set(dataset)
         return {"dataset": dataset, "data": self.fingerprints[dataset], "model": model,
-                "model_code": self.model_sha256[model], "objective_code": objective_code_sha256(), "epochs": train.epochs, "batch_size": train.batch_size,
+                "model_code": self.model_sha256[model], "objective_code": self.objective_sha256,
+                "epochs": train.epochs, "batch_size": train.batch_size,
                 "lr": float(train.lr), "validation_size": train.validation_size,
                 "ood_set": ood or "", "ood_data": self.fingerprints[ood] if ood else ""}
 
