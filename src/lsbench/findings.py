@@ -122,7 +122,8 @@ def lowest(df: pd.DataFrame, runs: list[Run], column: str) -> Run:
     """The run among `runs` with the lowest mean `column` over the seeds that have it for every one
     of them, so that each mean is over the same seeds (a seed that diverged in one run would
     otherwise bias the comparison); over all seeds when no seed has every run."""
-    part = df[[r in set(runs) for r in zip(df["method"], df["param"].astype(float))]]
+    wanted = set(runs)
+    part = df[[r in wanted for r in zip(df["method"], df["param"].astype(float))]]
     per_seed = part.pivot_table(index="seed", columns=["method", "param"], values=column)
     common = per_seed.dropna()
     means = (common if not common.empty else per_seed).mean()
@@ -151,6 +152,13 @@ class Selection:
     @property
     def test_set_choice(self) -> bool:
         return self.rule == "test_nll" and self.candidates > 1
+
+    @property
+    def rule_short(self) -> str:
+        """The rule in a table cell."""
+        if self.candidates == 1:
+            return "its only setting"
+        return "validation NLL" if self.rule == "val_nll" else "test NLL (no held-out images: a test-set choice)"
 
     @property
     def rule_text(self) -> str:

@@ -98,6 +98,8 @@ def format_param(value: float) -> str:
 def _cross_entropy(logits: "torch.Tensor", target: "torch.Tensor", param: float) -> "torch.Tensor":
     import torch.nn.functional as F
 
+    # Class indices, or class probabilities (B, C): mixup trains on mixed targets with this loss,
+    # and on the test set (class indices) its objective is plain cross-entropy.
     return F.cross_entropy(logits, target)
 
 
@@ -166,13 +168,6 @@ def _logit_norm(logits: "torch.Tensor", target: "torch.Tensor", tau: float) -> "
     return F.cross_entropy(logits / (norms * tau), target)
 
 
-def _soft_cross_entropy(logits: "torch.Tensor", target: "torch.Tensor", param: float) -> "torch.Tensor":
-    import torch.nn.functional as F
-
-    # Mixup trains on mixed targets (B, C); on the test set (class indices) it is cross-entropy.
-    return F.cross_entropy(logits, target)
-
-
 def _mixup(x: "torch.Tensor", y: "torch.Tensor", alpha: float, num_classes: int,
            generator: "torch.Generator") -> tuple["torch.Tensor", "torch.Tensor"]:
     import numpy as np
@@ -206,7 +201,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            _label_relaxation, Param("alpha", "α", 0.0, 1.0, neutral=0.0)),
     Method("logit_norm", "LogitNorm", "Wei et al. 2022: CE of logits / (tau * ||logits||)", _logit_norm,
            Param("tau", "τ", 0.0, low_open=True), fixed={"eps": f"{LOGIT_NORM_EPS:g} (Wei et al.'s code)"}),
-    Method("mixup", "mixup", "Zhang et al. 2018; on calibration, Thulasidasan et al. 2019", _soft_cross_entropy,
+    Method("mixup", "mixup", "Zhang et al. 2018; on calibration, Thulasidasan et al. 2019", _cross_entropy,
            Param("alpha", "α", 0.0, neutral=0.0), mix=_mixup),
 )}
 

@@ -204,10 +204,9 @@ def methods_context(study: Study, converged: pd.DataFrame) -> dict | None:
                         {"accuracy": None, "ece": "ece_ts", "ece_ts": "ece_ts", "test_nll": "nll_ts",
                          "aurc": "aurc_ts"}, optimum="–"))
     for s in chosen.values():
-        rule = {"val_nll": "validation NLL", "test_nll": "test NLL (no held-out images: a test-set choice)"}[s.rule]
         optimum = ("–" if s.candidates == 1 else "the same" if s.test_optimum == s.chosen
                    else setting_label(s.method, s.test_optimum))
-        rows.append(row(s.label, s.chosen, "its only setting" if s.candidates == 1 else rule, optimum=optimum))
+        rows.append(row(s.label, s.chosen, s.rule_short, optimum=optimum))
     best = lowest(df, [BASELINE, *(s.chosen for s in chosen.values())], "ece")
     return {"rows": rows, "metrics": METHOD_METRICS, "best": variant_label(*best),
             "has_ood": bool(df["ood_auroc"].notna().any()),
