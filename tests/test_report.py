@@ -1,6 +1,7 @@
 """The report: rendered from the parquet tables alone, deterministic, escaped."""
 
 import base64
+import dataclasses
 import html as html_module
 import io
 import json
@@ -74,13 +75,19 @@ def test_provenance_comes_from_the_tables(report_results):
     section = html[html.index('<section id="provenance">'):]
     assert head in section
     sha = pd.read_parquet(report_results / "runs.parquet").loc[0, "data_sha256"]
-    for text in (torch.__version__, sha, cpu_model(), "epochs: 2", "seeds:\n- 0\n- 1",
+    assert set(env["cpu_capability"]) == {torch.backends.cpu.get_cpu_capability()}
+    for text in (torch.__version__, sha, cpu_model(), torch.backends.cpu.get_cpu_capability(), "epochs: 2", "seeds:\n- 0\n- 1",
                  "snakemake", "torchvision", "pandas", "python", "total training time"):
         assert text in section, text
     # Provenance is what the tables say, not what the rendering machine has.
     tables = read_tables(report_results)
     tables.environment["torch"] = "9.9.9-published"
     assert "9.9.9-published" in render(tables)
+    # A forced capability is shown with what forced it; tables without the column say so.
+    tables.environment["cpu_capability"], tables.environment["cpu_capability_forced"] = "AVX2", "avx2"
+    assert "AVX2 (ATEN_CPU_CAPABILITY=avx2)" in render(tables)
+    old = tables.environment.drop(columns=["cpu_capability", "cpu_capability_forced"])
+    assert "not recorded" in render(dataclasses.replace(tables, environment=old))
 
 
 def test_distinct():

@@ -50,6 +50,11 @@ def run_environment(device: "torch.device", data_source: str) -> dict[str, objec
             **{name: package_version(name) for name in RUN_PACKAGES},
             "torch_cuda": torch.version.cuda or "none",
             "cpu_model": cpu_model(), "cpu_count": _cpu_count(), "torch_threads": torch.get_num_threads(),
+            # The kernels torch dispatched to (DEFAULT, AVX2, AVX512, ...): another capability rounds
+            # differently, and over thousands of steps that changes a run like another seed does.
+            # ATEN_CPU_CAPABILITY, when set, is what forced it (e.g. avx2 on an AVX-512 CPU).
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "cpu_capability_forced": os.environ.get("ATEN_CPU_CAPABILITY", ""),
             "device": device.type,
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
             "data_source": data_source}

@@ -129,10 +129,16 @@ def provenance_section(tables: Tables) -> dict:
     from metrics; job time adds start-up and writing outputs, from environment.
     """
     env = tables.environment.merge(tables.metrics.groupby(KEY, as_index=False)["epoch_seconds"].sum(), on=KEY)
+    # Tables before 0.3 lack the capability: shown as not recorded, not guessed.
+    env["cpu_capability"] = env["cpu_capability"] if "cpu_capability" in env else "not recorded"
+    forced = env["cpu_capability_forced"] if "cpu_capability_forced" in env else pd.Series("", index=env.index)
+    env["capability"] = env["cpu_capability"] + np.where(forced.fillna("") != "",
+                                                         " (ATEN_CPU_CAPABILITY=" + forced.fillna("") + ")", "")
     hardware = []
-    for (cpu, device, threads), group in env.groupby(["cpu_model", "device_name", "torch_threads"]):
-        hardware.append({"cpu_model": cpu, "device": device, "threads": int(threads), "runs": len(group),
-                         "train": format_duration(group["epoch_seconds"].sum())})
+    for (cpu, capability, device, threads), group in env.groupby(["cpu_model", "capability", "device_name",
+                                                                  "torch_threads"]):
+        hardware.append({"cpu_model": cpu, "capability": capability, "device": device, "threads": int(threads),
+                         "runs": len(group), "train": format_duration(group["epoch_seconds"].sum())})
     workflow = tables.provenance.iloc[0]
     data = tables.runs.merge(env[[*KEY, "data_source"]], on=KEY) if "data_source" in env else tables.runs
     return {
