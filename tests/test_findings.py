@@ -115,15 +115,72 @@ def test_a_method_without_a_parameter_is_its_only_setting():
 @pytest.mark.parametrize("accuracy,direction,word", [
     (lambda e: 0.6 + e, "over", "raises accuracy"),
     (lambda e: 0.9 - e, "under", "lowers accuracy"),
-    (lambda e: 0.8, "none", "no detectable difference in accuracy"),
+    (lambda e: 0.8, "inconclusive", "cannot tell whether"),
 ])
 def test_accuracy_effect_in_each_direction(accuracy, direction, word):
     records = findings(epsilons=(0.0, 0.2), accuracy=accuracy)
     effect = one(records, "accuracy_effect", param=0.2)
     assert effect["direction"] == direction and word in effect["text"]
-    if direction == "none":
-        assert effect["low"] < 0 < effect["high"]
+    if direction == "inconclusive":
+        # 1500 test images a seed: a null effect's interval is wider than the 0.005 that matters.
+        assert effect["low"] < -0.005 or effect["high"] > 0.005
         assert "raises" not in effect["text"] and "lowers" not in effect["text"]
+        assert "no detectable difference" not in effect["text"]
+
+
+def set_final(tables, column: str, values: dict) -> None:
+    """Final-epoch `column` of each (param, seed) in `values`, in place."""
+    m = tables.metrics
+    last = m["epoch"] == m["epoch"].max()
+    for (param, seed), value in values.items():
+        m.loc[last & (m["param"] == param) & (m["seed"] == seed), column] = value
+
+
+def test_no_difference_only_when_the_interval_rules_out_one_that_matters():
+    tables = make_tables(seeds=SEEDS, epsilons=(0.0, 0.2), n_test=200)
+    # Differences of -0.001 .. +0.001: the interval lies within ± 0.005 of accuracy.
+    set_final(tables, "accuracy", {**{(0.0, s): 0.8 for s in SEEDS},
+                                   **{(0.2, s): 0.8 + d for s, d in zip(SEEDS, (-1e-3, 1e-3, 0, 5e-4, -5e-4))}})
+    effect = one(study_findings(split_studies(tables)[0]), "accuracy_effect", param=0.2)
+    assert effect["direction"] == "none" and -0.005 <= effect["low"] < 0 < effect["high"] <= 0.005
+    assert "no detectable difference in accuracy" in effect["text"] and "within ± 0.005" in effect["text"]
+
+
+def test_holm_corrects_over_the_study_s_tests():
+    # One accuracy gain with raw p just under 0.05 among the study's other tests: detectable
+    # alone, not after Holm's correction over the family.
+    tables = make_tables(seeds=SEEDS, epsilons=(0.0, 0.1, 0.2), n_test=200)
+    gains = (0.004, 0.02, 0.012, 0.0, 0.016)
+    set_final(tables, "accuracy", {**{(0.0, s): 0.8 for s in SEEDS},
+                                   **{(0.2, s): 0.8 + g for s, g in zip(SEEDS, gains)}})
+    effect = one(study_findings(split_studies(tables)[0]), "accuracy_effect", param=0.2)
+    assert effect["p"] < 0.05 and effect["low"] > 0, effect  # the uncorrected 95 % interval excludes 0
+    assert effect["family_size"] > 10 and effect["p_holm"] >= 0.05 and effect["p_holm"] >= effect["p"]
+    assert effect["direction"] == "inconclusive" and "raises" not in effect["text"]
+    assert f"Holm-adjusted p = {effect['p_holm']:.3g} over {effect['family_size']} tests" in effect["text"]
+    # Holm's first step: the smallest raw p is multiplied by the family's size; none decreases.
+    records = study_findings(split_studies(tables)[0])
+    tested = [r for r in records if r.get("p") is not None and r["p"] == r["p"]]
+    assert all(r["p_holm"] >= r["p"] and r["family_size"] == effect["family_size"] for r in tested)
+    smallest = min(tested, key=lambda r: r["p"])
+    assert smallest["p_holm"] == pytest.approx(min(1.0, smallest["p"] * effect["family_size"]))
+
+
+def test_a_conclusion_of_the_last_epoch_only_says_it_depends_on_the_epoch():
+    tables = make_tables(seeds=SEEDS, epsilons=(0.0, 0.2), epochs=5, n_test=200, accuracy=lambda e: 0.8)
+    m = tables.metrics
+    m.loc[(m["param"] == 0.0), "accuracy"] = 0.8
+    m.loc[(m["param"] == 0.2), "accuracy"] = 0.8 + 1e-4 * m["seed"]  # no difference that matters
+    set_final(tables, "accuracy", {(0.2, s): 0.85 + 0.002 * s for s in SEEDS})  # a clear gain at epoch 5 only
+    effect = one(study_findings(split_studies(tables)[0]), "accuracy_effect", param=0.2)
+    assert effect["direction"] == "over" and effect["epochs_checked"] == [1, 2, 3, 4, 5]
+    assert effect["holds_over_epochs"] is False
+    assert effect["direction_by_epoch"] == {"1": "none", "2": "none", "3": "none", "4": "none", "5": "over"}
+    assert "It depends on the epoch: over epochs 1–5, no detectable difference at 1, 2, 3, 4" in effect["text"]
+    # A gain at every epoch holds.
+    m.loc[(m["param"] == 0.2), "accuracy"] = 0.85 + 0.002 * m["seed"]
+    effect = one(study_findings(split_studies(tables)[0]), "accuracy_effect", param=0.2)
+    assert effect["holds_over_epochs"] is True and "The same at each of epochs 1–5." in effect["text"]
 
 
 def test_temperature_scaling_against_the_chosen_epsilon():

@@ -30,8 +30,17 @@ def test_same_tables_give_byte_identical_report(report_results, tmp_path):
     # findings.json lands next to the HTML file, and is as reproducible.
     fa, fb = a.with_name("findings.json"), b.with_name("findings.json")
     assert fa.read_bytes() == fb.read_bytes()
-    records = json.loads(fa.read_text())
-    assert {"id", "text", "estimate", "low", "high"} <= set(records[0])
+    document = json.loads(fa.read_text())
+    assert document["schema_version"] == 2 and document["metadata"]["correction"]["method"] == "holm"
+    meta = document["metadata"]
+    assert meta["seeds"] == [0, 1] and len(meta["config_sha256"]) == 64 and meta["lsbench"]
+    assert meta["cpu_capabilities"] == [torch.backends.cpu.get_cpu_capability()]
+    records = document["findings"]
+    assert records[0]["id"] == "answer" and records[0]["sentences"]
+    tested = [r for r in records if r.get("test") == "paired t-test"]
+    assert tested and {"id", "text", "estimate", "low", "high", "p", "p_holm", "family_size", "metric",
+                       "direction", "epochs_checked", "holds_over_epochs"} <= set(tested[0])
+    assert set(meta["correction"]["family_sizes"].values()) == {tested[0]["family_size"]}
     chosen = [r for r in records if r["id"] == "method_setting"]
     assert len(chosen) == 1 and chosen[0]["setting_of"] == "label_smoothing" and chosen[0]["candidates"] == 2
     html = a.read_text()
@@ -99,8 +108,13 @@ def test_sections_in_order(report_results):
     tables = read_tables(report_results)
     html = render(tables)
     assert tuple(re.findall(r'<section id="([^"]+)"', html)) == section_ids(tables)
-    assert section_ids(tables)[:6] == ("findings", "studies", "selective", "ood", "study-fashion_mnist-mlp",
+    assert section_ids(tables)[:7] == ("answer", "findings", "studies", "selective", "ood", "study-fashion_mnist-mlp",
                                        "fashion_mnist-mlp-methods")
+    # The table of contents follows the answer and links every section, each study's nested in it.
+    nav = html[html.index('<nav id="contents"'):html.index("</nav>")]
+    assert html.index('<section id="answer">') < html.index('<nav id="contents"') < html.index('<section id="findings">')
+    assert re.findall(r'href="#([^"]+)"', nav) == list(section_ids(tables))
+    assert '<li><a href="#study-fashion_mnist-mlp">' in nav and "<ol><li><a href=\"#fashion_mnist-mlp-methods\">" in nav
 
 
 def embedded_pngs(html: str) -> list[bytes]:

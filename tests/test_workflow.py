@@ -147,7 +147,7 @@ def test_ood_and_findings(workdir):
     assert len(ood_pred) == 8 * 360  # the digits test split, resized to 28x28, for every fashion_mnist run
     cal = read(workdir, "calibrated")
     assert (cal["ece_low"] <= cal["ece_high"]).all() and (cal["smece_low"] <= cal["smece_high"]).all()
-    records = json.loads((workdir / "report" / "findings.json").read_text())
+    records = json.loads((workdir / "report" / "findings.json").read_text())["findings"]
     chosen = [r for r in records if r["id"] == "method_setting"]
     assert {(r["dataset"], r["model"]) for r in chosen} == STUDIES
     assert all((r["setting_of"], r["selection"], r["candidates"]) == ("label_smoothing", "val_nll", 2) for r in chosen)
@@ -432,7 +432,7 @@ def test_a_methods_grid_trains_each_run_once_around_one_shared_baseline(tmp_path
     assert (focal["test_loss"] < focal["test_nll"]).all()  # its own objective, not the NLL
     html = (wd / "report" / "index.html").read_text()
     assert 'id="digits-linear-methods"' in html and "FLSD-53" in html and "mixup α = 0.2" in html
-    records = json.loads((wd / "report" / "findings.json").read_text())
+    records = json.loads((wd / "report" / "findings.json").read_text())["findings"]
     assert {r["setting_of"] for r in records if r["id"] == "method_setting"} == {"label_smoothing", "focal",
                                                                             "focal_adaptive", "mixup"}
     # The shorthand names runs that exist already: nothing trains again.

@@ -7,7 +7,8 @@ included: when every baseline run diverged, or a table from before 0.3 has none,
 comparison and no claim of an effect is made; intervals are Student-t over seeds, paired ones over
 the seeds both runs share; p from the paired t-test, `lsbench.stats`):
 - miscalibration_direction (per run): overconfidence = mean confidence - accuracy. Over- or
-  underconfident when its interval excludes 0, else "no detectable over- or underconfidence".
+  underconfident when its one-sample t-test rejects 0 (Holm, below), "no detectable over- or
+  underconfidence" when its interval lies within ± 0.01, else "cannot tell".
 - miscalibration_flip (per method): the first parameter value that is detectably underconfident
   after one (cross-entropy counting as the neutral value) that was detectably overconfident.
 - method_setting (per method): the setting chosen by the lowest mean validation NLL (`select`),
@@ -19,11 +20,17 @@ the seeds both runs share; p from the paired t-test, `lsbench.stats`):
   paired against label smoothing's chosen setting and against temperature scaling alone.
 - underconfident_methods, method_costs: the methods whose chosen setting ends detectably
   underconfident, and those that detectably lower accuracy or raise AURC.
-A difference whose interval contains 0 is "no detectable difference", never an effect. Without an
-interval the sentence says the data cannot tell, and why: no seed has both runs, one pair of
-seeds, or differences that do not vary over the seeds (no spread is not certainty). A temperature
-fitted at its search bound (`lsbench.metrics.TEMPERATURE_BOUNDS`) in any run makes the
-temperature-scaling finding "cannot tell".
+Deciding a claim (`Judge`, `_decide`): every distinct test the study's findings make (paired
+t-tests of a run against another, one-sample t-tests of overconfidence against 0) forms one family,
+and Holm's step-down procedure controls its family-wise error at ALPHA = 0.05. A claim of an effect
+("lowers", "overconfident") needs a Holm-adjusted p < 0.05; a non-effect is "no detectable
+difference" only when the 95 % interval lies within ± MARGINS[metric] (the smallest difference that
+matters), else "cannot tell" ("inconclusive"). Without an interval the sentence says the data
+cannot tell, and why: no seed has both runs, one pair of seeds, or differences that do not vary
+over the seeds (no spread is not certainty). Each claim on a per-epoch metric is also decided at
+each of the last LAST_EPOCHS epochs (with the final epoch's Holm factor) and says when it depends on
+the epoch. A temperature fitted at its search bound (`lsbench.metrics.TEMPERATURE_BOUNDS`) in any
+run makes the temperature-scaling finding "cannot tell".
 """
 
 from __future__ import annotations
@@ -35,7 +42,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lsbench.io import KEY
+from statsmodels.stats.multitest import multipletests
+
+from lsbench.io import KEY, METRIC_COLUMNS
 from lsbench.methods import CROSS_ENTROPY, METHODS, variant_label, variant_order
 from lsbench.metrics import TEMPERATURE_BOUNDS, temperature_at_bound
 from lsbench.stats import Interval, PairedTest, metric_interval, paired_test, rows_of, runs_in_order
@@ -44,12 +53,122 @@ from lsbench.studies import Study
 Run = tuple[str, float]  # (method, param)
 BASELINE: Run = (CROSS_ENTROPY, 0.0)
 
+# The family-wise error rate of one study's findings, controlled by Holm's step-down procedure
+# (Holm 1979; statsmodels.stats.multitest.multipletests(method="holm")) over every distinct test
+# a finding of the study makes.
+ALPHA = 0.05
+CORRECTION = "holm"
+# A conclusion is checked at each of the last LAST_EPOCHS epochs too (training curves move: with
+# the seed MLP, cross-entropy's ECE climbs from 0.015 to 0.059 over 20 epochs).
+LAST_EPOCHS = 5
+# The smallest difference that matters, per metric (units of the metric): a difference that is not
+# detectable is "no detectable difference" only when its 95 % interval lies within ± this margin
+# (an equivalence test, Schuirmann's TOST at 2.5 % per side); a wider interval is "cannot tell".
+# 0.005 accuracy = 50 of 10 000 test images; 0.01 of ECE or overconfidence is a third of the seed
+# MLP's ECE gap between cross-entropy and ε = 0.05.
+MARGINS = {"accuracy": 0.005, "ece": 0.005, "ece_ts": 0.005, "overconfidence": 0.01, "aurc": 0.005, "auroc": 0.01}
+DIRECTIONS = ("over", "under", "none", "inconclusive", "unknown")
+# Metrics that the tables hold per epoch, so that a conclusion on them can be checked over epochs.
+PER_EPOCH = frozenset(METRIC_COLUMNS)
 
-def _direction(i: Interval) -> str:
-    """"over", "under", "none" (interval contains 0) or "unknown" (no interval)."""
-    if i.n < 2 or math.isnan(i.lo):
+
+@dataclass(frozen=True)
+class Claim:
+    """One tested conclusion: the test, its Holm-adjusted p over the study's `family` tests, the
+    `direction` it supports, and the direction the same test gives at each of the last epochs
+    (empty when the metric is recorded for the final epoch only)."""
+
+    test: PairedTest
+    metric: str
+    test_name: str
+    p_holm: float
+    family: int
+    direction: str
+    by_epoch: dict[int, str]
+
+    @property
+    def holds_over_epochs(self) -> bool | None:
+        """Whether every checked epoch gives the final epoch's direction (None: not checked)."""
+        return None if not self.by_epoch else all(d == self.direction for d in self.by_epoch.values())
+
+
+def _decide(d: Interval, p_adjusted: float, metric: str) -> str:
+    """"over"/"under" (a detectable effect: Holm-adjusted p < ALPHA), "none" (not detectable, and
+    the 95 % interval within ± MARGINS[metric]), "inconclusive" (not detectable, interval wider),
+    "unknown" (no interval: under two seeds, or no spread)."""
+    if d.n < 2 or math.isnan(d.lo):
         return "unknown"
-    return "over" if i.lo > 0 else "under" if i.hi < 0 else "none"
+    if p_adjusted < ALPHA:
+        return "over" if d.mean > 0 else "under"
+    margin = MARGINS.get(metric)
+    return "none" if margin is not None and -margin <= d.lo and d.hi <= margin else "inconclusive"
+
+
+class Judge:
+    """Every test of one study's findings, and Holm's correction over them.
+
+    `study_findings` runs twice: the first pass (`adjusted` None) records each distinct test's raw
+    p-value; the second decides every claim with the Holm-adjusted p-values of the first, so each
+    sentence and `direction` already accounts for the whole family. A test is identified by what
+    it compares (frame, runs, columns), so the same comparison made by two findings counts once.
+    """
+
+    def __init__(self, study: Study, adjusted: dict[tuple, tuple[float, float]] | None = None):
+        self.adjusted = adjusted
+        self.raw: dict[tuple, float] = {}
+        final = study.final()
+        runs = final.loc[~final["diverged"], KEY]
+        last = int(final["epoch"].max()) if len(final) else 0
+        self.epochs = list(range(max(1, last - LAST_EPOCHS + 1), last + 1))
+        # Each checked epoch's rows of the runs that converged (their state at that epoch).
+        self.at_epoch = {e: study.metrics[study.metrics["epoch"] == e].merge(runs, on=KEY) for e in self.epochs}
+
+    @property
+    def family(self) -> int:
+        return len(self.adjusted) if self.adjusted is not None else 0
+
+    def paired(self, df: pd.DataFrame, run: Run, column: str, baseline: Run = BASELINE,
+               baseline_column: str | None = None, frame: str = "final") -> Claim:
+        """`column` of `run` minus `baseline_column` of `baseline` over the seeds both have."""
+        key = (frame, run, column, baseline, baseline_column or column)
+        t = paired(df, run, column, baseline, baseline_column)
+        by_epoch = {}
+        if frame == "final" and column in PER_EPOCH and (baseline_column or column) in PER_EPOCH:
+            by_epoch = {e: paired(self.at_epoch[e], run, column, baseline, baseline_column)
+                        for e in self.epochs}
+        return self._claim(key, t, column, by_epoch, "paired t-test")
+
+    def one_sample(self, df: pd.DataFrame, run: Run, column: str) -> Claim:
+        """`column` of `run` against 0 (one-sample t-test, as a paired test against zeros)."""
+        def test(frame: pd.DataFrame) -> PairedTest:
+            v = rows_of(frame, run)[column].to_numpy(float)
+            v = v[~np.isnan(v)]
+            return paired_test(v, np.zeros_like(v))
+
+        by_epoch = {e: test(self.at_epoch[e]) for e in self.epochs} if column in PER_EPOCH else {}
+        return self._claim(("one_sample", run, column), test(df), column, by_epoch, "one-sample t-test")
+
+    def _claim(self, key: tuple, t: PairedTest, metric: str, by_epoch: dict[int, PairedTest], name: str) -> Claim:
+        if not math.isnan(t.p_ttest):
+            self.raw[key] = t.p_ttest
+        p_holm, factor = (self.adjusted or {}).get(key, (t.p_ttest, 1.0))
+        # An earlier epoch's p-value is multiplied by the factor Holm's procedure gave this test at
+        # the final epoch: the same strictness, without a second family per epoch.
+        epochs = {e: _decide(te.difference, min(1.0, te.p_ttest * factor) if not math.isnan(te.p_ttest) else math.nan,
+                             metric) for e, te in by_epoch.items()}
+        return Claim(t, metric, name, p_holm, self.family, _decide(t.difference, p_holm, metric), epochs)
+
+
+def holm(raw: dict[tuple, float]) -> dict[tuple, tuple[float, float]]:
+    """{test: (Holm-adjusted p, its multiplier m - rank + 1)} for raw p-values (statsmodels)."""
+    if not raw:
+        return {}
+    keys = list(raw)
+    p = np.array([raw[k] for k in keys])
+    adjusted = multipletests(p, alpha=ALPHA, method="holm")[1]
+    rank = np.empty(len(p), int)
+    rank[np.argsort(p, kind="stable")] = np.arange(len(p))
+    return {k: (float(a), float(len(p) - r)) for k, a, r in zip(keys, adjusted, rank)}
 
 
 def _ci(i: Interval, digits: int = 4) -> str:
@@ -74,9 +193,40 @@ def _difference(d: Interval, digits: int = 4) -> str:
     return f"difference {d.mean:+.{digits}f} [95 % CI {d.lo:+.{digits}f}, {d.hi:+.{digits}f}]"
 
 
-def _test(t: PairedTest) -> str:
+def _test(c: Claim) -> str:
+    """The test in words: its p, the Holm-adjusted p over the study's family, the seeds."""
+    t = c.test
     p = "–" if math.isnan(t.p_ttest) else f"{t.p_ttest:.3g}"
-    return f"paired t-test p = {p}, {t.difference.n} seeds"
+    holm_p = "" if math.isnan(c.p_holm) or not c.family else f", Holm-adjusted p = {c.p_holm:.3g} over {c.family} tests"
+    return f"{c.test_name} p = {p}{holm_p}, {t.difference.n} seeds"
+
+
+_EPOCH_WORDS = {"over": "detectably positive", "under": "detectably negative", "none": "no detectable difference",
+                "inconclusive": "cannot tell", "unknown": "no interval"}
+
+
+def _span(epochs: list[int]) -> str:
+    return f"epochs {epochs[0]}–{epochs[-1]}" if len(epochs) > 1 else f"epoch {epochs[0]}"
+
+
+def _epochs_text(c: Claim) -> str:
+    """Whether the conclusion holds over the last epochs, in a sentence ("" when not checked, or
+    when a non-effect stays one)."""
+    if not c.by_epoch:
+        return ""
+    span = _span(list(c.by_epoch))
+    if c.holds_over_epochs:
+        return f" The same at each of {span}." if c.direction in ("over", "under") else ""
+    groups: dict[str, list[int]] = {}
+    for e, d in c.by_epoch.items():
+        groups.setdefault(d, []).append(e)
+    parts = "; ".join(f"{_EPOCH_WORDS[d]} at {', '.join(map(str, es))}" for d, es in groups.items())
+    return f" It depends on the epoch: over {span}, {parts}."
+
+
+def _margin_text(c: Claim) -> str:
+    margin = MARGINS.get(c.metric)
+    return "" if margin is None else f" ± {margin:g}"
 
 
 def _name(run: Run) -> str:
@@ -95,8 +245,12 @@ def _interval_fields(i: Interval) -> dict[str, Any]:
     return {"estimate": i.mean, "low": i.lo, "high": i.hi, "n": i.n}
 
 
-def _paired_fields(t: PairedTest) -> dict[str, Any]:
-    return {**_interval_fields(t.difference), "p": t.p_ttest, "test": "paired t-test"}
+def _claim_fields(c: Claim) -> dict[str, Any]:
+    """A claim's numbers under the names every record uses (docs/findings.md)."""
+    return {"metric": c.metric, **_interval_fields(c.test.difference), "p": c.test.p_ttest, "p_holm": c.p_holm,
+            "family_size": c.family, "test": c.test_name, "direction": c.direction,
+            "epochs_checked": list(c.by_epoch), "direction_by_epoch": {str(e): d for e, d in c.by_epoch.items()},
+            "holds_over_epochs": c.holds_over_epochs}
 
 
 def runs_of(df: pd.DataFrame) -> list[Run]:
@@ -192,37 +346,44 @@ def select(df: pd.DataFrame) -> dict[str, Selection]:
     return out
 
 
-def _effect(study: Study, id_: str, what: str, t: PairedTest, run: Run, up: str, down: str,
+def _effect(study: Study, id_: str, what: str, c: Claim, run: Run, up: str, down: str,
             digits: int = 4, baseline: Run = BASELINE, **extra: Any) -> dict[str, Any]:
-    d = t.difference
-    direction = _direction(d)
+    d, direction = c.test.difference, c.direction
+    ci = f"{d.mean:+.{digits}f} [95 % CI {d.lo:+.{digits}f}, {d.hi:+.{digits}f}]"
     if direction == "unknown":
         verdict = (f"cannot tell how {_name(run)} changes {what} against {_name(baseline)} "
                    f"({_no_interval(d, signed=True, digits=digits)})")
     elif direction == "none":
         verdict = (f"no detectable difference in {what} between {_name(run)} and {_name(baseline)} "
-                   f"({d.mean:+.{digits}f} [95 % CI {d.lo:+.{digits}f}, {d.hi:+.{digits}f}], {_test(t)})")
+                   f"({ci}, within{_margin_text(c)}; {_test(c)})")
+    elif direction == "inconclusive":
+        verdict = (f"cannot tell whether {_name(run)} changes {what} against {_name(baseline)}: not detectable, "
+                   f"but the interval is wider than{_margin_text(c)} ({ci}; {_test(c)})")
     else:
         verdict = (f"{_name(run)} {up if direction == 'over' else down} {what} by {abs(d.mean):.{digits}f} against "
-                   f"{_name(baseline)} ({_difference(d, digits)}, {_test(t)})")
-    return _record(study, id_, verdict + ".", **_run_fields(run), **_run_fields(baseline, "baseline_"),
-                   direction=direction, **_paired_fields(t), **extra)
+                   f"{_name(baseline)} ({_difference(d, digits)}, {_test(c)})")
+    return _record(study, id_, verdict + "." + _epochs_text(c), **_run_fields(run), **_run_fields(baseline, "baseline_"),
+                   **_claim_fields(c), **extra)
 
 
-def direction_findings(study: Study, df: pd.DataFrame) -> list[dict[str, Any]]:
+def direction_findings(study: Study, df: pd.DataFrame, judge: Judge) -> list[dict[str, Any]]:
     records, directions = [], {}
     for run in runs_of(df):
         i = metric_interval(rows_of(df, run)["overconfidence"].to_numpy(), "overconfidence")
-        d = directions[run] = _direction(i)
+        c = judge.one_sample(df, run, "overconfidence")
+        d = directions[run] = c.direction
         words = {"over": "overconfident: mean confidence exceeds accuracy by",
                  "under": "underconfident: mean confidence falls short of accuracy by",
                  "none": "no detectable over- or underconfidence: mean confidence minus accuracy is",
+                 "inconclusive": "cannot tell whether over- or underconfident: mean confidence minus accuracy is",
                  "unknown": "undetermined direction of miscalibration: mean confidence minus accuracy is"}[d]
         shown = Interval(i.n, abs(i.mean), -i.hi, -i.lo) if d == "under" else i
+        why = {"none": f", within{_margin_text(c)}", "inconclusive": f", wider than{_margin_text(c)}"}.get(d, "")
         records.append(_record(study, "miscalibration_direction",
                                f"{_name(run)}: {words} {_ci(shown)}"
-                               + (f" (t-interval over {i.n} seeds)." if i.n >= 2 else "."),
-                               **_run_fields(run), metric="overconfidence", direction=d, **_interval_fields(i)))
+                               + (f" (t-interval over {i.n} seeds{why}; {_test(c)})." if i.n >= 2 else ".")
+                               + _epochs_text(c),
+                               **_run_fields(run), **{**_claim_fields(c), **_interval_fields(i)}))
     for method in dict.fromkeys(m for m, _ in directions if m != CROSS_ENTROPY):
         spec = METHODS[method].param
         chain = ([BASELINE] if spec is not None and spec.neutral is not None and BASELINE in directions else []) \
@@ -241,7 +402,7 @@ def direction_findings(study: Study, df: pd.DataFrame) -> list[dict[str, Any]]:
     return records
 
 
-def setting_finding(study: Study, df: pd.DataFrame, s: Selection) -> dict[str, Any]:
+def setting_finding(study: Study, df: pd.DataFrame, s: Selection, judge: Judge) -> dict[str, Any]:
     ece = metric_interval(rows_of(df, s.chosen)["ece"].to_numpy(), "ece")
     optimum = "" if s.candidates == 1 else (
         f"; the test-set optimum by ECE is {setting_label(s.method, s.test_optimum)}"
@@ -255,32 +416,27 @@ def setting_finding(study: Study, df: pd.DataFrame, s: Selection) -> dict[str, A
         text = head + (f"So {METHODS[s.method].title} does not help here: none of its other settings has a lower "
                        f"{'validation' if s.rule == 'val_nll' else 'test'} NLL than cross-entropy.")
         return _record(study, "method_setting", text, **fields, direction="none",
-                       **{"estimate": 0.0, "low": 0.0, "high": 0.0, "n": ece.n, "p": math.nan, "test": "none"})
-    t = paired(df, s.chosen, "ece")
-    d, direction = t.difference, _direction(t.difference)
+                       **{"estimate": 0.0, "low": 0.0, "high": 0.0, "n": ece.n, "p": math.nan, "p_holm": math.nan,
+                          "family_size": judge.family, "test": "none", "epochs_checked": [], "direction_by_epoch": {},
+                          "holds_over_epochs": None})
+    c = judge.paired(df, s.chosen, "ece")
     head += f"Its ECE is {_ci(ece)}"
-    if direction in ("under", "over"):
-        tail = (f", {'lower' if direction == 'under' else 'higher'} than cross-entropy's by {abs(d.mean):.4f} "
-                f"({_difference(d)}, {_test(t)}).")
-    elif direction == "none":
-        tail = f", no detectable difference from cross-entropy ({d.mean:+.4f} [95 % CI {d.lo:+.4f}, {d.hi:+.4f}], {_test(t)})."
-    else:
-        tail = f"; the data cannot tell it from cross-entropy ({_no_interval(d, signed=True)})."
-    return _record(study, "method_setting", head + tail, **fields, direction=direction, **_paired_fields(t))
+    tail = _verdict(c, "cross-entropy's", "cross-entropy")
+    return _record(study, "method_setting", head + ": " + tail + "." + _epochs_text(c), **fields, **_claim_fields(c))
 
 
 def _ts_at_bound(df: pd.DataFrame) -> int:
     return int(temperature_at_bound(rows_of(df, BASELINE)["temperature"]).sum())
 
 
-def temperature_finding(study: Study, df: pd.DataFrame, run: Run) -> dict[str, Any] | None:
+def temperature_finding(study: Study, df: pd.DataFrame, run: Run, judge: Judge) -> dict[str, Any] | None:
     if rows_of(df, BASELINE)["ece_ts"].isna().all():
         return None
-    t = paired(df, BASELINE, "ece_ts", run, baseline_column="ece")
-    d, direction = t.difference, _direction(t.difference)
+    c = judge.paired(df, BASELINE, "ece_ts", run, baseline_column="ece")
+    d, direction = c.test.difference, c.direction
     ts = metric_interval(_by_seed(df, BASELINE, "ece_ts").to_numpy(), "ece_ts")
     head = f"temperature scaling alone (cross-entropy's ECE after scaling, {_ci(ts)}) against {_name(run)}: "
-    fields = {**_run_fields(run), "direction": direction, **_paired_fields(t)}
+    fields = {**_run_fields(run), **_claim_fields(c), "ece_ts": ts.mean, "ece_ts_low": ts.lo, "ece_ts_high": ts.hi}
     at_bound = _ts_at_bound(df)
     if at_bound:
         low, high = TEMPERATURE_BOUNDS
@@ -289,17 +445,15 @@ def temperature_finding(study: Study, df: pd.DataFrame, run: Run) -> dict[str, A
         return _record(study, "temperature_scaling_vs_method", head + tail,
                        **{**fields, "direction": "unknown"}, runs_at_bound=at_bound)
     if direction == "under":
-        tail = f"temperature scaling is better by {abs(d.mean):.4f} ({_difference(d)}, {_test(t)})."
+        tail = f"temperature scaling is better by {abs(d.mean):.4f} ({_difference(d)}, {_test(c)})."
     elif direction == "over":
-        tail = f"{_name(run)} is better by {d.mean:.4f} ({_difference(d)}, {_test(t)})."
-    elif direction == "none":
-        tail = f"no detectable difference ({d.mean:+.4f} [95 % CI {d.lo:+.4f}, {d.hi:+.4f}], {_test(t)})."
+        tail = f"{_name(run)} is better by {d.mean:.4f} ({_difference(d)}, {_test(c)})."
     else:
-        tail = f"the data cannot tell them apart ({_no_interval(d, signed=True)})."
+        tail = _verdict(c) + "."
     return _record(study, "temperature_scaling_vs_method", head + tail, **fields, runs_at_bound=0)
 
 
-def best_method_finding(study: Study, df: pd.DataFrame, chosen: dict[str, Selection]) -> dict[str, Any]:
+def best_method_finding(study: Study, df: pd.DataFrame, chosen: dict[str, Selection], judge: Judge) -> dict[str, Any]:
     """The lowest mean test ECE among cross-entropy and each method's chosen setting, against
     cross-entropy, label smoothing's chosen setting and temperature scaling alone (paired tests)."""
     candidates = list(dict.fromkeys([BASELINE, *(s.chosen for s in chosen.values())]))
@@ -311,36 +465,45 @@ def best_method_finding(study: Study, df: pd.DataFrame, chosen: dict[str, Select
                               "n": ece.n, "compared": [_name(r) for r in candidates],
                               "test_set_choices": [s.method for s in chosen.values() if s.test_set_choice]}
     if best != BASELINE:
-        t = paired(df, best, "ece")
-        fields["vs_cross_entropy"] = {"direction": _direction(t.difference), **_paired_fields(t)}
-        parts.append(f"against cross-entropy: {_verdict(t)}")
-        acc = paired(df, best, "accuracy")
-        if _direction(acc.difference) in ("under", "over"):
-            parts.append(f"it also {'lowers' if _direction(acc.difference) == 'under' else 'raises'} accuracy "
-                         f"({_difference(acc.difference)}, {_test(acc)})")
+        c = judge.paired(df, best, "ece")
+        fields["vs_cross_entropy"] = _claim_fields(c)
+        parts.append(f"against cross-entropy: {_verdict(c)}")
+        acc = judge.paired(df, best, "accuracy")
+        fields["accuracy_vs_cross_entropy"] = _claim_fields(acc)
+        if acc.direction in ("under", "over"):
+            parts.append(f"it also {'lowers' if acc.direction == 'under' else 'raises'} accuracy "
+                         f"({_difference(acc.test.difference)}, {_test(acc)})")
     ls = chosen.get("label_smoothing")
     if ls is not None and best != ls.chosen:
-        t = paired(df, best, "ece", ls.chosen)
-        fields["vs_label_smoothing"] = {**_run_fields(ls.chosen), "direction": _direction(t.difference),
-                                        **_paired_fields(t)}
-        parts.append(f"against label smoothing's chosen {ls.label}: {_verdict(t)}")
+        c = judge.paired(df, best, "ece", ls.chosen)
+        fields["vs_label_smoothing"] = {**_run_fields(ls.chosen), **_claim_fields(c)}
+        parts.append(f"against label smoothing's chosen {ls.label}: {_verdict(c)}")
     if not rows_of(df, BASELINE)["ece_ts"].isna().all() and not _ts_at_bound(df):
-        t = paired(df, best, "ece", BASELINE, baseline_column="ece_ts")
-        fields["vs_temperature_scaling"] = {"direction": _direction(t.difference), **_paired_fields(t)}
-        parts.append(f"against temperature scaling alone: {_verdict(t)}")
+        c = judge.paired(df, best, "ece", BASELINE, baseline_column="ece_ts")
+        fields["vs_temperature_scaling"] = _claim_fields(c)
+        parts.append(f"against temperature scaling alone: {_verdict(c)}")
     if fields["test_set_choices"]:
         parts.append("the settings of " + ", ".join(fields["test_set_choices"]) + " are test-set choices (no "
                      "held-out NLL in the tables), so this comparison favours them")
     return _record(study, "best_method", "; ".join(parts) + ".", **fields)
 
 
-def _verdict(t: PairedTest) -> str:
-    d, direction = t.difference, _direction(t.difference)
+def _verdict(c: Claim, whose: str = "", other: str = "") -> str:
+    """A comparison's outcome in words ("lower by ...", "no detectable difference ...", "cannot
+    tell ..."); `whose`/`other` name the baseline in the sentence ("lower than cross-entropy's")."""
+    d, direction = c.test.difference, c.direction
+    ci = f"{d.mean:+.4f} [95 % CI {d.lo:+.4f}, {d.hi:+.4f}]"
+    against = f" from {other}" if other else ""
     if direction == "unknown":
-        return f"cannot tell ({_no_interval(d, signed=True)})"
+        return f"the data cannot tell it{against} ({_no_interval(d, signed=True)})" if other \
+            else f"cannot tell ({_no_interval(d, signed=True)})"
     if direction == "none":
-        return f"no detectable difference ({d.mean:+.4f} [95 % CI {d.lo:+.4f}, {d.hi:+.4f}], {_test(t)})"
-    return f"{'lower' if direction == 'under' else 'higher'} by {abs(d.mean):.4f} ({_difference(d)}, {_test(t)})"
+        return f"no detectable difference{against} ({ci}, within{_margin_text(c)}; {_test(c)})"
+    if direction == "inconclusive":
+        return (f"cannot tell{(' it' + against) if other else ''}: not detectable, but the interval is wider "
+                f"than{_margin_text(c)} ({ci}; {_test(c)})")
+    than = f" than {whose}" if whose else ""
+    return f"{'lower' if direction == 'under' else 'higher'}{than} by {abs(d.mean):.4f} ({_difference(d)}, {_test(c)})"
 
 
 def summary_findings(study: Study, records: list[dict[str, Any]], chosen: dict[str, Selection]) -> list[dict]:
@@ -371,11 +534,18 @@ def ood_frame(study: Study, score: str = "msp") -> pd.DataFrame:
 
 
 def study_findings(study: Study) -> list[dict[str, Any]]:
-    """Every finding for one study; none when all its runs diverged."""
+    """Every finding for one study (a single record when all its runs diverged), each decided with
+    Holm's correction over all the study's tests (`Judge`)."""
+    first = Judge(study)
+    _findings(study, first)
+    return _findings(study, Judge(study, holm(first.raw)))
+
+
+def _findings(study: Study, judge: Judge) -> list[dict[str, Any]]:
     df = study.converged()
     if df.empty:
         return [_record(study, "all_diverged", "every run diverged; there is nothing to conclude.")]
-    records = direction_findings(study, df)
+    records = direction_findings(study, df, judge)
     if rows_of(df, BASELINE).empty:
         why = ("every cross-entropy run diverged" if not rows_of(study.runs, BASELINE).empty
                else "the study has no cross-entropy run (a grid of lsbench before 0.3 without ε = 0)")
@@ -385,22 +555,116 @@ def study_findings(study: Study) -> list[dict[str, Any]]:
                                   **_run_fields(BASELINE, "baseline_"))]
     others = [r for r in runs_of(df) if r != BASELINE]
     chosen = select(df)
-    records += [setting_finding(study, df, s) for s in chosen.values()]
-    effects = [_effect(study, "accuracy_effect", "accuracy", paired(df, r, "accuracy"), r, "raises", "lowers")
+    records += [setting_finding(study, df, s, judge) for s in chosen.values()]
+    effects = [_effect(study, "accuracy_effect", "accuracy", judge.paired(df, r, "accuracy"), r, "raises", "lowers")
                for r in others]
     effects += [_effect(study, "aurc_effect", "AURC (risk–coverage with the max probability; lower is better)",
-                        paired(df, r, "aurc"), r, "raises", "lowers") for r in others]
+                        judge.paired(df, r, "aurc"), r, "raises", "lowers") for r in others]
     ood = ood_frame(study)
     if not ood.empty:
         what = f"OOD AUROC (max probability, {study.dataset} against {study.ood_set})"
-        effects += [_effect(study, "ood_auroc_effect", what, paired(ood, r, "auroc"), r, "raises", "lowers",
-                            ood_set=study.ood_set, score="msp") for r in others]
+        effects += [_effect(study, "ood_auroc_effect", what, judge.paired(ood, r, "auroc", frame="ood"), r,
+                            "raises", "lowers", ood_set=study.ood_set, score="msp") for r in others]
     records += effects
-    records += [ts for s in chosen.values() if s.chosen != BASELINE and (ts := temperature_finding(study, df, s.chosen))]
+    records += [ts for s in chosen.values()
+                if s.chosen != BASELINE and (ts := temperature_finding(study, df, s.chosen, judge))]
     if chosen:
-        records.append(best_method_finding(study, df, chosen))
+        records.append(best_method_finding(study, df, chosen, judge))
         records += summary_findings(study, records, chosen)
-    return records
+    return [answer_finding(study, df, records), *records]
+
+
+def _range(fields: dict[str, Any], digits: int = 4, signed: bool = True) -> str:
+    """"+0.0123 [+0.0100, +0.0146]" from estimate/low/high (no brackets without an interval)."""
+    f = "+" if signed else ""
+    est, lo, hi = fields["estimate"], fields["low"], fields["high"]
+    if lo is None or hi is None or math.isnan(lo) or math.isnan(hi):
+        return f"{est:{f}.{digits}f} (no interval)"
+    return f"{est:{f}.{digits}f} [{lo:{f}.{digits}f}, {hi:{f}.{digits}f}]"
+
+
+def _change(fields: dict[str, Any] | None, what: str) -> str:
+    """A paired claim in a clause: "accuracy falls by 0.0030 [...]", "no detectable change in ..."."""
+    if fields is None:
+        return f"{what} is not compared"
+    d = fields["direction"]
+    if d in ("over", "under"):
+        return (f"{what} {'rises' if d == 'over' else 'falls'} by {abs(fields['estimate']):.4f} "
+                f"(difference {_range(fields)}, Holm-adjusted p = {fields['p_holm']:.2g})")
+    if d == "none":
+        return f"{what} does not detectably change ({_range(fields)}, within ± {MARGINS[fields['metric']]:g})"
+    if d == "inconclusive":
+        return f"the data cannot tell whether {what} changes ({_range(fields)})"
+    return f"the data cannot tell how {what} changes (no interval)"
+
+
+def answer_finding(study: Study, df: pd.DataFrame, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The study's question answered in three to five sentences, from its other records: is
+    cross-entropy over- or underconfident, which method (at its chosen setting) has the lowest
+    ECE, does temperature scaling alone beat it, and what it costs in accuracy and AURC. Each
+    number a sentence quotes is a field (`sentences` holds the text, one item per sentence)."""
+    def get(id_: str, **where: Any) -> dict[str, Any] | None:
+        return next((r for r in records if r["id"] == id_ and all(r.get(k) == v for k, v in where.items())), None)
+
+    base = get("miscalibration_direction", method=CROSS_ENTROPY, param=0.0)
+    fields: dict[str, Any] = {"baseline_overconfidence": {k: base[k] for k in ("estimate", "low", "high", "n",
+                                                                                "direction", "p_holm")}}
+    state = {"over": "overconfident", "under": "underconfident",
+             "none": "calibrated to within ± 0.01 (no detectable over- or underconfidence)",
+             "inconclusive": "miscalibrated in a direction the data cannot tell",
+             "unknown": "miscalibrated in a direction the data cannot tell (no interval)"}[base["direction"]]
+    sentences = [f"Trained with cross-entropy, {study.model} on {study.title.split(' × ')[0]} is {state}: mean "
+                 f"confidence − accuracy is {_range(base)} (95 % CI over {base['n']} seeds)."]
+    flips = [r for r in records if r["id"] == "miscalibration_flip"]
+    if flips:
+        sentences[0] += " " + "; ".join(f"{r['to_variant'][:1].upper()}{r['to_variant'][1:]} overshoots: it "
+                                       "makes the model underconfident" for r in flips) + "."
+        fields["flips"] = [{k: r[k] for k in ("method", "from_param", "to_param")} for r in flips]
+    best = get("best_method")
+    if best is None:  # no method besides cross-entropy
+        return _record(study, "answer", " ".join(sentences), sentences=sentences, **fields)
+    ce = metric_interval(rows_of(df, BASELINE)["ece"].to_numpy(), "ece")
+    fields["cross_entropy_ece"] = _interval_fields(ce)
+    fields["best"] = {k: best[k] for k in ("method", "param", "variant", "ece", "ece_low", "ece_high")}
+    ece = {"estimate": best["ece"], "low": best["ece_low"], "high": best["ece_high"]}
+    if (best["method"], best["param"]) == BASELINE:
+        sentences.append(f"No method at its chosen setting has a lower mean ECE than cross-entropy's "
+                         f"{_range(ece, signed=False)}.")
+    else:
+        vs = best["vs_cross_entropy"]
+        fields["best_vs_cross_entropy"] = vs
+        verdict = ("lower" if vs["direction"] == "under" else
+                   "not detectably lower" if vs["direction"] in ("none", "inconclusive", "unknown") else "higher")
+        sentences.append(f"Of the methods at their chosen settings, {best['variant']} has the lowest ECE, "
+                         f"{_range(ece, signed=False)}, {verdict} than cross-entropy's {_range(_interval_fields(ce), signed=False)} "
+                         f"(difference {_range(vs)}"
+                         + (f", Holm-adjusted p = {vs['p_holm']:.2g}" if vs["p_holm"] is not None
+                            and not math.isnan(vs["p_holm"]) else "") + ").")
+    ts = best.get("vs_temperature_scaling")
+    ts_record = get("temperature_scaling_vs_method", method=best["method"], param=best["param"])
+    if ts is not None:
+        fields["best_vs_temperature_scaling"] = ts
+        ts_ece = metric_interval(rows_of(df, BASELINE)["ece_ts"].to_numpy(), "ece_ts")
+        fields["temperature_scaling_ece"] = _interval_fields(ts_ece)
+        word = {"over": "beats it", "under": "does not beat it (the method is lower)",
+                "none": "does as well (no detectable difference)", "inconclusive": "cannot be told apart from it",
+                "unknown": "cannot be told apart from it"}[ts["direction"]]
+        sentences.append(f"Temperature scaling alone (cross-entropy rescaled on held-out images) reaches ECE "
+                         f"{_range(_interval_fields(ts_ece), signed=False)} and {word}: {best['variant']}'s ECE "
+                         f"minus temperature scaling's is {_range(ts)}.")
+    elif ts_record is not None or (best["method"], best["param"]) != BASELINE:
+        sentences.append("Temperature scaling alone cannot be compared here (no held-out images, or a "
+                         "temperature at its search bound).")
+    if (best["method"], best["param"]) != BASELINE:
+        acc = get("accuracy_effect", method=best["method"], param=best["param"])
+        aurc = get("aurc_effect", method=best["method"], param=best["param"])
+        fields["best_accuracy_change"] = None if acc is None else {k: acc[k] for k in (
+            "metric", "estimate", "low", "high", "n", "direction", "p_holm")}
+        fields["best_aurc_change"] = None if aurc is None else {k: aurc[k] for k in (
+            "metric", "estimate", "low", "high", "n", "direction", "p_holm")}
+        sentences.append(f"Its cost against cross-entropy: {_change(acc, 'accuracy')}; "
+                         f"{_change(aurc, 'AURC (selective prediction; lower is better)')}.")
+    return _record(study, "answer", " ".join(sentences), sentences=sentences, **fields)
 
 
 def json_ready(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -10,7 +10,9 @@ give the same bytes: nothing here is random or reads the clock.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from pathlib import Path
 
 import jinja2
@@ -20,7 +22,8 @@ import pandas as pd
 from lsbench.config import ConfigError
 from lsbench.figures import (figure_confidence, figure_curves, figure_headline, figure_methods, figure_ood,
                              figure_reliability, figure_sample, figure_selective, figure_vs_param)
-from lsbench.findings import BASELINE, json_ready, lowest, paired, select, setting_label, study_findings
+from lsbench.findings import (ALPHA, BASELINE, CORRECTION, LAST_EPOCHS, MARGINS, json_ready, lowest, paired, select,
+                              setting_label, study_findings)
 from lsbench.io import KEY, OOD_SCORES, write_text
 from lsbench.methods import METHODS, variant_label
 from lsbench.metrics import TEMPERATURE_BOUNDS, temperature_at_bound
@@ -52,7 +55,7 @@ BOOTSTRAP_NOTE = ("95 % percentile bootstrap over test images (scipy.stats.boots
 def section_ids(tables: Tables) -> tuple[str, ...]:
     """Every <section id> of the report on `tables`, in page order (a study whose runs all
     diverged has no subsections)."""
-    ids = ["findings", "studies", "selective", "ood",
+    ids = ["answer", "findings", "studies", "selective", "ood",
            *(["diverged"] if final_epoch(tables.metrics)["diverged"].any() else [])]
     for study in split_studies(tables):
         ids.append(f"study-{study.slug}")
@@ -374,10 +377,14 @@ def render(tables: Tables, title: str = "lsbench: label smoothing and other cali
     studies = split_studies(tables)
     final = final_epoch(tables.metrics)
     found = findings(tables) if found is None else found
-    return environment().get_template("index.html.j2").render(
+    html = environment().get_template("index.html.j2").render(
         title=title,
         findings=[(s.title, [f["text"].split(": ", 1)[1] for f in found
-                             if (f["dataset"], f["model"]) == (s.dataset, s.model)]) for s in studies],
+                             if (f["dataset"], f["model"]) == (s.dataset, s.model) and f["id"] != "answer"])
+                  for s in studies],
+        answers=[{"title": s.title, "text": f["text"].split(": ", 1)[1]} for s in studies for f in found
+                 if (f["dataset"], f["model"]) == (s.dataset, s.model) and f["id"] == "answer"],
+        family_note=family_note(found), last_epochs=LAST_EPOCHS,
         summary_tables={"Accuracy and loss": ACCURACY_METRICS, "Calibration": CALIBRATION_METRICS},
         ts_metrics=TS_METRICS, temperature_bounds=TEMPERATURE_BOUNDS, selective_metrics=SELECTIVE_METRICS,
         ood_scores=OOD_SCORES,
@@ -398,6 +405,60 @@ def render(tables: Tables, title: str = "lsbench: label smoothing and other cali
         diverged=diverged_runs(tables),
         provenance=provenance_section(tables),
     )
+    return html.replace("<!--contents-->", contents(html), 1)
+
+
+def family_note(found: list[dict]) -> str:
+    """How many tests each study's Holm correction covers, in words."""
+    sizes = sorted({int(f["family_size"]) for f in found if f.get("family_size")})
+    return "no tests" if not sizes else f"{'–'.join(map(str, dict.fromkeys([sizes[0], sizes[-1]])))} tests per study"
+
+
+def contents(html: str) -> str:
+    """A table of contents of the rendered page: every <section id> with its heading; the h3
+    sections nested under the h2 section before them."""
+    tree: list[tuple[str, str, list[tuple[str, str]]]] = []
+    for section_id, level, heading in re.findall(r'<section id="([^"]+)"[^>]*>\s*<h([23])[^>]*>(.*?)</h\2>', html, re.S):
+        text = re.sub(r"<[^>]+>", "", heading).strip()
+        if level == "2" or not tree:
+            tree.append((section_id, text, []))
+        else:
+            tree[-1][2].append((section_id, text))
+    items = []
+    for section_id, text, children in tree:
+        sub = "".join(f'<li><a href="#{c}">{t}</a></li>' for c, t in children)
+        items.append(f'<li><a href="#{section_id}">{text}</a>' + (f"<ol>{sub}</ol>" if sub else "") + "</li>")
+    return '<nav id="contents" aria-label="contents">\n<h2>Contents</h2>\n<ol>\n' + "\n".join(items) + "\n</ol>\n</nav>"
+
+
+FINDINGS_SCHEMA_VERSION = 2  # 1: a bare list of records (lsbench 0.3 and before)
+
+
+def findings_document(tables: Tables, found: list[dict]) -> dict:
+    """findings.json: a metadata block (who computed the findings from which tables, with which
+    rules) and the records (docs/findings.md describes every field)."""
+    from lsbench import __version__
+
+    workflow = tables.provenance.iloc[0]
+    env = tables.environment
+    sizes = {f"{f['dataset']}/{f['model']}": int(f["family_size"]) for f in found if f.get("family_size")}
+    return {
+        "schema_version": FINDINGS_SCHEMA_VERSION,
+        "metadata": {
+            "lsbench": __version__,
+            "tables_written_by_lsbench": str(workflow["lsbench"]),
+            "git_commit": str(workflow["git_commit"]),
+            "config_sha256": hashlib.sha256(str(workflow["config_yaml"]).encode()).hexdigest(),
+            "seeds": sorted(int(s) for s in tables.runs["seed"].unique()),
+            "correction": {"method": CORRECTION, "alpha": ALPHA, "family": "every distinct test of one study's "
+                           "findings", "family_sizes": sizes},
+            "margins": MARGINS,
+            "last_epochs_checked": LAST_EPOCHS,
+            "cpu_capabilities": sorted(set(env["cpu_capability"])) if "cpu_capability" in env else [],
+            "cpu_models": sorted(set(env["cpu_model"])),
+        },
+        "findings": found,
+    }
 
 
 def findings_path(report_path: Path) -> Path:
@@ -419,7 +480,8 @@ def write_report(results_dir: Path, out_path: Path) -> None:
     tables = read_tables(results_dir)
     found = findings(tables)
     write_text(render(tables, found=found), out_path)
-    write_text(json.dumps(found, indent=1, ensure_ascii=False) + "\n", findings_path(out_path))
+    write_text(json.dumps(findings_document(tables, found), indent=1, ensure_ascii=False) + "\n",
+               findings_path(out_path))
 
 
 __all__ = ["Tables", "read_tables", "render", "section_ids", "study_slug", "write_report"]
