@@ -44,7 +44,12 @@ def test_report_in_chromium(report_html, sections, tmp_path):
     assert result.problems(sections) == []
     assert len(result.images) == 9  # 7 in the study, its risk-coverage and its OOD figures
     width, height = png_size(shot)
-    assert width == 1280 and height > 3000  # the whole page, not just the first screen
+    assert width == 1200 and height > 3000  # the whole page, not just the first screen
+    # The first screen answers: overconfidence, the best setting, temperature scaling, the cost.
+    answer = result.layout["answer_text"]
+    for words in ("mean confidence − accuracy", "ECE", "Temperature scaling alone"):
+        assert words in answer, (words, answer)
+    assert len(result.layout["tables"]) >= 10 and all(t["caption"] for t in result.layout["tables"])
 
 
 # Each way a report can break in a browser, and the problem the check must report for it.
@@ -66,6 +71,15 @@ def break_image(html: str) -> str:
     (lambda h: h.replace("</body>", "<script>undefinedFunction()</script></body>"), "console error"),
     (lambda h: h.replace('<section id="fashion_mnist-mlp-reliability">', '<section id="reliability-x">'), "sections"),
     (lambda h: h.replace("</body>", f'<img alt="tiny ok" src="data:image/png;base64,{TINY_PNG}"></body>'), None),
+    (lambda h: h.replace("</body>", f'<img alt="" src="data:image/png;base64,{TINY_PNG}"></body>'), "image without alt"),
+    (lambda h: h.replace("</body>", '<table style="display: table"><caption>wide</caption><tr>'
+                         + "<td>0.12345678901234567890</td>" * 80 + "</tr></table></body>"), "page is"),
+    (lambda h: h.replace("</body>", '<div style="width: 300px; overflow: hidden"><table style="display: table; '
+                         'overflow: visible"><caption>cut</caption><tr>' + "<td>0.1234567</td>" * 60
+                         + "</tr></table></div></body>"), "table past the page"),
+    (lambda h: h.replace("</body>", "<table><tr><td>1</td></tr></table></body>"), "table without a caption"),
+    (lambda h: h.replace('<section id="answer">', '<div style="height: 2000px"></div><section id="answer">'),
+     "answer not on the first screen"),
 ])
 def test_check_catches_a_broken_report(report_html, sections, tmp_path, breakage, expected):
     page = tmp_path / "index.html"

@@ -214,8 +214,37 @@ def test_every_record_has_its_numbers():
     records = findings(epsilons=(0.0, 0.2))
     for r in records:
         assert {"id", "dataset", "model", "text"} <= set(r)
-        if r["id"] not in ("miscalibration_flip", "best_method", "underconfident_methods", "method_costs"):
-            assert {"estimate", "low", "high", "n"} <= set(r), r["id"]
+        if r["id"] not in ("answer", "miscalibration_flip", "best_method", "underconfident_methods", "method_costs"):
+            assert {"estimate", "low", "high", "n", "p", "p_holm", "family_size", "direction"} <= set(r), r["id"]
+
+
+def test_every_number_of_a_sentence_is_a_field():
+    """No number lives only in the text: each one a sentence quotes is a field of its record
+    (rounded as the sentence rounds it), apart from epochs, the margins and the Holm family's size."""
+    import math
+    import re
+
+    from lsbench.findings import MARGINS, json_ready
+
+    records = json_ready(findings(methods={"label_smoothing": [0.1, 0.3], "focal": [1.0]}, epochs=3))
+
+    def numbers(v):
+        if isinstance(v, dict):
+            return [x for u in v.values() for x in numbers(u)]
+        if isinstance(v, list):
+            return [x for u in v for x in numbers(u)]
+        return [float(v)] if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v else []
+
+    allowed = {0.95, 95.0, 0.05, *MARGINS.values(), 1.0, 2.0, 3.0, 5.0}
+    for r in records:
+        fields = numbers({k: v for k, v in r.items() if k != "text"})
+        for token in re.findall(r"[-+−]?\d+\.?\d*(?:e-?\d+)?", r["text"].split(": ", 1)[1]):
+            value = float(token.replace("−", "-"))
+            digits = len(token.split(".")[1]) if "." in token and "e" not in token else None
+            ok = value in allowed or any(
+                math.isclose(abs(value), abs(round(f, digits))) if digits is not None
+                else math.isclose(abs(value), abs(f), rel_tol=0.01) for f in fields)
+            assert ok, (r["id"], token, r["text"])
 
 
 def test_the_lowest_mean_compares_the_same_seeds():
@@ -284,3 +313,45 @@ def test_a_difference_without_spread_is_not_certainty():
     effect = one(study_findings(split_studies(tables)[0]), "accuracy_effect", param=0.2)
     assert effect["direction"] == "unknown" and effect["p"] != effect["p"]  # NaN, not 0
     assert "no spread" in effect["text"] and "raises" not in effect["text"]
+
+
+def test_two_grids_claims_compared():
+    from lsbench.findings import compare_claims
+
+    a = findings(epsilons=(0.0, 0.2), accuracy=lambda e: 0.6 + e)
+    assert {r["agreement"] for r in compare_claims(a, a)} == {"same"}
+    b = [dict(r) for r in a]
+    effect = one(b, "accuracy_effect", param=0.2)
+    assert effect["direction"] == "over"
+    effect["direction"] = "under"
+    rows = {r["claim"]: r for r in compare_claims(a, b)}
+    key = "fashion_mnist × mlp: accuracy_effect, label smoothing ε = 0.2"
+    assert rows[key]["agreement"] == "contradicts" and (rows[key]["a"], rows[key]["b"]) == ("over", "under")
+    effect["direction"] = "inconclusive"
+    assert {r["claim"]: r for r in compare_claims(a, b)}[key]["agreement"] == "differs"
+    aurc = one(a, "aurc_effect", param=0.2)["direction"]
+    one(b, "aurc_effect", param=0.2)["direction"] = "unknown" if aurc != "unknown" else "none"
+    agreement = {r["claim"]: r for r in compare_claims(a, b)}["fashion_mnist × mlp: aurc_effect, label smoothing ε = 0.2"]
+    assert agreement["agreement"] == ("non-effects" if aurc in ("none", "inconclusive") else "differs")
+    # A claim only one grid makes differs.
+    assert {r["agreement"] for r in compare_claims(a, [r for r in b if r["id"] != "best_method"])} >= {"differs"}
+
+
+def test_compare_findings_on_the_command_line(tmp_path, capsys):
+    import json
+
+    from lsbench.cli import main as cli_main
+    from lsbench.findings import json_ready
+
+    records = json_ready(findings(epsilons=(0.0, 0.2)))
+    (tmp_path / "a.json").write_text(json.dumps({"schema_version": 2, "metadata": {"cpu_capabilities": ["AVX2"]},
+                                                 "findings": records}))
+    (tmp_path / "b.json").write_text(json.dumps(records))  # schema 1: a bare list
+    assert cli_main(["compare-findings", str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("| claim | A (AVX2) | B | agreement |") and "0 differ, 0 contradict." in out
+    (tmp_path / "bad.json").write_text('{"findings": 3}')
+    assert cli_main(["compare-findings", str(tmp_path / "a.json"), str(tmp_path / "bad.json")]) == 1
+    assert "bad.json: not a findings.json" in capsys.readouterr().err
+    assert cli_main(["compare-findings", str(tmp_path / "a.json"), str(tmp_path / "missing.json")]) == 1
+    assert "missing.json" in capsys.readouterr().err

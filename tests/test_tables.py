@@ -118,7 +118,7 @@ def test_results_without_any_ood_set_render(tmp_path, capsys):
     ("metrics", lambda df: df.assign(seed=df["seed"] + 2**40), "seed outside [0, 2^32 - 1]"),
     ("calibrated", lambda df: df.assign(temperature=-1.0), "value out of its range"),
     ("calibrated", lambda df: df.assign(ece_low=0.5, ece_high=0.1), "low end is above its high end"),
-    ("ood", lambda df: df.assign(auroc=1.5), "auroc or fpr95 outside [0, 1]"),
+    ("ood", lambda df: df.assign(auroc=1.5), "auroc, aupr_in, aupr_out or fpr95 outside [0, 1]"),
     ("reliability", lambda df: df.assign(count=df["count"] * 1000), "do not add up to n_test"),
     ("predictions", lambda df: df.assign(label=42), "label outside 0..num_classes-1"),
     ("predictions", lambda df: df.assign(prob_0=5.0), "probability outside [0, 1]"),
@@ -227,13 +227,13 @@ def test_a_report_path_that_is_a_directory_is_refused(results, tmp_path, capsys,
 
 def as_previous_version(tables):
     """`tables` as lsbench 0.2 wrote them: keyed by (dataset, model, seed, epsilon), no method or
-    param, no val_nll in calibrated.parquet."""
+    param, no val_nll in calibrated.parquet, no AUPR in ood.parquet."""
     import dataclasses
 
     def old(df):
         if "method" not in df.columns:
             return df
-        df = df.drop(columns=["val_nll"], errors="ignore")
+        df = df.drop(columns=["val_nll", "aupr_in", "aupr_out"], errors="ignore")
         rest = [c for c in df.columns if c not in ("dataset", "model", "method", "param", "seed")]
         return df.assign(epsilon=df["param"])[["dataset", "model", "seed", "epsilon", *rest]]
 
@@ -249,9 +249,11 @@ def test_tables_of_the_previous_version_still_render(tmp_path):
     again = read_tables(tmp_path / "old")
     assert sorted(set(again.runs[["method", "param"]].itertuples(index=False, name=None))) == [
         ("cross_entropy", 0.0), ("label_smoothing", 0.1), ("label_smoothing", 0.2)]
+    # AUPR-In and -Out, which those tables lack, are computed from their logits as a run computes them.
+    assert "aupr_in" not in pd.read_parquet(tmp_path / "old" / "ood.parquet").columns
     for name in ("metrics", "predictions", "reliability", "ood"):
         new, old = getattr(tables, name), getattr(again, name)
-        pd.testing.assert_frame_equal(old[new.columns], new, check_dtype=False)
+        pd.testing.assert_frame_equal(old[new.columns], new, check_dtype=False, rtol=1e-12)
     html = render(again)
     assert "label smoothing ε = 0.1" in html and 'id="fashion_mnist-mlp-methods"' in html
     # No held-out NLL in those tables: the setting is a test-set choice, and the report says so.

@@ -79,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="render the HTML report from a results directory")
     p.add_argument("results_dir", type=Path, help="directory with the parquet files written by collect")
     p.add_argument("-o", "--out", default="report/index.html", help="the HTML file to write")
+    p = sub.add_parser("compare-findings", help="the claims of two findings.json side by side (e.g. the same grid "
+                       "on AVX2 and AVX-512 kernels), as a Markdown table")
+    p.add_argument("a", type=Path, help="findings.json of the first grid")
+    p.add_argument("b", type=Path, help="findings.json of the second grid")
+    p.add_argument("--only-differences", action="store_true", help="list only the claims that are not the same")
     return parser
 
 
@@ -160,6 +165,10 @@ def run(args: argparse.Namespace) -> None:
                                     f"{Path(args.out) / 'index.html'}", args.out.rstrip("/" + os.sep))
         write_report(args.results_dir, Path(args.out))
         log(f"wrote {args.out}")
+    elif args.command == "compare-findings":
+        from lsbench.report import compare_findings_markdown, read_findings
+
+        print(compare_findings_markdown(read_findings(args.a), read_findings(args.b), args.only_differences), end="")
 
 
 def describe_os_error(exc: OSError) -> str:

@@ -519,13 +519,13 @@ def summary_findings(study: Study, records: list[dict[str, Any]], chosen: dict[s
     out = [_record(study, "underconfident_methods",
                    ("at their chosen settings, detectably underconfident (conf − acc < 0): " + ", ".join(under))
                    if under else "no method is detectably underconfident at its chosen setting.",
-                   variants=under, n=len(under))]
+                   variants=under, count=len(under))]
     costs = [f"{v} lowers accuracy" for v in lower_acc] + [f"{v} raises AURC" for v in higher_aurc]
     out.append(_record(study, "method_costs",
                        ("against cross-entropy, at their chosen settings: " + "; ".join(costs))
                        if costs else "no method at its chosen setting detectably lowers accuracy or raises AURC "
                                      "against cross-entropy.",
-                       lower_accuracy=lower_acc, higher_aurc=higher_aurc, n=len(costs)))
+                       lower_accuracy=lower_acc, higher_aurc=higher_aurc, count=len(costs)))
     return out
 
 
@@ -641,7 +641,6 @@ def answer_finding(study: Study, df: pd.DataFrame, records: list[dict[str, Any]]
                          + (f", Holm-adjusted p = {vs['p_holm']:.2g}" if vs["p_holm"] is not None
                             and not math.isnan(vs["p_holm"]) else "") + ").")
     ts = best.get("vs_temperature_scaling")
-    ts_record = get("temperature_scaling_vs_method", method=best["method"], param=best["param"])
     if ts is not None:
         fields["best_vs_temperature_scaling"] = ts
         ts_ece = metric_interval(rows_of(df, BASELINE)["ece_ts"].to_numpy(), "ece_ts")
@@ -652,9 +651,12 @@ def answer_finding(study: Study, df: pd.DataFrame, records: list[dict[str, Any]]
         sentences.append(f"Temperature scaling alone (cross-entropy rescaled on held-out images) reaches ECE "
                          f"{_range(_interval_fields(ts_ece), signed=False)} and {word}: {best['variant']}'s ECE "
                          f"minus temperature scaling's is {_range(ts)}.")
-    elif ts_record is not None or (best["method"], best["param"]) != BASELINE:
-        sentences.append("Temperature scaling alone cannot be compared here (no held-out images, or a "
-                         "temperature at its search bound).")
+    else:
+        at_bound = _ts_at_bound(df)
+        why = (f"its fitted temperature hit the search bound in {at_bound} of {len(rows_of(df, BASELINE))} runs"
+               if at_bound else "no held-out images to fit it on (validation_size 0)")
+        fields["temperature_scaling_not_compared"] = {"runs_at_bound": at_bound}
+        sentences.append(f"Temperature scaling alone cannot be compared here: {why}.")
     if (best["method"], best["param"]) != BASELINE:
         acc = get("accuracy_effect", method=best["method"], param=best["param"])
         aurc = get("aurc_effect", method=best["method"], param=best["param"])
@@ -681,3 +683,61 @@ def json_ready(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return v
 
     return [{k: clean(v) for k, v in r.items()} for r in records]
+
+
+def claims(records: list[dict[str, Any]]) -> dict[str, str]:
+    """Every claim of a findings document's records, as {what is claimed: the claim}: each tested
+    record's direction, each method's chosen setting, the flips, the best method and its
+    comparisons, the lists of underconfident and costly settings. Two grids make the same claims
+    when these agree (`compare_claims`)."""
+    out: dict[str, str] = {}
+    for r in records:
+        study = f"{r['dataset']} × {r['model']}"
+        id_ = r["id"]
+        if id_ in ("miscalibration_direction", "accuracy_effect", "aurc_effect", "ood_auroc_effect",
+                   "temperature_scaling_vs_method"):
+            out[f"{study}: {id_}, {r['variant']}"] = r["direction"]
+        elif id_ == "method_setting":
+            out[f"{study}: chosen setting of {r['setting_of']}"] = r["variant"]
+            out[f"{study}: method_setting, {r['setting_of']} ECE against cross-entropy"] = r["direction"]
+        elif id_ == "miscalibration_flip":
+            out[f"{study}: miscalibration_flip, {r['method']}"] = f"{r['from_variant']} → {r['to_variant']}"
+        elif id_ == "best_method":
+            out[f"{study}: best method"] = r["variant"]
+            for part in ("vs_cross_entropy", "accuracy_vs_cross_entropy", "vs_label_smoothing", "vs_temperature_scaling"):
+                if part in r:
+                    out[f"{study}: best method {part}"] = r[part]["direction"]
+        elif id_ in ("underconfident_methods",):
+            out[f"{study}: {id_}"] = ", ".join(r["variants"]) or "none"
+        elif id_ == "method_costs":
+            out[f"{study}: {id_}"] = "; ".join(r["lower_accuracy"] + r["higher_aurc"]) or "none"
+        elif id_ in ("baseline_diverged", "all_diverged"):
+            out[f"{study}: {id_}"] = "yes"
+    return out
+
+
+# Outcomes that claim nothing: two grids agree when one says "cannot tell" and the other "no
+# detectable difference" only in wording, not in what they assert; an effect against either is a
+# difference, and opposite effects contradict.
+_NON_EFFECTS = {"none", "inconclusive", "unknown"}
+
+
+def compare_claims(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """Each claim of two findings documents' records side by side: `agreement` is "same",
+    "non-effects" (both claim no effect, one "no detectable difference", the other "cannot tell"),
+    "differs" (an effect against a non-effect, another setting, a claim only one makes) or
+    "contradicts" (opposite effects)."""
+    ca, cb = claims(a), claims(b)
+    rows = []
+    for key in list(dict.fromkeys([*ca, *cb])):
+        x, y = ca.get(key, "(not made)"), cb.get(key, "(not made)")
+        if x == y:
+            agreement = "same"
+        elif x in _NON_EFFECTS and y in _NON_EFFECTS:
+            agreement = "non-effects"
+        elif {x, y} == {"over", "under"}:
+            agreement = "contradicts"
+        else:
+            agreement = "differs"
+        rows.append({"claim": key, "a": x, "b": y, "agreement": agreement})
+    return rows

@@ -34,7 +34,7 @@ CALIBRATED_COLUMNS = [*KEY, "temperature", "temperature_at_bound", "ece_ts", "nl
                       "aurc_ts", "eaurc_ts",
                       "ece_low", "ece_high", "smece_low", "smece_high", "aurc_max_logit", "aurc_margin", "val_nll"]
 # Out-of-distribution detection: one row per run x score; the OOD images' logits, one row per image.
-OOD_COLUMNS = [*KEY, "ood_set", "score", "auroc", "fpr95"]
+OOD_COLUMNS = [*KEY, "ood_set", "score", "auroc", "aupr_in", "aupr_out", "fpr95"]
 OOD_SCORES = ("msp", "max_logit", "energy")
 # What defines a run's numbers, recorded by the run itself (results/runs.parquet); collect checks it
 # against the workflow's config. class_names is a JSON list, image_shape "CxHxW", model_sha256 the
@@ -119,12 +119,13 @@ def row_frame(key: RunKey, record: dict[str, Any], columns: list[str] | None = N
 
 
 def ood_frame(key: RunKey, ood_set: str, rows: dict[str, dict[str, float]]) -> pd.DataFrame:
-    """{score: {auroc, fpr95}} -> one row per score; no rows (typed columns) when `rows` is empty."""
+    """{score: {auroc, aupr_in, aupr_out, fpr95}} -> one row per score; no rows (typed columns) when
+    `rows` is empty."""
     records = [{**key.columns(), "ood_set": ood_set, "score": score, **values} for score, values in rows.items()]
     return pd.DataFrame.from_records(records, columns=OOD_COLUMNS).astype(
         {"dataset": "str", "model": "str", "method": "str", "param": "float64", "seed": "int64", "ood_set": "str",
          "score": "str",
-         "auroc": "float64", "fpr95": "float64"})
+         "auroc": "float64", "aupr_in": "float64", "aupr_out": "float64", "fpr95": "float64"})
 
 
 def ood_predictions_frame(key: RunKey, ood_set: str, logits: np.ndarray) -> pd.DataFrame:

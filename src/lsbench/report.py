@@ -11,22 +11,25 @@ give the same bytes: nothing here is random or reads the clock.
 from __future__ import annotations
 
 import hashlib
+import html as html_module
 import json
 import re
 from pathlib import Path
 
 import jinja2
+import markupsafe
 import numpy as np
 import pandas as pd
 
 from lsbench.config import ConfigError
-from lsbench.figures import (figure_confidence, figure_curves, figure_headline, figure_methods, figure_ood,
-                             figure_reliability, figure_sample, figure_selective, figure_vs_param)
+from lsbench.figures import (FIGURES_DIR, Figure, figure_confidence, figure_curves, figure_headline, figure_methods,
+                             figure_ood, figure_reliability, figure_sample, figure_selective, figure_vs_param,
+                             write_figures)
 from lsbench.findings import (ALPHA, BASELINE, CORRECTION, LAST_EPOCHS, MARGINS, json_ready, lowest, paired, select,
                               setting_label, study_findings)
 from lsbench.io import KEY, OOD_SCORES, write_text
 from lsbench.methods import METHODS, variant_label
-from lsbench.metrics import TEMPERATURE_BOUNDS, temperature_at_bound
+from lsbench.metrics import OOD_METRICS, TEMPERATURE_BOUNDS, temperature_at_bound
 from lsbench.stats import (WILCOXON_MIN_N, Interval, PairedTest, final_epoch_intervals, metric_interval, paired_against,
                            rows_of)
 from lsbench.studies import Study, by_variant, final_epoch, split_studies, study_slug
@@ -45,6 +48,7 @@ STUDY_SECTIONS = ("methods", "headline", "summary", "statistics", "vs-param", "c
                   "reliability", "confidence", "sample")
 # The methods table (Mukhoti et al. 2020, Table 1): per method at its chosen setting.
 METHOD_METRICS = ("accuracy", "ece", "ece_ts", "smece", "test_nll", "aurc", "ood_auroc")
+OOD_SCORE_NAMES = {"msp": "MSP", "max_logit": "max logit", "energy": "negative energy (log-sum-exp)"}
 # Versions shown in the provenance section, as recorded per run in environment.parquet.
 SOFTWARE = ("python", "torch", "torch_cuda", "torchvision", "numpy", "pandas", "pyarrow", "lsbench")
 TS_METRICS = ("ece", "ece_ts", "test_nll", "nll_ts", "mean_confidence", "mean_confidence_ts", "temperature")
@@ -231,7 +235,9 @@ def cells_under(rows: pd.DataFrame) -> bool:
 
 
 def study_context(study: Study) -> dict:
-    """Everything one study's sections show; `figures` is None when every run diverged."""
+    """Everything one study's sections show; `figures` ({key: lsbench.figures.Figure}) is None when
+    every run diverged; `figures_list`: those figures in page order (empty then), as the
+    selective and OOD contexts' `figures_list`, for writing their files beside the report."""
     final, converged = study.final(), study.converged()
     context = {"slug": study.slug, "title": study.title, "dataset": study.dataset, "model": study.model,
                "seeds": sorted(int(s) for s in final["seed"].unique()),
@@ -239,21 +245,24 @@ def study_context(study: Study) -> dict:
                "epochs": int(study.metrics["epoch"].max()), "n_runs": len(final),
                "n_diverged": int(final["diverged"].sum())}
     if converged.empty:
-        return {**context, "figures": None}
+        return {**context, "figures": None, "figures_list": []}
     stats = statistics(converged)
     runs = study.converged_runs()
     predictions = study.predictions.merge(runs, on=KEY)
     methods = methods_context(study, converged)
+    slug = study.slug
     figures = {
-        "methods": figure_methods(converged, methods["chosen"]) if methods else None,
-        "headline": figure_headline(converged, stats["intervals"]),
-        "confidence": figure_confidence(predictions),
-        "vs_param": figure_vs_param(converged),
-        "curves": figure_curves(study.metrics.merge(runs, on=KEY)),
-        "reliability": figure_reliability(study.reliability.merge(runs, on=KEY), predictions),
-        "sample": figure_sample(predictions, study.class_names),
+        "methods": figure_methods(converged, methods["chosen"], name=f"{slug}-methods") if methods else None,
+        "headline": figure_headline(converged, stats["intervals"], name=f"{slug}-headline"),
+        "confidence": figure_confidence(predictions, name=f"{slug}-confidence"),
+        "vs_param": figure_vs_param(converged, name=f"{slug}-vs-param"),
+        "curves": figure_curves(study.metrics.merge(runs, on=KEY), name=f"{slug}-curves"),
+        "reliability": figure_reliability(study.reliability.merge(runs, on=KEY), predictions,
+                                          name=f"{slug}-reliability"),
+        "sample": figure_sample(predictions, study.class_names, name=f"{slug}-sample"),
     }
-    return {**context, "figures": figures, "stats": stats, "methods": methods, "summary": summary_rows(converged),
+    return {**context, "figures": figures, "figures_list": [f for f in figures.values() if f is not None],
+            "stats": stats, "methods": methods, "summary": summary_rows(converged),
             "bootstrap": bootstrap_rows(converged),
             "temperature": temperature_rows(converged)}
 
@@ -265,8 +274,9 @@ def selective_context(study: Study) -> dict | None:
     means = {col: converged[col].mean() for col in ALTERNATIVE_SCORES}
     alternative = ALTERNATIVE_SCORES[min(means, key=lambda c: (np.nan_to_num(means[c], nan=np.inf), c))]
     predictions = study.predictions.merge(study.converged_runs(), on=KEY)
+    figure = figure_selective(predictions, alternative, name=f"{study.slug}-selective")
     return {"slug": study.slug, "title": study.title, "alternative": alternative,
-            "rows": interval_rows(converged, SELECTIVE_METRICS), "figure": figure_selective(predictions, alternative)}
+            "rows": interval_rows(converged, SELECTIVE_METRICS), "figure": figure, "figures_list": [figure]}
 
 
 def ood_context(study: Study) -> dict | None:
@@ -274,17 +284,17 @@ def ood_context(study: Study) -> dict | None:
     ood = study.ood.merge(runs, on=KEY)
     if ood.empty:
         return None
-    rows = []
+    rows = []  # one per (method, score): four metrics fit a 1200 px page, twelve columns did not
     for _, label, group in by_variant(ood):
-        cells = {}
         for score in OOD_SCORES:
             part = group[group["score"] == score]
-            cells[score] = {m: metric_interval(part[m].to_numpy(), m) for m in ("auroc", "fpr95")}
-        rows.append({"variant": label, "n": group["seed"].nunique(), "cells": cells})
+            rows.append({"variant": label, "score": OOD_SCORE_NAMES[score], "n": part["seed"].nunique(),
+                         "cells": {m: metric_interval(part[m].to_numpy(), m) for m in OOD_METRICS}})
     predictions = study.predictions.merge(runs, on=KEY)
+    figure = figure_ood(predictions, study.ood_predictions.merge(runs, on=KEY), study.ood_set,
+                        name=f"{study.slug}-ood")
     return {"slug": study.slug, "title": study.title, "ood_set": study.ood_set, "rows": rows,
-            "n_ood": int(study.ood_predictions.groupby(KEY).size().max()),
-            "figure": figure_ood(predictions, study.ood_predictions.merge(runs, on=KEY), study.ood_set)}
+            "n_ood": int(study.ood_predictions.groupby(KEY).size().max()), "figure": figure, "figures_list": [figure]}
 
 
 def study_row(study: Study) -> dict:
@@ -335,7 +345,8 @@ def format_interval(i: Interval, digits: int = 4) -> str:
         return f"{format_number(i.mean, digits)} (all {i.n} equal, no interval)"
     if i.n < 2:
         return f"{format_number(i.mean, digits)} (n={i.n}, no interval)"
-    return f"{i.mean:.{digits}f} [{i.lo:.{digits}f}, {i.hi:.{digits}f}]"
+    # The interval may wrap below the mean in a narrow column, but never within itself.
+    return markupsafe.Markup(f'{i.mean:.{digits}f} <span class="ci">[{i.lo:.{digits}f}, {i.hi:.{digits}f}]</span>')
 
 
 def format_wilcoxon(test: PairedTest) -> str:
@@ -372,11 +383,24 @@ def findings(tables: Tables) -> list[dict]:
     return json_ready([record for study in split_studies(tables) for record in study_findings(study)])
 
 
-def render(tables: Tables, title: str = "lsbench: label smoothing and other calibration methods vs overconfidence",
-           found: list[dict] | None = None) -> str:
+TITLE = "lsbench: label smoothing and other calibration methods vs overconfidence"
+
+
+def render(tables: Tables, title: str = TITLE, found: list[dict] | None = None) -> str:
+    """The report's HTML page (self-contained) for `tables`."""
+    return render_with_figures(tables, title, found)[0]
+
+
+def render_with_figures(tables: Tables, title: str = TITLE,
+                        found: list[dict] | None = None) -> tuple[str, list[Figure]]:
+    """The page and every figure on it (`lsbench.figures.Figure`, in page order), whose SVG, PDF
+    and CSV files the page names."""
     studies = split_studies(tables)
     final = final_epoch(tables.metrics)
     found = findings(tables) if found is None else found
+    selective = [c for c in map(selective_context, studies) if c is not None]
+    ood = [c for c in map(ood_context, studies) if c is not None]
+    contexts = [study_context(s) for s in studies]
     html = environment().get_template("index.html.j2").render(
         title=title,
         findings=[(s.title, [f["text"].split(": ", 1)[1] for f in found
@@ -390,9 +414,7 @@ def render(tables: Tables, title: str = "lsbench: label smoothing and other cali
         ood_scores=OOD_SCORES,
         bootstrap_note=BOOTSTRAP_NOTE,
         study_rows=[study_row(s) for s in studies],
-        selective=[c for c in map(selective_context, studies) if c is not None],
-        ood=[c for c in map(ood_context, studies) if c is not None],
-        studies=[study_context(s) for s in studies],
+        selective=selective, ood=ood, studies=contexts,
         datasets=sorted(tables.runs["dataset"].unique()),
         models=sorted(tables.runs["model"].unique()),
         seeds=sorted(int(s) for s in final["seed"].unique()),
@@ -405,7 +427,77 @@ def render(tables: Tables, title: str = "lsbench: label smoothing and other cali
         diverged=diverged_runs(tables),
         provenance=provenance_section(tables),
     )
-    return html.replace("<!--contents-->", contents(html), 1)
+    html = html.replace("<!--contents-->", contents(html), 1)
+    # In page order: the selective and OOD sections come before the studies.
+    figures = [f for c in (*selective, *ood, *contexts) for f in c["figures_list"]]
+    return name_tables(html), figures
+
+
+TABLES_DIR = "tables"  # beside the HTML file, as FIGURES_DIR
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60].rstrip("-")
+
+
+def table_names(html: str) -> list[str]:
+    """A file stem for each <table> of a rendered page, in page order: the id of the section it is
+    in and its caption, slugged (unique within the page)."""
+    names: list[str] = []
+    for match in re.finditer(r"<table[^>]*>\s*<caption>(.*?)</caption>", html, re.S):
+        sections = re.findall(r'<section id="([^"]+)"', html[:match.start()])
+        caption = re.sub(r"<[^>]+>", "", match.group(1)).split(":")[0]
+        section = sections[-1] if sections else "report"
+        words = _slug(caption).removeprefix(section.split("-")[-1] + "-")  # "ood-ood-detection" -> "ood-detection"
+        base = f"{section}-{words[:40].rsplit('-', 1)[0] if len(words) > 40 else words}"
+        name, k = base, 2
+        while name in names:
+            name, k = f"{base}-{k}", k + 1
+        names.append(name)
+    return names
+
+
+def name_tables(html: str) -> str:
+    """Each table followed by the names of its CSV and LaTeX files (written by `write_tables`)."""
+    names = iter(table_names(html))
+
+    def files(match: re.Match) -> str:
+        name = next(names)
+        return (f'{match.group(0)}<p class="files">Table files: <a href="{TABLES_DIR}/{name}.csv">{TABLES_DIR}/{name}.csv</a>, '
+                f'<a href="{TABLES_DIR}/{name}.tex">.tex</a></p>')
+
+    return re.sub(r"</table>(</div>)?", files, html)
+
+
+def report_tables(html: str) -> list[tuple[str, str, pd.DataFrame]]:
+    """(file stem, caption, the table as shown) for every <table> of a rendered page, read back
+    from the page itself (pandas.read_html), so the files hold exactly what the report shows.
+    Raises ValueError when a table has no <caption> (every table must have one)."""
+    import io as _io
+
+    captions = [html_module.unescape(re.sub(r"<[^>]+>", "", c)).strip()
+                for c in re.findall(r"<table[^>]*>\s*<caption>(.*?)</caption>", html, re.S)]
+    if len(captions) != html.count("<table"):
+        raise ValueError(f"{html.count('<table') - len(captions)} table(s) of the report lack a <caption>")
+    frames = pd.read_html(_io.StringIO(html), flavor="lxml") if captions else []
+    return list(zip(table_names(html), captions, frames))
+
+
+def write_tables(html: str, directory: Path) -> list[Path]:
+    """Every table of a rendered page as <name>.csv and <name>.tex (booktabs, caption and label)
+    in `directory`; files of an earlier report there are replaced."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for old in [*directory.glob("*.csv"), *directory.glob("*.tex")]:
+        old.unlink()
+    written = []
+    for name, caption, frame in report_tables(html):
+        frame = frame.fillna("")
+        frame.to_csv(directory / f"{name}.csv", index=False, lineterminator="\n")
+        latex = frame.to_latex(index=False, escape=True, caption=caption.replace("_", "\\_").replace("%", "\\%")
+                               .replace("&", "\\&").replace("#", "\\#"), label=f"tab:{name}")
+        write_text(latex, directory / f"{name}.tex")
+        written += [directory / f"{name}.csv", directory / f"{name}.tex"]
+    return written
 
 
 def family_note(found: list[dict]) -> str:
@@ -479,9 +571,54 @@ def write_report(results_dir: Path, out_path: Path) -> None:
                           "report; give the report another name, e.g. index.html")
     tables = read_tables(results_dir)
     found = findings(tables)
-    write_text(render(tables, found=found), out_path)
+    html, figures = render_with_figures(tables, found=found)
+    write_text(html, out_path)
     write_text(json.dumps(findings_document(tables, found), indent=1, ensure_ascii=False) + "\n",
                findings_path(out_path))
+    write_tables(html, out_path.parent / TABLES_DIR)
+    figures_dir = out_path.parent / FIGURES_DIR
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    for old in [*figures_dir.glob("*.svg"), *figures_dir.glob("*.pdf"), *figures_dir.glob("*.csv")]:
+        old.unlink()  # a figure an earlier report had and this one has not
+    write_figures(figures, figures_dir)
+
+
+def read_findings(path: Path) -> dict:
+    """A findings.json as a schema-2 document (a schema-1 list gets empty metadata); ConfigError
+    naming the file when it is not one."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not JSON ({exc})") from exc
+    if isinstance(data, list):
+        data = {"schema_version": 1, "metadata": {}, "findings": data}
+    if not isinstance(data, dict) or not isinstance(data.get("findings"), list) or not all(
+            isinstance(r, dict) and {"id", "dataset", "model"} <= set(r) for r in data["findings"]):
+        raise ConfigError(f"{path}: not a findings.json written by lsbench report (no list of findings records)")
+    if data.get("schema_version", 0) > FINDINGS_SCHEMA_VERSION:
+        raise ConfigError(f"{path}: schema_version {data['schema_version']} is newer than this lsbench reads "
+                          f"({FINDINGS_SCHEMA_VERSION}); update lsbench")
+    return data
+
+
+def compare_findings_markdown(a: dict, b: dict, only_differences: bool = False) -> str:
+    """The claims of two findings documents side by side (`lsbench.findings.compare_claims`), as a
+    Markdown table headed by each side's CPU kernels, with a count of each kind of agreement."""
+    from lsbench.findings import compare_claims
+
+    def side(doc: dict, name: str) -> str:
+        caps = doc.get("metadata", {}).get("cpu_capabilities") or []
+        return f"{name} ({', '.join(caps)})" if caps else name
+
+    rows = compare_claims(a["findings"], b["findings"])
+    counts = {k: sum(r["agreement"] == k for r in rows) for k in ("same", "non-effects", "differs", "contradicts")}
+    shown = [r for r in rows if r["agreement"] != "same"] if only_differences else rows
+    lines = [f"| claim | {side(a, 'A')} | {side(b, 'B')} | agreement |", "|---|---|---|---|"]
+    lines += [f"| {r['claim']} | {r['a']} | {r['b']} | {r['agreement']} |" for r in shown]
+    summary = (f"{len(rows)} claims: {counts['same']} the same, {counts['non-effects']} non-effects in other words "
+               f"(no detectable difference / cannot tell), {counts['differs']} differ, "
+               f"{counts['contradicts']} contradict.")
+    return "\n".join(lines) + "\n\n" + summary + "\n"
 
 
 __all__ = ["Tables", "read_tables", "render", "section_ids", "study_slug", "write_report"]

@@ -83,7 +83,7 @@ def t_interval(values: np.ndarray, confidence: float = CONFIDENCE,
 # unbounded or differences (paired differences are never clipped).
 _UNIT = ("accuracy", "ece", "mce", "mean_confidence", "ece_over", "ece_under", "ece_adaptive", "ece_classwise",
          "smece", "aurc", "eaurc", "failure_auroc", "ece_ts", "mean_confidence_ts", "aurc_ts", "eaurc_ts",
-         "aurc_max_logit", "aurc_margin", "auroc", "fpr95", "ece_low", "ece_high", "smece_low", "smece_high")
+         "aurc_max_logit", "aurc_margin", "auroc", "aupr_in", "aupr_out", "fpr95", "ece_low", "ece_high", "smece_low", "smece_high")
 METRIC_BOUNDS: dict[str, tuple[float, float]] = {
     **{m: (0.0, 1.0) for m in _UNIT}, "overconfidence": (-1.0, 1.0), "brier": (0.0, 2.0),
     "test_nll": (0.0, math.inf), "nll_ts": (0.0, math.inf), "entropy": (0.0, math.inf),

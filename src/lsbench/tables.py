@@ -277,8 +277,9 @@ def _check_values(d: Path, frames: dict[str, pd.DataFrame]) -> None:
     _check_runs(runs, d / "runs.parquet")
     _check_metrics(_with_runs(frames["metrics"], runs, ["epochs"]), d / "metrics.parquet")
     _check_calibrated(frames["calibrated"], d / "calibrated.parquet")
-    _fail(d / "ood.parquet", frames["ood"], _out_of_range(frames["ood"], ["auroc", "fpr95"], allow_nan=True),
-          "have an auroc or fpr95 outside [0, 1]")
+    ood_metrics = [c for c in ("auroc", "aupr_in", "aupr_out", "fpr95") if c in frames["ood"]]
+    _fail(d / "ood.parquet", frames["ood"], _out_of_range(frames["ood"], ood_metrics, allow_nan=True),
+          f"have an {', '.join(ood_metrics[:-1])} or {ood_metrics[-1]} outside [0, 1]")
     _check_reliability(frames["reliability"], runs, d / "reliability.parquet")
     _check_predictions(frames["predictions"], runs, frames["metrics"], d / "predictions.parquet")
     _check_ood_predictions(frames["ood_predictions"], runs, d / "ood_predictions.parquet")
@@ -388,4 +389,31 @@ def read_tables(results_dir: Path) -> Tables:
             raise TablesError(f"{d / f'{name}.parquet'}: not the {which} runs.parquet: {detail}")
     _check_values(d, frames)
     _check_recomputed(d, frames)
+    frames["ood"] = with_aupr(frames)
     return Tables(**frames)
+
+
+def with_aupr(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """ood.parquet with aupr_in and aupr_out: as written (lsbench 0.3 and later), or, for tables
+    written before them, computed here from the logits in predictions.parquet and
+    ood_predictions.parquet with the runs' own functions (`lsbench.metrics.ood_detection`)."""
+    from lsbench import metrics as m
+
+    ood = frames["ood"]
+    if {"aupr_in", "aupr_out"} <= set(ood.columns) or ood.empty:
+        return ood if not ood.empty else ood.assign(aupr_in=pd.Series(dtype=float), aupr_out=pd.Series(dtype=float))
+    ood_logits = frames["ood_predictions"].groupby(io.KEY)
+    values: dict[tuple, dict[str, dict[str, float]]] = {}
+    for key, p in frames["predictions"].groupby(io.KEY):
+        if key not in ood_logits.groups:
+            continue
+        columns = [c for c in p.columns if c.startswith("logit_") and p[c].notna().any()]
+        id_scores = m.rejection_scores(p[columns].to_numpy(np.float64))
+        ood_scores = m.rejection_scores(ood_logits.get_group(key)[columns].to_numpy(np.float64))
+        values[key] = {s: m.ood_detection(id_scores[s], ood_scores[s]) for s in id_scores}
+    at = list(ood.columns).index("auroc") + 1
+    ood = ood.copy()
+    for offset, column in enumerate(("aupr_in", "aupr_out")):
+        ood.insert(at + offset, column, [values.get(tuple(r[k] for k in io.KEY), {}).get(r["score"], {}).get(column, np.nan)
+                                         for _, r in ood.iterrows()])
+    return ood
