@@ -75,8 +75,9 @@ PER_EPOCH = frozenset(METRIC_COLUMNS)
 @dataclass(frozen=True)
 class Claim:
     """One tested conclusion: the test, its Holm-adjusted p over the study's `family` tests, the
-    `direction` it supports, and the direction the same test gives at each of the last epochs
-    (empty when the metric is recorded for the final epoch only)."""
+    `direction` it supports, the direction the same test gives at each of the last epochs and on
+    each seed's mean over them (`over_last`; empty / None when the metric is recorded for the final
+    epoch only)."""
 
     test: PairedTest
     metric: str
@@ -85,11 +86,18 @@ class Claim:
     family: int
     direction: str
     by_epoch: dict[int, str]
+    over_last: str | None = None
 
     @property
     def holds_over_epochs(self) -> bool | None:
-        """Whether every checked epoch gives the final epoch's direction (None: not checked)."""
-        return None if not self.by_epoch else all(d == self.direction for d in self.by_epoch.values())
+        """Whether the conclusion survives the choice of epoch: the mean over the last epochs gives
+        the final epoch's direction and no single one of them the opposite effect (None: not
+        checked). A single epoch of five seeds is noisy, so one at which an effect is merely not
+        detectable does not overturn it."""
+        if self.over_last is None:
+            return None
+        opposite = {"over": "under", "under": "over"}.get(self.direction)
+        return self.over_last == self.direction and opposite not in self.by_epoch.values()
 
 
 def _decide(d: Interval, p_adjusted: float, metric: str) -> str:
@@ -120,8 +128,13 @@ class Judge:
         runs = final.loc[~final["diverged"], KEY]
         last = int(final["epoch"].max()) if len(final) else 0
         self.epochs = list(range(max(1, last - LAST_EPOCHS + 1), last + 1))
-        # Each checked epoch's rows of the runs that converged (their state at that epoch).
+        # Each checked epoch's rows of the runs that converged (their state at that epoch), and
+        # each run's mean over those epochs.
         self.at_epoch = {e: study.metrics[study.metrics["epoch"] == e].merge(runs, on=KEY) for e in self.epochs}
+        numeric = [c for c in PER_EPOCH if c not in (*KEY, "epoch", "diverged", "divergence")]
+        frames = [f for f in self.at_epoch.values() if len(f)]
+        self.over_last = (pd.concat(frames).groupby(KEY, as_index=False)[numeric].mean() if frames
+                          else pd.DataFrame(columns=[*KEY, *numeric]))
 
     @property
     def family(self) -> int:
@@ -132,11 +145,12 @@ class Judge:
         """`column` of `run` minus `baseline_column` of `baseline` over the seeds both have."""
         key = (frame, run, column, baseline, baseline_column or column)
         t = paired(df, run, column, baseline, baseline_column)
-        by_epoch = {}
+        by_epoch, over_last = {}, None
         if frame == "final" and column in PER_EPOCH and (baseline_column or column) in PER_EPOCH:
             by_epoch = {e: paired(self.at_epoch[e], run, column, baseline, baseline_column)
                         for e in self.epochs}
-        return self._claim(key, t, column, by_epoch, "paired t-test")
+            over_last = paired(self.over_last, run, column, baseline, baseline_column)
+        return self._claim(key, t, column, by_epoch, "paired t-test", over_last)
 
     def one_sample(self, df: pd.DataFrame, run: Run, column: str) -> Claim:
         """`column` of `run` against 0 (one-sample t-test, as a paired test against zeros)."""
@@ -146,17 +160,22 @@ class Judge:
             return paired_test(v, np.zeros_like(v))
 
         by_epoch = {e: test(self.at_epoch[e]) for e in self.epochs} if column in PER_EPOCH else {}
-        return self._claim(("one_sample", run, column), test(df), column, by_epoch, "one-sample t-test")
+        over_last = test(self.over_last) if column in PER_EPOCH else None
+        return self._claim(("one_sample", run, column), test(df), column, by_epoch, "one-sample t-test", over_last)
 
-    def _claim(self, key: tuple, t: PairedTest, metric: str, by_epoch: dict[int, PairedTest], name: str) -> Claim:
+    def _claim(self, key: tuple, t: PairedTest, metric: str, by_epoch: dict[int, PairedTest], name: str,
+               over_last: PairedTest | None = None) -> Claim:
         if not math.isnan(t.p_ttest):
             self.raw[key] = t.p_ttest
         p_holm, factor = (self.adjusted or {}).get(key, (t.p_ttest, 1.0))
         # An earlier epoch's p-value is multiplied by the factor Holm's procedure gave this test at
         # the final epoch: the same strictness, without a second family per epoch.
-        epochs = {e: _decide(te.difference, min(1.0, te.p_ttest * factor) if not math.isnan(te.p_ttest) else math.nan,
-                             metric) for e, te in by_epoch.items()}
-        return Claim(t, metric, name, p_holm, self.family, _decide(t.difference, p_holm, metric), epochs)
+        def decide(te: PairedTest) -> str:
+            return _decide(te.difference, min(1.0, te.p_ttest * factor) if not math.isnan(te.p_ttest) else math.nan,
+                           metric)
+
+        return Claim(t, metric, name, p_holm, self.family, _decide(t.difference, p_holm, metric),
+                     {e: decide(te) for e, te in by_epoch.items()}, None if over_last is None else decide(over_last))
 
 
 def holm(raw: dict[tuple, float]) -> dict[tuple, tuple[float, float]]:
@@ -212,16 +231,20 @@ def _span(epochs: list[int]) -> str:
 def _epochs_text(c: Claim) -> str:
     """Whether the conclusion holds over the last epochs, in a sentence ("" when not checked, or
     when a non-effect stays one)."""
-    if not c.by_epoch:
+    if not c.by_epoch or c.over_last is None:
         return ""
     span = _span(list(c.by_epoch))
-    if c.holds_over_epochs:
-        return f" The same at each of {span}." if c.direction in ("over", "under") else ""
     groups: dict[str, list[int]] = {}
     for e, d in c.by_epoch.items():
-        groups.setdefault(d, []).append(e)
-    parts = "; ".join(f"{_EPOCH_WORDS[d]} at {', '.join(map(str, es))}" for d, es in groups.items())
-    return f" It depends on the epoch: over {span}, {parts}."
+        if d != c.direction:
+            groups.setdefault(d, []).append(e)
+    each = "; ".join(f"{_EPOCH_WORDS[d]} at epoch {', '.join(map(str, es))} alone" for d, es in groups.items())
+    if c.holds_over_epochs:
+        if c.direction not in ("over", "under"):
+            return ""
+        return f" The same over {span} (each seed's mean over them)" + (f"; {each}" if each else "") + "."
+    return (f" It depends on the epoch: on each seed's mean over {span}, {_EPOCH_WORDS[c.over_last]}"
+            + (f"; {each}" if each else "") + ".")
 
 
 def _margin_text(c: Claim) -> str:
@@ -250,7 +273,7 @@ def _claim_fields(c: Claim) -> dict[str, Any]:
     return {"metric": c.metric, **_interval_fields(c.test.difference), "p": c.test.p_ttest, "p_holm": c.p_holm,
             "family_size": c.family, "test": c.test_name, "direction": c.direction,
             "epochs_checked": list(c.by_epoch), "direction_by_epoch": {str(e): d for e, d in c.by_epoch.items()},
-            "holds_over_epochs": c.holds_over_epochs}
+            "direction_over_last_epochs": c.over_last, "holds_over_epochs": c.holds_over_epochs}
 
 
 def runs_of(df: pd.DataFrame) -> list[Run]:
@@ -418,7 +441,7 @@ def setting_finding(study: Study, df: pd.DataFrame, s: Selection, judge: Judge) 
         return _record(study, "method_setting", text, **fields, direction="none",
                        **{"estimate": 0.0, "low": 0.0, "high": 0.0, "n": ece.n, "p": math.nan, "p_holm": math.nan,
                           "family_size": judge.family, "test": "none", "epochs_checked": [], "direction_by_epoch": {},
-                          "holds_over_epochs": None})
+                          "direction_over_last_epochs": None, "holds_over_epochs": None})
     c = judge.paired(df, s.chosen, "ece")
     head += f"Its ECE is {_ci(ece)}"
     tail = _verdict(c, "cross-entropy's", "cross-entropy")
@@ -617,9 +640,14 @@ def answer_finding(study: Study, df: pd.DataFrame, records: list[dict[str, Any]]
                  f"confidence − accuracy is {_range(base)} (95 % CI over {base['n']} seeds)."]
     flips = [r for r in records if r["id"] == "miscalibration_flip"]
     if flips:
+        under = {r["to_variant"]: get("miscalibration_direction", method=r["method"], param=r["to_param"])
+                 for r in flips}
         sentences[0] += " " + "; ".join(f"{r['to_variant'][:1].upper()}{r['to_variant'][1:]} overshoots: it "
-                                       "makes the model underconfident" for r in flips) + "."
-        fields["flips"] = [{k: r[k] for k in ("method", "from_param", "to_param")} for r in flips]
+                                       f"makes the model underconfident ({_range(under[r['to_variant']])})"
+                                       for r in flips) + "."
+        fields["flips"] = [{**{k: r[k] for k in ("method", "from_param", "to_param")},
+                            "overconfidence": {k: under[r["to_variant"]][k] for k in ("estimate", "low", "high", "n")}}
+                           for r in flips]
     best = get("best_method")
     if best is None:  # no method besides cross-entropy
         return _record(study, "answer", " ".join(sentences), sentences=sentences, **fields)

@@ -312,7 +312,7 @@ def reliability_overlay(curves: dict[str, pd.DataFrame], ax: plt.Axes) -> None:
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("mean confidence in bin")
     ax.set_ylabel("accuracy in bin")
-    ax.set_title("every run on one diagram (15 bins, pooled over seeds)")
+    ax.set_title("all runs, pooled over seeds")
     legend_under(ax, ncol=1)
 
 

@@ -4,6 +4,9 @@ rule report:
     output:
         html=report("report/index.html", category="Report"),
         findings="report/findings.json",
+        # Paper-ready copies of every figure (SVG, PDF, CSV) and table (CSV, LaTeX), named in the page.
+        figures=directory("report/figures"),
+        tables=directory("report/tables"),
     log:
         "results/logs/report.log",
     conda:
