@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 
 from lsbench import plots
-from lsbench.figures import Figure, write_figures
+from lsbench.figures import Figure, figure_files
+from lsbench.report import replace_outputs
 from lsbench.report import ood_context, render, selective_context, study_context
 from lsbench.stats import Interval
 from lsbench.studies import split_studies
@@ -216,7 +217,7 @@ def test_styles_stay_distinguishable_past_the_palette():
 
 def test_write_figures(figures, tmp_path):
     figures = figures[:2]
-    written = write_figures(figures, tmp_path / "figures")
+    written = replace_outputs(tmp_path / "figures", figure_files(figures))
     assert [p.name for p in written] == [f"{f.name}.{ext}" for f in figures for ext in ("svg", "pdf", "csv")]
     for f in figures:
         assert (tmp_path / "figures" / f"{f.name}.svg").read_bytes() == f.svg
@@ -226,4 +227,4 @@ def test_write_figures(figures, tmp_path):
         numeric = f.data.select_dtypes("number").columns
         np.testing.assert_allclose(back[numeric].to_numpy(float), f.data[numeric].to_numpy(float), equal_nan=True)
     with pytest.raises(ValueError, match="repeat"):
-        write_figures([figures[0], figures[0]], tmp_path / "again")
+        figure_files([figures[0], figures[0]])

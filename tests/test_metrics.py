@@ -282,7 +282,13 @@ def test_ood_detection_against_sklearn_and_by_hand():
     assert got["auroc"] == pytest.approx(roc_auc_score(y, np.r_[inside, outside]))
     threshold = np.sort(inside)[int(np.floor(0.05 * 400))]  # keeps 380 of 400 = 95 %
     assert got["fpr95"] == pytest.approx((outside >= threshold).mean())
-    assert ood_detection(np.array([2.0, 3.0]), np.array([0.0, 1.0])) == {"auroc": 1.0, "fpr95": 0.0}
+    # AUPR: average precision with either side as the positive class (scikit-learn).
+    from sklearn.metrics import average_precision_score
+
+    assert got["aupr_in"] == pytest.approx(average_precision_score(y, np.r_[inside, outside]))
+    assert got["aupr_out"] == pytest.approx(average_precision_score(1 - y, -np.r_[inside, outside]))
+    assert ood_detection(np.array([2.0, 3.0]), np.array([0.0, 1.0])) == {"auroc": 1.0, "aupr_in": 1.0, "aupr_out": 1.0,
+                                                                       "fpr95": 0.0}
 
 
 def test_bootstrap_intervals_bracket_the_estimate_and_repeat():

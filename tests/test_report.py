@@ -183,3 +183,36 @@ def test_a_report_named_like_the_findings_is_refused(report_results, tmp_path, c
     assert cli_main(["report", str(report_results), "-o", str(out)]) == 1
     err = capsys.readouterr().err
     assert "give the report another name" in err and "Traceback" not in err and not out.exists()
+
+
+def test_paper_files_hold_what_the_page_shows_and_spare_other_files(report_results, tmp_path):
+    import csv
+
+    out = tmp_path / "paper" / "index.html"
+    (tmp_path / "paper" / "figures").mkdir(parents=True)
+    (tmp_path / "paper" / "figures" / "my-own.svg").write_text("<svg/>")  # a paper's own figure
+    assert cli_main(["report", str(report_results), "-o", str(out)]) == 0
+    html = out.read_text()
+    tables, figures = out.parent / "tables", out.parent / "figures"
+    for name in re.findall(r'href="(tables/[^"]+|figures/[^"]+)"', html):
+        assert (out.parent / name).is_file(), name  # every file the page names exists
+    assert (figures / "my-own.svg").read_text() == "<svg/>"
+    stems = {p.stem for p in figures.glob("*.pdf")}
+    assert stems == {f"fashion_mnist-mlp-{part}" for part in ("methods", "headline", "confidence", "vs-param", "curves",
+                                                              "reliability", "sample", "selective", "ood")}, stems
+    # The CSV of a table is its text on the page: p-values as shown (never re-rounded to 0.000000).
+    paired = next(tables.glob("*paired-difference*.csv"))
+    rows = list(csv.reader(paired.open()))
+    assert rows[0][:3] == ["method", "n", "Δ accuracy"] and rows[0].count("p (t)") > 1  # no ".1" suffixes
+    text = " ".join(html_module.unescape(re.sub(r"<[^>]+>", "", html.replace("<br>", " "))).split())
+    for row in rows[1:]:
+        for cell in row[2:]:
+            assert cell in text, cell
+    tex = paired.with_suffix(".tex").read_text()
+    assert "\\toprule" in tex and "ε" not in tex and "$\\varepsilon$" in tex and "Δ" not in tex
+    # A rerun that writes fewer files removes only the ones lsbench wrote.
+    (figures / "stale-old.svg").write_text("x")
+    manifest = (figures / ".lsbench-report-files").read_text()
+    (figures / ".lsbench-report-files").write_text(manifest + "stale-old.svg\n")
+    assert cli_main(["report", str(report_results), "-o", str(out)]) == 0
+    assert not (figures / "stale-old.svg").exists() and (figures / "my-own.svg").exists()

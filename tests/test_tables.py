@@ -249,7 +249,16 @@ def test_tables_of_the_previous_version_still_render(tmp_path):
     again = read_tables(tmp_path / "old")
     assert sorted(set(again.runs[["method", "param"]].itertuples(index=False, name=None))) == [
         ("cross_entropy", 0.0), ("label_smoothing", 0.1), ("label_smoothing", 0.2)]
-    # AUPR-In and -Out, which those tables lack, are computed from their logits as a run computes them.
+    # AUPR-In and -Out, which those tables lack, are computed from their logits as a run computes them;
+    # a table with one of them gets the other.
+    half = pd.read_parquet(tmp_path / "old" / "ood.parquet").assign(aupr_in=tables.ood["aupr_in"].to_numpy())
+    half.to_parquet(tmp_path / "half.parquet")
+    (tmp_path / "half").mkdir()
+    for f in (tmp_path / "old").iterdir():
+        (tmp_path / "half" / f.name).write_bytes(f.read_bytes())
+    (tmp_path / "half" / "ood.parquet").write_bytes((tmp_path / "half.parquet").read_bytes())
+    pd.testing.assert_frame_equal(read_tables(tmp_path / "half").ood[tables.ood.columns], tables.ood,
+                                  check_dtype=False, rtol=1e-12)
     assert "aupr_in" not in pd.read_parquet(tmp_path / "old" / "ood.parquet").columns
     for name in ("metrics", "predictions", "reliability", "ood"):
         new, old = getattr(tables, name), getattr(again, name)

@@ -190,11 +190,11 @@ def test_settings_that_change_numbers_rerun_training(workdir, override, trains):
     assert jobs(run).get("train") == trains, run.stdout[-2000:]
 
 
-def test_default_grid_has_15_train_jobs(workdir):
+def test_default_grid_has_25_train_jobs(workdir):
     run = snakemake(workdir, "-n", "--forceall", "--config", "datasets=[fashion_mnist]", "models=[mlp]",
                     "validation_size=32")
     assert run.returncode == 0, output(run)[-2000:]
-    assert jobs(run)["train"] == 15
+    assert jobs(run)["train"] == 25  # 5 epsilons x 5 seeds
 
 
 def copy_workdir(workdir: Path, tmp_path: Path) -> Path:

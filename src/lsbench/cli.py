@@ -84,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("a", type=Path, help="findings.json of the first grid")
     p.add_argument("b", type=Path, help="findings.json of the second grid")
     p.add_argument("--only-differences", action="store_true", help="list only the claims that are not the same")
+    p.add_argument("--fail-on-difference", action="store_true",
+                   help="exit with status 1 when a claim differs or contradicts (e.g. to gate CI)")
     return parser
 
 
@@ -166,9 +168,12 @@ def run(args: argparse.Namespace) -> None:
         write_report(args.results_dir, Path(args.out))
         log(f"wrote {args.out}")
     elif args.command == "compare-findings":
-        from lsbench.report import compare_findings_markdown, read_findings
+        from lsbench.report import claims_differ, compare_findings_markdown, read_findings
 
-        print(compare_findings_markdown(read_findings(args.a), read_findings(args.b), args.only_differences), end="")
+        a, b = read_findings(args.a), read_findings(args.b)
+        print(compare_findings_markdown(a, b, args.only_differences), end="")
+        if args.fail_on_difference and claims_differ(a, b):
+            raise ConfigError(f"{args.a} and {args.b} make different claims (see the table)")
 
 
 def describe_os_error(exc: OSError) -> str:

@@ -1,6 +1,6 @@
 """The report's figures: each function draws part of the tables into a `Figure`: the PNG data URI
 the HTML embeds, the same figure as SVG and PDF for papers, alt text that says what it shows, and
-the numbers it draws as a tidy table (written beside the report by `write_figures`; the plots
+the numbers it draws as a tidy table (written beside the report by `lsbench.report.write_report`; the plots
 themselves are in `lsbench.plots`). Pooled over seeds where a figure shows one curve per run
 (method, param); runs are listed as `lsbench.studies.by_variant` orders and names them.
 
@@ -103,20 +103,15 @@ class Figure:
         return self.data.to_csv(index=False, lineterminator="\n").encode("utf-8")
 
 
-def write_figures(figures: Iterable[Figure], directory: Path) -> list[Path]:
-    """Write each figure as <name>.svg, <name>.pdf and <name>.csv (its data) into `directory`
-    (created if need be); the paths written, in order. ValueError for two figures of one name."""
+def figure_files(figures: Iterable[Figure]) -> dict[str, bytes]:
+    """{file name: bytes} of each figure as <name>.svg, <name>.pdf and <name>.csv (its data), in
+    order, for `lsbench.report.replace_outputs`. ValueError for two figures of one name."""
     figures = list(figures)
     names = [f.name for f in figures]
     if len(set(names)) != len(names):
         raise ValueError(f"figure names repeat: {sorted({n for n in names if names.count(n) > 1})}")
-    written = []
-    for figure in figures:
-        for ext, payload in (("svg", figure.svg), ("pdf", figure.pdf), ("csv", figure.csv())):
-            path = Path(directory) / f"{figure.name}.{ext}"
-            atomic_write_bytes(payload, path)
-            written.append(path)
-    return written
+    return {f"{f.name}.{ext}": payload for f in figures
+            for ext, payload in (("svg", f.svg), ("pdf", f.pdf), ("csv", f.csv()))}
 
 
 def literal_text(figure: Callable[..., Figure]) -> Callable[..., Figure]:
@@ -216,21 +211,26 @@ def figure_methods(converged: pd.DataFrame, chosen: list[tuple[str, float]], *, 
     panel the same after temperature scaling (each run's own fitted temperature)."""
     fig, axes = plots.grid(2, 2, size=5.5)
     data, text = [], []
+    ts_label = "cross-entropy + temperature scaling"
+    # One look per run in both panels; cross-entropy after scaling is temperature scaling alone.
+    looks = dict(zip([variant_label(*run) for run in chosen] + [ts_label], plots.palette(len(chosen) + 1)))
     for ax, column, title in ((axes[0], "ece", "as trained"), (axes[1], "ece_ts", "after temperature scaling")):
-        cells = {}
+        cells, styles = {}, {}
         for run in chosen:
             rows = rows_of(converged, run)
             stuck = column == "ece_ts" and bool(temperature_at_bound(rows["temperature"]).any())
-            label = variant_label(*run) + (" (T at its search bound: not a fit)" if stuck else "")
+            run_label = ts_label if column == "ece_ts" and run[0] == CROSS_ENTROPY else variant_label(*run)
+            label = run_label + (" (T at its search bound: not a fit)" if stuck else "")
+            styles[label] = looks[run_label]
             cells[label] = {"accuracy": metric_interval(rows["accuracy"].to_numpy(), "accuracy"),
                             "ece": metric_interval(rows[column].to_numpy(), column)}
         base = converged[converged["method"] == CROSS_ENTROPY]
         if column == "ece" and base["ece_ts"].notna().any():
-            cells["cross-entropy + temperature scaling"] = {
-                "accuracy": metric_interval(base["accuracy"].to_numpy(), "accuracy"),
-                "ece": metric_interval(base["ece_ts"].to_numpy(), "ece_ts")}
+            cells[ts_label] = {"accuracy": metric_interval(base["accuracy"].to_numpy(), "accuracy"),
+                               "ece": metric_interval(base["ece_ts"].to_numpy(), "ece_ts")}
+            styles[ts_label] = looks[ts_label]
         plots.accuracy_vs(cells, ax, x="ece", xlabel=f"ECE ({title}; log scale, lower is better)",
-                          zero_line=False, log_x=True, legend="under")
+                          zero_line=False, log_x=True, legend="under", styles=styles)
         ax.set_title(title)
         data.append(_points_data(cells, None, ("accuracy", "ece"), panel=title))
         text.append(f"{title.capitalize()}: " + "; ".join(

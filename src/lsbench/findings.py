@@ -27,10 +27,12 @@ and Holm's step-down procedure controls its family-wise error at ALPHA = 0.05. A
 difference" only when the 95 % interval lies within ± MARGINS[metric] (the smallest difference that
 matters), else "cannot tell" ("inconclusive"). Without an interval the sentence says the data
 cannot tell, and why: no seed has both runs, one pair of seeds, or differences that do not vary
-over the seeds (no spread is not certainty). Each claim on a per-epoch metric is also decided at
-each of the last LAST_EPOCHS epochs (with the final epoch's Holm factor) and says when it depends on
-the epoch. A temperature fitted at its search bound (`lsbench.metrics.TEMPERATURE_BOUNDS`) in any
-run makes the temperature-scaling finding "cannot tell".
+over the seeds (no spread is not certainty). Each claim on a per-epoch metric is also decided on
+each seed's mean over the last LAST_EPOCHS epochs and at each of them, and says when it depends on
+the epoch (the mean over them is a member of the family; a single epoch is judged with
+Bonferroni's factor, the family's size). A temperature fitted at its search bound
+(`lsbench.metrics.TEMPERATURE_BOUNDS`) in any run makes the temperature-scaling finding "cannot
+tell".
 """
 
 from __future__ import annotations
@@ -86,7 +88,9 @@ class Claim:
     family: int
     direction: str
     by_epoch: dict[int, str]
-    over_last: str | None = None
+    over_last_direction: str | None = None
+    over_last: PairedTest | None = None
+    over_last_p_holm: float = math.nan
 
     @property
     def holds_over_epochs(self) -> bool | None:
@@ -94,10 +98,10 @@ class Claim:
         the final epoch's direction and no single one of them the opposite effect (None: not
         checked). A single epoch of five seeds is noisy, so one at which an effect is merely not
         detectable does not overturn it."""
-        if self.over_last is None:
+        if self.over_last_direction is None:
             return None
         opposite = {"over": "under", "under": "over"}.get(self.direction)
-        return self.over_last == self.direction and opposite not in self.by_epoch.values()
+        return self.over_last_direction == self.direction and opposite not in self.by_epoch.values()
 
 
 def _decide(d: Interval, p_adjusted: float, metric: str) -> str:
@@ -165,17 +169,26 @@ class Judge:
 
     def _claim(self, key: tuple, t: PairedTest, metric: str, by_epoch: dict[int, PairedTest], name: str,
                over_last: PairedTest | None = None) -> Claim:
+        adjusted = self.adjusted or {}
         if not math.isnan(t.p_ttest):
             self.raw[key] = t.p_ttest
-        p_holm, factor = (self.adjusted or {}).get(key, (t.p_ttest, 1.0))
-        # An earlier epoch's p-value is multiplied by the factor Holm's procedure gave this test at
-        # the final epoch: the same strictness, without a second family per epoch.
-        def decide(te: PairedTest) -> str:
-            return _decide(te.difference, min(1.0, te.p_ttest * factor) if not math.isnan(te.p_ttest) else math.nan,
-                           metric)
+        p_holm = adjusted.get(key, (t.p_ttest, 1.0))[0]
+        # The mean over the last epochs is a claim of its own (the report states it): one more
+        # member of the family, with its own Holm-adjusted p.
+        last_key = ("mean of last epochs", *key)
+        if over_last is not None and not math.isnan(over_last.p_ttest):
+            self.raw[last_key] = over_last.p_ttest
+        p_last = adjusted.get(last_key, (math.nan if over_last is None else over_last.p_ttest, 1.0))[0]
+        # A single epoch is a description, not a member of the family: its p-value is multiplied by
+        # the family's size (Bonferroni), so it never claims more than the family allows.
+        m = max(self.family, 1)
+
+        def single(te: PairedTest) -> str:
+            return _decide(te.difference, min(1.0, te.p_ttest * m) if not math.isnan(te.p_ttest) else math.nan, metric)
 
         return Claim(t, metric, name, p_holm, self.family, _decide(t.difference, p_holm, metric),
-                     {e: decide(te) for e, te in by_epoch.items()}, None if over_last is None else decide(over_last))
+                     {e: single(te) for e, te in by_epoch.items()},
+                     None if over_last is None else _decide(over_last.difference, p_last, metric), over_last, p_last)
 
 
 def holm(raw: dict[tuple, float]) -> dict[tuple, tuple[float, float]]:
@@ -220,8 +233,8 @@ def _test(c: Claim) -> str:
     return f"{c.test_name} p = {p}{holm_p}, {t.difference.n} seeds"
 
 
-_EPOCH_WORDS = {"over": "detectably positive", "under": "detectably negative", "none": "no detectable difference",
-                "inconclusive": "cannot tell", "unknown": "no interval"}
+_EPOCH_WORDS = {"over": "detectably positive", "under": "detectably negative",
+                "none": "not detectable and within the margin", "inconclusive": "cannot tell", "unknown": "no interval"}
 
 
 def _span(epochs: list[int]) -> str:
@@ -231,7 +244,7 @@ def _span(epochs: list[int]) -> str:
 def _epochs_text(c: Claim) -> str:
     """Whether the conclusion holds over the last epochs, in a sentence ("" when not checked, or
     when a non-effect stays one)."""
-    if not c.by_epoch or c.over_last is None:
+    if not c.by_epoch or c.over_last_direction is None:
         return ""
     span = _span(list(c.by_epoch))
     groups: dict[str, list[int]] = {}
@@ -241,9 +254,9 @@ def _epochs_text(c: Claim) -> str:
     each = "; ".join(f"{_EPOCH_WORDS[d]} at epoch {', '.join(map(str, es))} alone" for d, es in groups.items())
     if c.holds_over_epochs:
         if c.direction not in ("over", "under"):
-            return ""
+            return f" Over {span}: {each}." if each else ""
         return f" The same over {span} (each seed's mean over them)" + (f"; {each}" if each else "") + "."
-    return (f" It depends on the epoch: on each seed's mean over {span}, {_EPOCH_WORDS[c.over_last]}"
+    return (f" It depends on the epoch: on each seed's mean over {span}, {_EPOCH_WORDS[c.over_last_direction]}"
             + (f"; {each}" if each else "") + ".")
 
 
@@ -270,10 +283,15 @@ def _interval_fields(i: Interval) -> dict[str, Any]:
 
 def _claim_fields(c: Claim) -> dict[str, Any]:
     """A claim's numbers under the names every record uses (docs/findings.md)."""
-    return {"metric": c.metric, **_interval_fields(c.test.difference), "p": c.test.p_ttest, "p_holm": c.p_holm,
+    return {"metric": c.metric, "margin": MARGINS.get(c.metric), **_interval_fields(c.test.difference),
+            "p": c.test.p_ttest, "p_holm": c.p_holm,
             "family_size": c.family, "test": c.test_name, "direction": c.direction,
             "epochs_checked": list(c.by_epoch), "direction_by_epoch": {str(e): d for e, d in c.by_epoch.items()},
-            "direction_over_last_epochs": c.over_last, "holds_over_epochs": c.holds_over_epochs}
+            "direction_over_last_epochs": c.over_last_direction,
+            "over_last_epochs": None if c.over_last is None else {**_interval_fields(c.over_last.difference),
+                                                                  "p": c.over_last.p_ttest,
+                                                                  "p_holm": c.over_last_p_holm},
+            "holds_over_epochs": c.holds_over_epochs}
 
 
 def runs_of(df: pd.DataFrame) -> list[Run]:
@@ -455,7 +473,9 @@ def _ts_at_bound(df: pd.DataFrame) -> int:
 def temperature_finding(study: Study, df: pd.DataFrame, run: Run, judge: Judge) -> dict[str, Any] | None:
     if rows_of(df, BASELINE)["ece_ts"].isna().all():
         return None
-    c = judge.paired(df, BASELINE, "ece_ts", run, baseline_column="ece")
+    # The method's ECE minus temperature scaling's, as best_method's vs_temperature_scaling: one
+    # test, one sign (over: temperature scaling is better).
+    c = judge.paired(df, run, "ece", BASELINE, baseline_column="ece_ts")
     d, direction = c.test.difference, c.direction
     ts = metric_interval(_by_seed(df, BASELINE, "ece_ts").to_numpy(), "ece_ts")
     head = f"temperature scaling alone (cross-entropy's ECE after scaling, {_ci(ts)}) against {_name(run)}: "
@@ -467,10 +487,10 @@ def temperature_finding(study: Study, df: pd.DataFrame, run: Run, judge: Judge) 
                 f"{len(rows_of(df, BASELINE))} runs, so the held-out images did not determine it (too few of them?).")
         return _record(study, "temperature_scaling_vs_method", head + tail,
                        **{**fields, "direction": "unknown"}, runs_at_bound=at_bound)
-    if direction == "under":
-        tail = f"temperature scaling is better by {abs(d.mean):.4f} ({_difference(d)}, {_test(c)})."
-    elif direction == "over":
-        tail = f"{_name(run)} is better by {d.mean:.4f} ({_difference(d)}, {_test(c)})."
+    if direction == "over":
+        tail = f"temperature scaling is better by {d.mean:.4f} ({_name(run)} minus it: {_difference(d)}, {_test(c)})."
+    elif direction == "under":
+        tail = f"{_name(run)} is better by {abs(d.mean):.4f} ({_difference(d)}, {_test(c)})."
     else:
         tail = _verdict(c) + "."
     return _record(study, "temperature_scaling_vs_method", head + tail, **fields, runs_at_bound=0)
@@ -606,6 +626,12 @@ def _range(fields: dict[str, Any], digits: int = 4, signed: bool = True) -> str:
     return f"{est:{f}.{digits}f} [{lo:{f}.{digits}f}, {hi:{f}.{digits}f}]"
 
 
+def _holm_text(fields: dict[str, Any]) -> str:
+    """", Holm-adjusted p = ..." as the findings print it ("" without a test)."""
+    p = fields.get("p_holm")
+    return "" if p is None or (isinstance(p, float) and math.isnan(p)) else f", Holm-adjusted p = {p:.3g}"
+
+
 def _change(fields: dict[str, Any] | None, what: str) -> str:
     """A paired claim in a clause: "accuracy falls by 0.0030 [...]", "no detectable change in ..."."""
     if fields is None:
@@ -613,7 +639,7 @@ def _change(fields: dict[str, Any] | None, what: str) -> str:
     d = fields["direction"]
     if d in ("over", "under"):
         return (f"{what} {'rises' if d == 'over' else 'falls'} by {abs(fields['estimate']):.4f} "
-                f"(difference {_range(fields)}, Holm-adjusted p = {fields['p_holm']:.2g})")
+                f"(difference {_range(fields)}{_holm_text(fields)})")
     if d == "none":
         return f"{what} does not detectably change ({_range(fields)}, within ± {MARGINS[fields['metric']]:g})"
     if d == "inconclusive":
@@ -665,9 +691,7 @@ def answer_finding(study: Study, df: pd.DataFrame, records: list[dict[str, Any]]
                    "not detectably lower" if vs["direction"] in ("none", "inconclusive", "unknown") else "higher")
         sentences.append(f"Of the methods at their chosen settings, {best['variant']} has the lowest ECE, "
                          f"{_range(ece, signed=False)}, {verdict} than cross-entropy's {_range(_interval_fields(ce), signed=False)} "
-                         f"(difference {_range(vs)}"
-                         + (f", Holm-adjusted p = {vs['p_holm']:.2g}" if vs["p_holm"] is not None
-                            and not math.isnan(vs["p_holm"]) else "") + ").")
+                         f"(difference {_range(vs)}{_holm_text(vs)}).")
     ts = best.get("vs_temperature_scaling")
     if ts is not None:
         fields["best_vs_temperature_scaling"] = ts
@@ -678,7 +702,7 @@ def answer_finding(study: Study, df: pd.DataFrame, records: list[dict[str, Any]]
                 "unknown": "cannot be told apart from it"}[ts["direction"]]
         sentences.append(f"Temperature scaling alone (cross-entropy rescaled on held-out images) reaches ECE "
                          f"{_range(_interval_fields(ts_ece), signed=False)} and {word}: {best['variant']}'s ECE "
-                         f"minus temperature scaling's is {_range(ts)}.")
+                         f"minus temperature scaling's is {_range(ts)}{_holm_text(ts)}.")
     else:
         at_bound = _ts_at_bound(df)
         why = (f"its fitted temperature hit the search bound in {at_bound} of {len(rows_of(df, BASELINE))} runs"
@@ -722,12 +746,20 @@ def claims(records: list[dict[str, Any]]) -> dict[str, str]:
     for r in records:
         study = f"{r['dataset']} × {r['model']}"
         id_ = r["id"]
+        # A claim on a per-epoch metric is also made on each seed's mean over the last epochs.
+        last = (f" (mean of epochs {r['epochs_checked'][0]}–{r['epochs_checked'][-1]})"
+                if r.get("direction_over_last_epochs") else None)
         if id_ in ("miscalibration_direction", "accuracy_effect", "aurc_effect", "ood_auroc_effect",
                    "temperature_scaling_vs_method"):
             out[f"{study}: {id_}, {r['variant']}"] = r["direction"]
+            if last:
+                out[f"{study}: {id_}, {r['variant']}{last}"] = r["direction_over_last_epochs"]
         elif id_ == "method_setting":
             out[f"{study}: chosen setting of {r['setting_of']}"] = r["variant"]
             out[f"{study}: method_setting, {r['setting_of']} ECE against cross-entropy"] = r["direction"]
+            if last:
+                out[f"{study}: method_setting, {r['setting_of']} ECE against cross-entropy{last}"] = \
+                    r["direction_over_last_epochs"]
         elif id_ == "miscalibration_flip":
             out[f"{study}: miscalibration_flip, {r['method']}"] = f"{r['from_variant']} → {r['to_variant']}"
         elif id_ == "best_method":
@@ -744,15 +776,16 @@ def claims(records: list[dict[str, Any]]) -> dict[str, str]:
     return out
 
 
-# Outcomes that claim nothing: two grids agree when one says "cannot tell" and the other "no
-# detectable difference" only in wording, not in what they assert; an effect against either is a
-# difference, and opposite effects contradict.
+# Outcomes that claim no effect. "none" also bounds the difference within the margin, which
+# "cannot tell" does not: two grids that differ so claim no effect either way, but not the same;
+# an effect against either is a difference, and opposite effects contradict.
 _NON_EFFECTS = {"none", "inconclusive", "unknown"}
 
 
 def compare_claims(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> list[dict[str, str]]:
     """Each claim of two findings documents' records side by side: `agreement` is "same",
-    "non-effects" (both claim no effect, one "no detectable difference", the other "cannot tell"),
+    "no effect either way" (neither claims an effect: one "no detectable difference", i.e. within the
+    margin, the other "cannot tell"),
     "differs" (an effect against a non-effect, another setting, a claim only one makes) or
     "contradicts" (opposite effects)."""
     ca, cb = claims(a), claims(b)
@@ -762,7 +795,7 @@ def compare_claims(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> list[dic
         if x == y:
             agreement = "same"
         elif x in _NON_EFFECTS and y in _NON_EFFECTS:
-            agreement = "non-effects"
+            agreement = "no effect either way"
         elif {x, y} == {"over", "under"}:
             agreement = "contradicts"
         else:

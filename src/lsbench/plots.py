@@ -77,7 +77,7 @@ def contrast_ratio(color: str, background: str = "#ffffff") -> float:
 
 def legend_right(ax: plt.Axes, **kwargs) -> None:
     """The axes' legend outside it, to its right, top-aligned (the layout makes room)."""
-    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, fontsize=7, **kwargs)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, fontsize=8, **kwargs)
 
 
 UNDER_XLABEL = 36  # points from an axes' bottom to below its tick labels and x label (10 pt text)
@@ -87,7 +87,7 @@ def legend_under(ax: plt.Axes, ncol: int = 2) -> None:
     """The axes' legend outside it, below its x label (anchored in points, so no font or size of
     the axes makes the two overlap; the layout makes room)."""
     anchor = matplotlib.transforms.offset_copy(ax.transAxes, fig=ax.figure, y=-UNDER_XLABEL, units="points")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, 0.0), bbox_transform=anchor, borderaxespad=0, fontsize=7,
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, 0.0), bbox_transform=anchor, borderaxespad=0, fontsize=8,
               ncol=ncol)
 
 
@@ -142,14 +142,17 @@ def accuracy_vs(intervals: dict, ax: plt.Axes, seeds: dict[str, pd.DataFrame] | 
                 x: str = "overconfidence",
                 xlabel: str = "overconfidence = mean confidence − accuracy  (← underconfident | overconfident →)",
                 zero_line: bool = True, log_x: bool = False, min_span: float = ACCURACY_MIN_SPAN,
-                legend: str = "right") -> None:
+                legend: str = "right", styles: dict | None = None) -> None:
     """Accuracy (y) against `x` per run, 95 % intervals over seeds on both axes, each run's
     individual seeds (`seeds[label]`, rows with `x` and accuracy, if given) as small hollow markers
     of its colour. `intervals`: {label: {"accuracy": Interval, x: Interval}}, in the order to style
     them; a legend right of the axes (`legend` "right") or under it ("under") names them. `log_x`:
     a log x axis (ECEs that span two orders of magnitude). The accuracy axis spans at least
-    `min_span`."""
-    for style, (label, cells) in zip(palette(len(intervals)), intervals.items()):
+    `min_span`. `styles` ({label: Style}) keeps one run's look across panels (default: the palette
+    in order)."""
+    styles = styles or dict(zip(intervals, palette(len(intervals))))
+    for label, cells in intervals.items():
+        style = styles[label]
         acc, other = cells["accuracy"], cells[x]
         if seeds is not None and label in seeds:
             ax.scatter(seeds[label][x], seeds[label]["accuracy"], s=16, marker=style.marker,
@@ -163,7 +166,9 @@ def accuracy_vs(intervals: dict, ax: plt.Axes, seeds: dict[str, pd.DataFrame] | 
         ax.axvline(0, color=GREY, linestyle="--", linewidth=0.8)
     if log_x:
         ax.set_xscale("log")
-        # Plain tick labels: mathtext (10^{-2}) is off while the report draws (lsbench.figures).
+        # Ticks at 1, 2 and 5 of each decade, so that 0.013 and 0.05 can be read off; plain labels:
+        # mathtext (10^{-2}) is off while the report draws (lsbench.figures).
+        ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
         ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     span_at_least(ax, min_span)

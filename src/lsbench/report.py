@@ -24,10 +24,10 @@ import pandas as pd
 from lsbench.config import ConfigError
 from lsbench.figures import (FIGURES_DIR, Figure, figure_confidence, figure_curves, figure_headline, figure_methods,
                              figure_ood, figure_reliability, figure_sample, figure_selective, figure_vs_param,
-                             write_figures)
+                             figure_files)
 from lsbench.findings import (ALPHA, BASELINE, CORRECTION, LAST_EPOCHS, MARGINS, json_ready, lowest, paired, select,
                               setting_label, study_findings)
-from lsbench.io import KEY, OOD_SCORES, write_text
+from lsbench.io import KEY, OOD_SCORES, atomic_write_bytes, write_text
 from lsbench.methods import METHODS, variant_label
 from lsbench.metrics import OOD_METRICS, TEMPERATURE_BOUNDS, temperature_at_bound
 from lsbench.stats import (WILCOXON_MIN_N, Interval, PairedTest, final_epoch_intervals, metric_interval, paired_against,
@@ -346,7 +346,14 @@ def format_interval(i: Interval, digits: int = 4) -> str:
     if i.n < 2:
         return f"{format_number(i.mean, digits)} (n={i.n}, no interval)"
     # The interval may wrap below the mean in a narrow column, but never within itself.
-    return markupsafe.Markup(f'{i.mean:.{digits}f} <span class="ci">[{i.lo:.{digits}f}, {i.hi:.{digits}f}]</span>')
+    m, lo, hi = (_fixed(v, digits) for v in (i.mean, i.lo, i.hi))
+    return markupsafe.Markup(f'{m} <span class="ci">[{lo}, {hi}]</span>')
+
+
+def _fixed(value: float, digits: int) -> str:
+    """`value` to `digits` decimals, without the sign of a value that rounds to zero ("-0.0000")."""
+    text = f"{value:.{digits}f}"
+    return text.lstrip("-") if float(text) == 0 else text
 
 
 def format_wilcoxon(test: PairedTest) -> str:
@@ -359,7 +366,7 @@ def format_p(p: float) -> str:
 
 
 def format_number(value: float, digits: int = 4) -> str:
-    return "–" if value is None or np.isnan(value) else f"{value:.{digits}f}"
+    return "–" if value is None or np.isnan(value) else _fixed(value, digits)
 
 
 def format_mean_std(cell: tuple[float, float], digits: int = 4) -> str:
@@ -469,34 +476,99 @@ def name_tables(html: str) -> str:
     return re.sub(r"</table>(</div>)?", files, html)
 
 
-def report_tables(html: str) -> list[tuple[str, str, pd.DataFrame]]:
-    """(file stem, caption, the table as shown) for every <table> of a rendered page, read back
-    from the page itself (pandas.read_html), so the files hold exactly what the report shows.
-    Raises ValueError when a table has no <caption> (every table must have one)."""
-    import io as _io
+def report_tables(html: str) -> list[tuple[str, str, list[str], list[list[str]]]]:
+    """(file stem, caption, header cells, body rows) of every <table> of a rendered page, read back
+    from the page itself (lxml) as the text a reader sees, so the files hold exactly what the
+    report shows (no re-formatting of numbers: a p of 3.26e-07 stays that). A cell spanning k
+    columns is followed by k - 1 empty ones. Raises ValueError when a table has no <caption>."""
+    import lxml.html
 
-    captions = [html_module.unescape(re.sub(r"<[^>]+>", "", c)).strip()
-                for c in re.findall(r"<table[^>]*>\s*<caption>(.*?)</caption>", html, re.S)]
-    if len(captions) != html.count("<table"):
-        raise ValueError(f"{html.count('<table') - len(captions)} table(s) of the report lack a <caption>")
-    frames = pd.read_html(_io.StringIO(html), flavor="lxml") if captions else []
-    return list(zip(table_names(html), captions, frames))
+    # A line break inside a cell separates two values ("0.0497 [...]", "p = 0.3"), so keep a space.
+    root = lxml.html.fromstring(html.replace("<br>", " "))
+    tables = root.findall(".//table")
+    names = table_names(html)
+    out = []
+    for table, name in zip(tables, names):
+        caption = table.find("caption")
+        if caption is None:
+            raise ValueError("a table of the report lacks a <caption>")
+        rows = []
+        for tr in table.iter("tr"):
+            cells = []
+            for cell in tr:
+                if cell.tag in ("th", "td"):
+                    cells += [" ".join(cell.text_content().split())] + [""] * (int(cell.get("colspan", 1)) - 1)
+            rows.append((all(c.tag == "th" for c in tr if c.tag in ("th", "td")), cells))
+        header = rows[0][1] if rows and rows[0][0] else []
+        body = [cells for _, cells in (rows[1:] if header else rows)]
+        out.append((name, " ".join(caption.text_content().split()), header, body))
+    if len(tables) != len(names):
+        raise ValueError(f"{len(tables) - len(names)} table(s) of the report lack a <caption>")
+    return out
+
+
+# What LaTeX's default (pdfLaTeX) input cannot take, as LaTeX: the report's symbols.
+LATEX_SYMBOLS = {"ε": r"$\varepsilon$", "γ": r"$\gamma$", "β": r"$\beta$", "λ": r"$\lambda$", "α": r"$\alpha$",
+                 "τ": r"$\tau$", "Δ": r"$\Delta$", "±": r"$\pm$", "−": r"$-$", "–": "--", "×": r"$\times$",
+                 "↑": r"$\uparrow$", "↓": r"$\downarrow$", "≥": r"$\geq$", "≤": r"$\leq$", "†": r"\dag{}",
+                 "→": r"$\rightarrow$", "←": r"$\leftarrow$", "·": r"$\cdot$", "≈": r"$\approx$"}
+
+
+def latex_text(text: str) -> str:
+    """`text` escaped for LaTeX (special characters, then the report's symbols as math)."""
+    specials = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+    out = "".join(specials.get(ch, ch) for ch in text)
+    return "".join(LATEX_SYMBOLS.get(ch, ch) for ch in out)
+
+
+def latex_table(caption: str, name: str, header: list[str], body: list[list[str]]) -> str:
+    """A booktabs table (needs \\usepackage{booktabs}; compiles with pdfLaTeX, the report's symbols
+    written as math), left-aligned first column."""
+    width = max([len(header), *map(len, body)] or [1])
+    lines = [r"\begin{table}", rf"\caption{{{latex_text(caption)}}}", rf"\label{{tab:{name}}}",
+             rf"\begin{{tabular}}{{l{'r' * (width - 1)}}}", r"\toprule"]
+    if header:
+        lines += [" & ".join(map(latex_text, header)) + r" \\", r"\midrule"]
+    lines += [" & ".join(map(latex_text, row + [""] * (width - len(row)))) + r" \\" for row in body]
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
 
 
 def write_tables(html: str, directory: Path) -> list[Path]:
-    """Every table of a rendered page as <name>.csv and <name>.tex (booktabs, caption and label)
-    in `directory`; files of an earlier report there are replaced."""
+    """Every table of a rendered page as <name>.csv and <name>.tex in `directory` (see
+    `replace_outputs` for what happens to an earlier report's files there)."""
+    import csv
+    import io as _io
+
+    files: dict[str, bytes] = {}
+    for name, caption, header, body in report_tables(html):
+        buf = _io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerows([header, *body] if header else body)
+        files[f"{name}.csv"] = buf.getvalue().encode()
+        files[f"{name}.tex"] = latex_table(caption, name, header, body).encode()
+    return replace_outputs(directory, files)
+
+
+MANIFEST = ".lsbench-report-files"
+
+
+def replace_outputs(directory: Path, files: dict[str, bytes]) -> list[Path]:
+    """Write `files` ({name: bytes}) into `directory`, after removing the files that lsbench report
+    wrote there before (listed in its manifest, `MANIFEST`) and this report does not write again.
+    Other files in the folder, e.g. a paper's own figures, are never touched."""
     directory.mkdir(parents=True, exist_ok=True)
-    for old in [*directory.glob("*.csv"), *directory.glob("*.tex")]:
-        old.unlink()
+    manifest = directory / MANIFEST
+    previous = manifest.read_text().split("\n") if manifest.is_file() else []
+    for old in previous:
+        if old and old not in files and "/" not in old and (directory / old).is_file():
+            (directory / old).unlink()
     written = []
-    for name, caption, frame in report_tables(html):
-        frame = frame.fillna("")
-        frame.to_csv(directory / f"{name}.csv", index=False, lineterminator="\n")
-        latex = frame.to_latex(index=False, escape=True, caption=caption.replace("_", "\\_").replace("%", "\\%")
-                               .replace("&", "\\&").replace("#", "\\#"), label=f"tab:{name}")
-        write_text(latex, directory / f"{name}.tex")
-        written += [directory / f"{name}.csv", directory / f"{name}.tex"]
+    for name, data in files.items():
+        atomic_write_bytes(data, directory / name)
+        written.append(directory / name)
+    atomic_write_bytes(("\n".join(sorted(files)) + "\n").encode(), manifest)
     return written
 
 
@@ -576,11 +648,7 @@ def write_report(results_dir: Path, out_path: Path) -> None:
     write_text(json.dumps(findings_document(tables, found), indent=1, ensure_ascii=False) + "\n",
                findings_path(out_path))
     write_tables(html, out_path.parent / TABLES_DIR)
-    figures_dir = out_path.parent / FIGURES_DIR
-    figures_dir.mkdir(parents=True, exist_ok=True)
-    for old in [*figures_dir.glob("*.svg"), *figures_dir.glob("*.pdf"), *figures_dir.glob("*.csv")]:
-        old.unlink()  # a figure an earlier report had and this one has not
-    write_figures(figures, figures_dir)
+    replace_outputs(out_path.parent / FIGURES_DIR, figure_files(figures))
 
 
 def read_findings(path: Path) -> dict:
@@ -592,9 +660,14 @@ def read_findings(path: Path) -> dict:
         raise ConfigError(f"{path}: not JSON ({exc})") from exc
     if isinstance(data, list):
         data = {"schema_version": 1, "metadata": {}, "findings": data}
-    if not isinstance(data, dict) or not isinstance(data.get("findings"), list) or not all(
-            isinstance(r, dict) and {"id", "dataset", "model"} <= set(r) for r in data["findings"]):
+    if not isinstance(data, dict) or not isinstance(data.get("findings"), list):
         raise ConfigError(f"{path}: not a findings.json written by lsbench report (no list of findings records)")
+    if not data["findings"]:
+        raise ConfigError(f"{path}: holds no findings records (an empty list)")
+    for k, r in enumerate(data["findings"]):
+        if not isinstance(r, dict) or not {"id", "dataset", "model"} <= set(r):
+            raise ConfigError(f"{path}: findings record {k} is not a record of lsbench report "
+                              "(it needs id, dataset and model)")
     if data.get("schema_version", 0) > FINDINGS_SCHEMA_VERSION:
         raise ConfigError(f"{path}: schema_version {data['schema_version']} is newer than this lsbench reads "
                           f"({FINDINGS_SCHEMA_VERSION}); update lsbench")
@@ -611,14 +684,37 @@ def compare_findings_markdown(a: dict, b: dict, only_differences: bool = False) 
         return f"{name} ({', '.join(caps)})" if caps else name
 
     rows = compare_claims(a["findings"], b["findings"])
-    counts = {k: sum(r["agreement"] == k for r in rows) for k in ("same", "non-effects", "differs", "contradicts")}
+    kinds = ("same", "no effect either way", "differs", "contradicts")
+    counts = {k: sum(r["agreement"] == k for r in rows) for k in kinds}
     shown = [r for r in rows if r["agreement"] != "same"] if only_differences else rows
     lines = [f"| claim | {side(a, 'A')} | {side(b, 'B')} | agreement |", "|---|---|---|---|"]
     lines += [f"| {r['claim']} | {r['a']} | {r['b']} | {r['agreement']} |" for r in shown]
-    summary = (f"{len(rows)} claims: {counts['same']} the same, {counts['non-effects']} non-effects in other words "
-               f"(no detectable difference / cannot tell), {counts['differs']} differ, "
+    summary = (f"{len(rows)} claims: {counts['same']} the same, {counts['no effect either way']} with no effect "
+               f"claimed either way (one within the margin, the other cannot tell), {counts['differs']} differ, "
                f"{counts['contradicts']} contradict.")
-    return "\n".join(lines) + "\n\n" + summary + "\n"
+    notes = rule_differences(a, b)
+    return "\n".join(lines) + "\n\n" + summary + "\n" + "".join(f"\nNote: {n}\n" for n in notes)
+
+
+def rule_differences(a: dict, b: dict) -> list[str]:
+    """What differs between two documents' rules or grids (seeds, correction, margins, epochs
+    checked, schema): their claims are then not made alike, and a difference may be the rules'."""
+    ma, mb = a.get("metadata", {}), b.get("metadata", {})
+    notes = []
+    if a.get("schema_version") != b.get("schema_version"):
+        notes.append(f"schema_version {a.get('schema_version')} against {b.get('schema_version')}: the rules "
+                     "changed between them (schema 1: no multiple-comparison correction)")
+    for key in ("seeds", "correction", "margins", "last_epochs_checked"):
+        if key in ma and key in mb and ma[key] != mb[key]:
+            notes.append(f"{key} differ: {json.dumps(ma[key], sort_keys=True)} against {json.dumps(mb[key], sort_keys=True)}")
+    return notes
+
+
+def claims_differ(a: dict, b: dict) -> bool:
+    """Whether any claim of the two documents differs or contradicts (for --fail-on-difference)."""
+    from lsbench.findings import compare_claims
+
+    return any(r["agreement"] in ("differs", "contradicts") for r in compare_claims(a["findings"], b["findings"]))
 
 
 __all__ = ["Tables", "read_tables", "render", "section_ids", "study_slug", "write_report"]

@@ -394,14 +394,15 @@ def read_tables(results_dir: Path) -> Tables:
 
 
 def with_aupr(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """ood.parquet with aupr_in and aupr_out: as written (lsbench 0.3 and later), or, for tables
-    written before them, computed here from the logits in predictions.parquet and
+    """ood.parquet with aupr_in and aupr_out: as written by the runs, or, for tables written before
+    the runs recorded them (or holding only one), computed here from the logits in predictions.parquet and
     ood_predictions.parquet with the runs' own functions (`lsbench.metrics.ood_detection`)."""
     from lsbench import metrics as m
 
     ood = frames["ood"]
-    if {"aupr_in", "aupr_out"} <= set(ood.columns) or ood.empty:
-        return ood if not ood.empty else ood.assign(aupr_in=pd.Series(dtype=float), aupr_out=pd.Series(dtype=float))
+    missing = [c for c in ("aupr_in", "aupr_out") if c not in ood.columns]
+    if not missing or ood.empty:
+        return ood.assign(**{c: pd.Series(dtype=float) for c in missing})
     ood_logits = frames["ood_predictions"].groupby(io.KEY)
     values: dict[tuple, dict[str, dict[str, float]]] = {}
     for key, p in frames["predictions"].groupby(io.KEY):
@@ -411,9 +412,9 @@ def with_aupr(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
         id_scores = m.rejection_scores(p[columns].to_numpy(np.float64))
         ood_scores = m.rejection_scores(ood_logits.get_group(key)[columns].to_numpy(np.float64))
         values[key] = {s: m.ood_detection(id_scores[s], ood_scores[s]) for s in id_scores}
-    at = list(ood.columns).index("auroc") + 1
     ood = ood.copy()
-    for offset, column in enumerate(("aupr_in", "aupr_out")):
-        ood.insert(at + offset, column, [values.get(tuple(r[k] for k in io.KEY), {}).get(r["score"], {}).get(column, np.nan)
-                                         for _, r in ood.iterrows()])
+    for column in missing:  # after auroc, where a run writes them
+        at = list(ood.columns).index("auroc") + 1 + (column == "aupr_out" and "aupr_in" in ood.columns)
+        ood.insert(at, column, [values.get(tuple(r[k] for k in io.KEY), {}).get(r["score"], {}).get(column, np.nan)
+                                for _, r in ood.iterrows()])
     return ood
