@@ -358,3 +358,11 @@ def test_the_hint_does_not_point_at_another_datasets_folder(tmp_path):
     with pytest.raises(DataError) as info:
         resolve_dataset(get_dataset("mnist"), str(root), tmp_path / "dl", download=_no_download)
     assert "no MNIST files in" in str(info.value) and "were found in" not in str(info.value)
+
+
+def test_data_changed_since_planning_is_a_data_error(tmp_path):
+    # The workflow plans with each dataset's fingerprint; files that changed since stop the job
+    # with the data error (it was a NameError: DataError was not imported).
+    with pytest.raises(DataError, match="its files changed since the workflow was planned"):
+        prepare_data("digits", None, tmp_path / "digits.npz", lambda message: None, "not-the-fingerprint")
+    assert not (tmp_path / "digits.npz").exists()

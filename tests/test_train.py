@@ -15,7 +15,7 @@ from lsbench.datasets import DATASETS
 from lsbench.mlp import FlatAdam, ManualStepper, backward_, target_table
 from lsbench.models import build_model
 from lsbench.pipeline import CHECKPOINT_FORMAT, CHECKPOINT_NAME, prepare_data
-from lsbench.train import AutogradStepper, DeviceData, make_stepper, new_state, run_epochs, to_inputs
+from lsbench.train import DeviceData, make_stepper, new_state, run_epochs, to_inputs
 
 CPU = torch.device("cpu")
 TINY = TrainConfig(epochs=3, batch_size=32, lr=1e-3, device="cpu", threads=1)

@@ -13,14 +13,12 @@ from __future__ import annotations
 import base64
 import dataclasses
 import functools
-from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
 import pandas as pd
 
 from lsbench import plots
-from lsbench.io import atomic_write_bytes
 from lsbench.methods import CROSS_ENTROPY, METHODS, variant_label
 from lsbench.metrics import rejection_scores, risk_coverage_curve, temperature_at_bound, top_label
 from lsbench.stats import metric_interval, rows_of, wilson_interval

@@ -17,7 +17,7 @@ import pandas as pd
 
 from lsbench import io, provenance
 from lsbench.config import ConfigError, TrainConfig, validation_count
-from lsbench.data import ImageData, load_data, resize_images, save_data
+from lsbench.data import DataError, ImageData, load_data, resize_images, save_data
 from lsbench.datasets import get_dataset, resolve_dataset
 from lsbench.methods import variant_label
 

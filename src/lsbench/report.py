@@ -11,7 +11,6 @@ give the same bytes: nothing here is random or reads the clock.
 from __future__ import annotations
 
 import hashlib
-import html as html_module
 import json
 import re
 from pathlib import Path

@@ -28,7 +28,6 @@ from typing import Any, Callable, Iterator, Protocol
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from lsbench.config import ConfigError, TrainConfig
