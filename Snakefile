@@ -45,6 +45,7 @@ PLAN = get_plan(LSB)
 
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/shift.smk"
 include: "workflow/rules/collect.smk"
 include: "workflow/rules/report.smk"
 

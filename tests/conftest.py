@@ -72,7 +72,9 @@ def workflow_dir(root: Path, idx: dict | None = None, **config) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     merged = yaml.safe_load((REPO / "config.yaml").read_text())
     write_tiny_root(root / "data", config.get("datasets", ("fashion_mnist",)), **(idx or {}))
-    merged.update({"data_root": "data", **config})
+    # One shift on 50 images unless a test asks for more: the workflow's shift stage runs in every
+    # test, cheaply (tests/test_workflow.py runs more of the suite).
+    merged.update({"data_root": "data", "shifts": ["contrast"], "shift_images": 50, **config})
     (root / "config.yaml").write_text(yaml.safe_dump(merged))
     return root
 
@@ -133,7 +135,7 @@ def tiny_dataset_file(tmp_path: Path, tiny_root: Path) -> Path:
 def report_results(tmp_path_factory) -> Path:
     """A results directory from 2 seeds x 2 epsilons on tiny data, as `collect` writes it."""
     from lsbench.config import TrainConfig
-    from lsbench.pipeline import collect, prepare_data
+    from lsbench.pipeline import collect, evaluate_shifts, prepare_data, shift_data
 
     root = tmp_path_factory.mktemp("report")
     data, digits = root / "data" / "fashion_mnist.npz", root / "data" / "digits.npz"
@@ -145,10 +147,18 @@ def report_results(tmp_path_factory) -> Path:
         for eps in (0.0, 0.3):
             runs.append(root / f"runs/s{seed}e{eps}")
             train_run(data, runs[-1], seed, eps, cfg, ood=("digits", digits))
+    # Three shifts of the suite on 40 test images, every run's final model evaluated on them.
+    shifts = ["rotation", "impulse_noise", "contrast"]
+    shifted = root / "shifted.npz"
+    shift_data("fashion_mnist", data, shifts, shifted, 40, lambda m: None)
+    shift_tables = [root / "shift.parquet"]
+    evaluate_shifts(runs, data, shifted, shift_tables[0], "cpu", 1, lambda m: None)
     config = {**yaml.safe_load((REPO / "config.yaml").read_text()), "seeds": [0, 1], "epsilons": [0.0, 0.3],
-              "epochs": 2, "batch_size": 32, "validation_size": 32, "device": "cpu", "data_root": str(root / "data")}
+              "epochs": 2, "batch_size": 32, "validation_size": 32, "device": "cpu", "data_root": str(root / "data"),
+              "shifts": shifts, "shift_images": 40}
     collect(runs, root / "results", lambda m: None, config=config, source_dir=REPO,
-            data_summaries=[data.with_suffix(".json"), digits.with_suffix(".json")])
+            data_summaries=[data.with_suffix(".json"), digits.with_suffix(".json")],
+            shift_tables=shift_tables, shifted_data=[shifted])
     return root / "results"
 
 

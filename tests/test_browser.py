@@ -42,7 +42,7 @@ def test_report_in_chromium(report_html, sections, tmp_path):
     shot = screenshot_path(tmp_path, "report")
     result = inspect_page(page, shot)
     assert result.problems(sections) == []
-    assert len(result.images) == 9  # 7 in the study, its risk-coverage and its OOD figures
+    assert len(result.images) == 12  # 7 in the study, its risk-coverage, OOD and 3 shift figures
     width, height = png_size(shot)
     assert width == 1200 and height > 3000  # the whole page, not just the first screen
     # The first screen answers: overconfidence, the best setting, temperature scaling, the cost.

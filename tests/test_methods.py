@@ -170,7 +170,7 @@ def test_method_errors_accepts_a_good_grid():
 
 BASE = {"datasets": ["digits"], "models": ["linear"], "data_root": None, "seeds": [0], "epochs": 1,
         "batch_size": 64, "lr": 1e-3, "validation_size": 100, "ood": None, "device": "cpu", "threads": 1,
-        "keep_checkpoints": False}
+        "keep_checkpoints": False, "shifts": None, "shift_images": 2000}
 
 
 def test_epsilons_is_a_shorthand_for_label_smoothing():

@@ -16,7 +16,7 @@ from PIL import Image
 
 from conftest import REPO
 from lsbench.cli import main as cli_main
-from lsbench.io import PUBLISHED
+from lsbench.io import OPTIONAL_PUBLISHED, PUBLISHED
 from lsbench.provenance import cpu_model
 from lsbench.report import distinct, render, section_ids
 from lsbench.tables import read_tables
@@ -51,12 +51,13 @@ def test_same_tables_give_byte_identical_report(report_results, tmp_path):
 def test_report_needs_only_the_parquet_files(report_results, tmp_path):
     published = tmp_path / "published"
     published.mkdir()
-    for table in PUBLISHED:
+    for table in (*PUBLISHED, *OPTIONAL_PUBLISHED):
         shutil.copy(report_results / f"{table}.parquet", published)
     assert cli_main(["report", str(published), "-o", str(tmp_path / "r.html")]) == 0
     html = (tmp_path / "r.html").read_text()
     for column in ("ece_over", "ece_under", "ece_adaptive", "ece_classwise", "ece_ts"):
         assert f"<th>{column}</th>" in html
+    assert "<caption>ECE under shift (pooled over the shifts)" in html
 
 
 def test_strings_are_escaped(report_results):
@@ -108,8 +109,8 @@ def test_sections_in_order(report_results):
     tables = read_tables(report_results)
     html = render(tables)
     assert tuple(re.findall(r'<section id="([^"]+)"', html)) == section_ids(tables)
-    assert section_ids(tables)[:7] == ("answer", "findings", "studies", "selective", "ood", "study-fashion_mnist-mlp",
-                                       "fashion_mnist-mlp-methods")
+    assert section_ids(tables)[:8] == ("answer", "findings", "studies", "selective", "ood", "shift",
+                                       "study-fashion_mnist-mlp", "fashion_mnist-mlp-methods")
     # The table of contents follows the answer and links every section, each study's nested in it.
     nav = html[html.index('<nav id="contents"'):html.index("</nav>")]
     assert html.index('<section id="answer">') < html.index('<nav id="contents"') < html.index('<section id="findings">')
@@ -124,7 +125,7 @@ def embedded_pngs(html: str) -> list[bytes]:
 def test_embedded_images_are_complete_pngs(report_results):
     """Chromium draws a truncated PNG partially (naturalWidth > 0), so check each one whole here."""
     pngs = embedded_pngs(render(read_tables(report_results)))
-    assert len(pngs) == 9  # 7 per study (methods, headline, ...), risk-coverage, OOD
+    assert len(pngs) == 12  # 7 per study (methods, headline, ...), risk-coverage, OOD, 3 of the shifts
     for png in pngs:
         Image.open(io.BytesIO(png)).verify()  # chunk CRCs and the IEND chunk
         with Image.open(io.BytesIO(png)) as img:
@@ -198,8 +199,10 @@ def test_paper_files_hold_what_the_page_shows_and_spare_other_files(report_resul
         assert (out.parent / name).is_file(), name  # every file the page names exists
     assert (figures / "my-own.svg").read_text() == "<svg/>"
     stems = {p.stem for p in figures.glob("*.pdf")}
-    assert stems == {f"fashion_mnist-mlp-{part}" for part in ("methods", "headline", "confidence", "vs-param", "curves",
-                                                              "reliability", "sample", "selective", "ood")}, stems
+    assert stems == {*(f"fashion_mnist-mlp-{part}" for part in ("methods", "headline", "confidence", "vs-param", "curves",
+                                                                "reliability", "sample", "selective", "ood",
+                                                                "shift-severity", "shift-heatmap")),
+                     "fashion_mnist-shift-gallery"}, stems
     # The CSV of a table is its text on the page: p-values as shown (never re-rounded to 0.000000).
     paired = next(tables.glob("*paired-difference*.csv"))
     rows = list(csv.reader(paired.open()))
@@ -216,3 +219,38 @@ def test_paper_files_hold_what_the_page_shows_and_spare_other_files(report_resul
     (figures / ".lsbench-report-files").write_text(manifest + "stale-old.svg\n")
     assert cli_main(["report", str(report_results), "-o", str(out)]) == 0
     assert not (figures / "stale-old.svg").exists() and (figures / "my-own.svg").exists()
+
+
+def test_the_shift_section_and_findings(report_results):
+    """Three shifts on 40 images (tests/conftest.py): the section's tables and figures, the shift
+    findings in a Holm family of their own, so the clean-data findings are those of the same
+    tables without shifts."""
+    from lsbench.report import findings, findings_document
+
+    tables = read_tables(report_results)
+    html = render(tables)
+    section = html[html.index('<section id="shift">'):]
+    section = section[:section.index("</section>")]
+    for caption in ("ECE under shift", "ECE after temperature scaling fitted on clean images, under shift",
+                    "Accuracy under shift"):
+        assert f"<caption>{caption}" in section
+    assert section.count("<img ") == 3 and "3 shifts, 40 test images each" in section
+    found = findings(tables)
+    shift = [f for f in found if f.get("family") == "shift"]
+    assert [f["id"] for f in shift] == ["shift_pooled", "shift_ece", "shift_vs_temperature_scaling", "shift_temperature_scaling",
+                                        "shift_temperature_scaling", "shift_aurc_penalty", "shift_breaks"]
+    ece = shift[1]
+    assert sorted(shift[0]["by_run"]["cross-entropy"]) == ["0", "1", "2", "3", "4", "5"]
+    assert sorted(ece["by_severity"]) == ["1", "2", "3", "4", "5"] and ece["n_shifts"] == 3
+    assert {"direction", "p", "p_holm", "family_size", "low", "high"} <= set(ece["by_severity"]["1"])
+    sizes = {c["family_size"] for f in shift for c in (f["by_severity"].values() if "by_severity" in f else [f])
+             if c.get("family_size")}
+    assert len(sizes) == 1
+    clean = [f for f in found if f.get("family") != "shift"]
+    without = findings(dataclasses.replace(tables, shift=tables.shift.iloc[:0], shift_gallery=tables.shift_gallery.iloc[:0]))
+    # The same clean claims; the answer only gains its sentence on the shifts.
+    assert clean[1:] == without[1:] and clean[0]["sentences"][:-1] == without[0]["sentences"]
+    assert clean[0]["sentences"][-1].startswith("Under distribution shift (severity 5")
+    meta = findings_document(tables, found)["metadata"]["correction"]
+    assert meta["shift_family_sizes"] == {"fashion_mnist/mlp": sizes.pop()}
+    assert meta["family_sizes"] == findings_document(tables, without)["metadata"]["correction"]["family_sizes"]

@@ -49,19 +49,22 @@ def test_slurm_results_equal_local_results(cluster, tmp_path):
     sbatch = [line for line in log.splitlines() if "sbatch call" in line]
     print("\n".join(sbatch))
     # prepare_data once per dataset (Fashion-MNIST and its default OOD set, digits), then the 4
-    # train jobs as 2 groups of 2; collect and report run locally.
+    # train jobs as 2 groups of 2, the shifted test set and the study's shift evaluation; collect
+    # and report run locally.
     prepare = [line for line in sbatch if "rule_prepare_data" in line]
     # The comment names the wildcards: dataset, then the data's fingerprint.
     datasets = sorted(re.search(r"wildcards_(\w+?)_[0-9a-f]{16}", line).group(1) for line in prepare)
     assert datasets == ["digits", "fashion_mnist"]
-    assert len(sbatch) == 4, sbatch
+    assert len(sbatch) == 6, sbatch
+    assert sum("rule_shift_data" in line for line in sbatch) == 1
+    assert sum("rule_evaluate_shifts" in line for line in sbatch) == 1
     groups = [line for line in sbatch if "group_train" in line or "--cpus-per-task=2" in line]
     assert len(groups) == 2 and all(re.search(r"--mem 3000\b", line) for line in groups), sbatch
 
     local = make_workdir(tmp_path / "local")
     run = snakemake(local, "--cores", "2")
     assert run.returncode == 0, run.stderr[-3000:]
-    for table in RESULT_TABLES:
+    for table in (*RESULT_TABLES, "shift"):
         a = pd.read_parquet(on_slurm / "results" / f"{table}.parquet").drop(columns="epoch_seconds", errors="ignore")
         b = pd.read_parquet(local / "results" / f"{table}.parquet").drop(columns="epoch_seconds", errors="ignore")
         pd.testing.assert_frame_equal(a, b, check_exact=True)

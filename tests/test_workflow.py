@@ -16,7 +16,8 @@ import yaml
 from conftest import LAYOUT, REPO, run_file, snakemake_cmd, workflow_dir, write_tiny_idx
 
 GRID = ["datasets=[fashion_mnist,digits]", "models=[mlp,lenet]", "seeds=[0,1]", "epsilons=[0.0,0.2]",
-        "epochs=2", "batch_size=32", "validation_size={fashion_mnist: 32, digits: 0.1}"]
+        "epochs=2", "batch_size=32", "validation_size={fashion_mnist: 32, digits: 0.1}",
+        "shifts=[rotation,contrast]", "shift_images=50"]
 N_TEST = 64
 STUDIES = {("fashion_mnist", "mlp"), ("fashion_mnist", "lenet"), ("digits", "mlp"), ("digits", "lenet")}
 
@@ -133,7 +134,9 @@ def test_report_is_self_contained_with_a_section_per_study(workdir):
     for dataset, model in STUDIES:
         for section in ("methods", "headline", "summary", "statistics", "temperature", "reliability", "sample"):
             assert f'id="{dataset}-{model}-{section}"' in html
-    assert html.count("data:image/png;base64,") == 7 * 4 + 4 + 2  # studies, risk-coverage, OOD (fashion_mnist)
+    # 7 per study, risk-coverage per study, OOD (fashion_mnist's 2), a shift gallery per dataset and
+    # the severity figure and heat map per study.
+    assert html.count("data:image/png;base64,") == 7 * 4 + 4 + 2 + 2 + 2 * 4
     assert "http://" not in html and "https://" not in html
 
 
@@ -195,6 +198,57 @@ def test_default_grid_has_25_train_jobs(workdir):
                     "validation_size=32")
     assert run.returncode == 0, output(run)[-2000:]
     assert jobs(run)["train"] == 25  # 5 epsilons x 5 seeds
+    # The whole shift suite by default: one shifted test set per dataset, one evaluation per study.
+    assert jobs(run)["shift_data"] == 1 and jobs(run)["evaluate_shifts"] == 1
+
+
+def test_shift_tables(workdir):
+    shift = read(workdir, "shift")
+    runs = read(workdir, "runs")
+    assert len(shift) == len(runs) * (1 + 2 * 5)
+    assert set(shift["shift"]) == {"none", "rotation", "contrast"} and sorted(shift["severity"].unique()) == [0, 1, 2,
+                                                                                                         3, 4, 5]
+    assert (shift.loc[shift["dataset"] == "fashion_mnist", "n_images"] == 50).all()
+    assert shift["accuracy"].between(0, 1).all() and shift["ece_ts"].notna().all()
+    gallery = read(workdir, "shift_gallery")
+    assert len(gallery) == 2 * (1 + 2 * 5) and set(gallery["height"]) == {28, 8}
+    html = (workdir / "report" / "index.html").read_text()
+    assert '<section id="shift">' in html and "Distribution shift" in html
+    assert (workdir / "report" / "figures" / "fashion_mnist-shift-gallery.svg").is_file()
+
+
+def _src_copy(tmp_path: Path, edit) -> dict:
+    """An environment whose lsbench is a copy of this one's with `edit(text)` applied to shifts.py."""
+    src = tmp_path / "src"
+    shutil.copytree(REPO / "src" / "lsbench", src / "lsbench")
+    path = src / "lsbench" / "shifts.py"
+    path.write_text(edit(path.read_text()))
+    return {**os.environ, "PYTHONPATH": str(src)}
+
+
+def test_a_shift_change_reevaluates_and_never_retrains(workdir, tmp_path):
+    added = snakemake(workdir, "-n", "--config", *GRID[:-2], "shifts=[rotation,contrast,fog]", "shift_images=50")
+    assert added.returncode == 0, output(added)[-2000:]
+    counts = jobs(added)
+    assert counts.get("shift_data") == 2 and counts.get("evaluate_shifts") == 4, counts
+    assert "train" not in counts and "prepare_data" not in counts
+    # One severity constant of one shift edited: the suite's hash, so every shifted set, changes.
+    env = _src_copy(tmp_path, lambda t: t.replace("(0.4, 0.3, 0.2, 0.1, 0.05)", "(0.4, 0.3, 0.2, 0.1, 0.06)"))
+    edited = subprocess.run(snakemake_cmd(workdir, "--cores", "2", "-n", "--config", *GRID), capture_output=True,
+                            text=True, timeout=600, env=env)
+    counts = jobs(edited)
+    assert counts.get("shift_data") == 2 and counts.get("evaluate_shifts") == 4, output(edited)[-2000:]
+    assert "train" not in counts
+
+
+def test_switching_shifts_off_removes_their_tables(workdir, tmp_path):
+    wd = copy_workdir(workdir, tmp_path)
+    run = snakemake(wd, "--config", *GRID[:-2], "shifts=null")
+    assert run.returncode == 0, output(run)[-2000:]
+    assert "rule train" not in output(run) and "rule evaluate_shifts" not in output(run)
+    assert not (wd / "results" / "shift.parquet").exists() and not (wd / "results" / "shift_gallery.parquet").exists()
+    html = (wd / "report" / "index.html").read_text()
+    assert "No shift was evaluated" in html
 
 
 def copy_workdir(workdir: Path, tmp_path: Path) -> Path:

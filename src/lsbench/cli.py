@@ -75,7 +75,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", type=Path, default=None,
                    help="results/grid-<id>.json to write last, listing what was collected (other grid-*.json "
                         "beside it are removed)")
-    p.add_argument("run_dirs", type=Path, nargs="+")
+    p.add_argument("--shift-table", type=Path, action="append", default=None,
+                   help="a run's shift evaluation from evaluate-shifts (repeat for each run): collected into "
+                        "shift.parquet; without any, shift.parquet and shift_gallery.parquet are removed")
+    p.add_argument("--shifted-data", type=Path, action="append", default=None,
+                   help="a shifted test set from shift-data (repeat for each): its first image per severity goes "
+                        "into shift_gallery.parquet")
+    p.add_argument("run_dirs", type=Path, nargs="+", help="the run directories to collect (train's --out-dir)")
+    p = sub.add_parser("shift-data", help="apply distribution shifts (lsbench.shifts) at severities 1..5 to a "
+                       "seeded subset of a dataset's test images")
+    p.add_argument("--dataset", required=True, help="dataset name (see config.yaml)")
+    p.add_argument("--data", type=Path, required=True, help="the dataset's cache from prepare-data")
+    p.add_argument("--images", default="2000", help="test images to shift (config key shift_images)")
+    p.add_argument("--out", type=Path, required=True, help="the .npz file to write")
+    p.add_argument("shifts", nargs="+", help="shift names (lsbench.shifts.SHIFTS; see config.yaml), or all")
+    p = sub.add_parser("evaluate-shifts", help="evaluate runs' final models on a shifted test set (no training)")
+    p.add_argument("--data", type=Path, required=True, help="the runs' dataset cache from prepare-data")
+    p.add_argument("--shifted", type=Path, default=None, help="the shifted test set from shift-data (without it: "
+                   "the unshifted subset only)")
+    p.add_argument("--out", type=Path, required=True, help="the .parquet file to write")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (config key device)")
+    p.add_argument("--threads", default="1", help="torch threads (config key threads)")
+    p.add_argument("run_dirs", type=Path, nargs="+", help="run directories (train's --out-dir) of one dataset, "
+                   "each holding model.pt, runs.parquet and calibrated.parquet")
     p = sub.add_parser("report", help="render the HTML report from a results directory")
     p.add_argument("results_dir", type=Path, help="directory with the parquet files written by collect")
     p.add_argument("-o", "--out", default="report/index.html", help="the HTML file to write")
@@ -156,7 +178,17 @@ def run(args: argparse.Namespace) -> None:
                            cfg, args.keep_checkpoint, log, started, ood)
     elif args.command == "collect":
         pipeline.collect(args.run_dirs, args.out_dir, log, args.config_json, args.source_dir, args.data_summary,
-                         args.model_code_json, args.manifest)
+                         args.model_code_json, args.manifest, args.shift_table, args.shifted_data)
+    elif args.command == "shift-data":
+        from lsbench.config import shift_list
+
+        names = args.shifts[0] if args.shifts == ["all"] else args.shifts
+        v = validate_options({"--dataset": ("datasets[]", args.dataset), "--images": ("shift_images", args.images),
+                              "shifts": ("shifts", names)})
+        pipeline.shift_data(v["--dataset"], args.data, list(shift_list(v["shifts"])), args.out, v["--images"], log)
+    elif args.command == "evaluate-shifts":
+        v = validate_options({"--device": ("device", args.device), "--threads": ("threads", args.threads)})
+        pipeline.evaluate_shifts(args.run_dirs, args.data, args.shifted, args.out, v["--device"], v["--threads"], log)
     elif args.command == "report":
         from lsbench.report import write_report
 

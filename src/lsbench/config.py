@@ -74,6 +74,8 @@ class WorkflowConfig:
     data_root: str | None = None
     keep_checkpoints: bool = False
     ood: Mapping[str, str | None] | None = None  # dataset -> its OOD set, for every dataset of the grid
+    shifts: tuple[str, ...] = ()  # lsbench.shifts names the final models are evaluated under; () for none
+    shift_images: int = 2000  # test images per shift and severity (at most the test set)
 
     def ood_set(self, dataset: str) -> str | None:
         return (self.ood or {}).get(dataset)
@@ -154,6 +156,9 @@ def _coerce(value: Any, spec: Mapping[str, Any], schema: Mapping[str, Any], raw_
     if isinstance(value, (list, tuple)) and "array" in kinds:
         item = _subspec(spec, schema, "items")
         return [_coerce(v, item, schema) for v in value]
+    if isinstance(value, str) and any(value in alt.get("enum", ()) for alt in _alternatives(spec, schema)
+                                      if alt.get("type") == "string"):
+        return value  # a word the key allows as itself (`shifts: all`), not a list of one
     if "array" in kinds and not isinstance(value, (list, tuple, Mapping)):
         # `--config seeds=0` gives a bare scalar: a one-item list is what was meant.
         return [_coerce(value, _subspec(spec, schema, "items"), schema)]
@@ -493,7 +498,19 @@ def to_workflow_config(config: Mapping[str, Any]) -> WorkflowConfig:
         data_root=config["data_root"],
         keep_checkpoints=bool(config["keep_checkpoints"]),
         ood={d: (config.get("ood") or {}).get(d) for d in config["datasets"]},
+        shifts=shift_list(config.get("shifts")),
+        shift_images=int(config.get("shift_images", 2000)),
     )
+
+
+def shift_list(value: str | list[str] | None) -> tuple[str, ...]:
+    """The `shifts` key as names in the registry's order: "all" is every shift, null none."""
+    from lsbench.shifts import SHIFTS
+
+    if value is None:
+        return ()
+    chosen = set(SHIFTS) if value == "all" else set(value)
+    return tuple(name for name in SHIFTS if name in chosen)
 
 
 def validation_count(size: int | float, n_train: int) -> int:

@@ -471,3 +471,105 @@ def figure_ood(predictions: pd.DataFrame, ood_predictions: pd.DataFrame, ood_set
            "(MSP) and the negative energy (log-sum-exp of the logits); medians, test set against OOD set: "
            + "; ".join(text) + ".")
     return _figure(fig, name, alt, pd.concat(data, ignore_index=True))
+
+
+SHIFT_PANELS = (("accuracy", "test accuracy"), ("ece", "ECE (lower is better)"),
+                ("ece_ts", "ECE after temperature scaling (T fitted on clean images)"))
+
+
+def per_shift_means(shifted: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """{run label: one row per (shift, severity), each metric averaged over seeds}."""
+    metrics = [m for m, _ in SHIFT_PANELS]
+    return {label: rows.groupby(["shift", "severity"], as_index=False)[metrics].mean()
+            for _, label, rows in by_variant(shifted)}
+
+
+@literal_text
+def figure_shift_severity(shifted: pd.DataFrame, *, name: str) -> Figure:
+    """Accuracy, ECE and ECE after clean-fitted temperature scaling against shift severity (Ovadia
+    et al. 2019, Fig. 2): per run and severity a box over the shifts of its mean over seeds."""
+    means = per_shift_means(shifted)
+    styles = dict(zip(means, plots.palette(len(means))))
+    fig, axes = plots.grid(3, 3, size=4.2)
+    for ax, (metric, ylabel) in zip(axes, SHIFT_PANELS):
+        plots.severity_boxes(means, metric, ax, ylabel, styles)
+    plots.legend_below(fig, ax=axes[0])
+    text = []
+    for label, df in means.items():
+        med = df.groupby("severity")[["accuracy", "ece", "ece_ts"]].median()
+        ends = [s for s in (0, 5) if s in med.index]
+        text.append(f"{label}: " + ", ".join(
+            f"{'clean' if s == 0 else 'severity 5'} accuracy {_num(med.loc[s, 'accuracy'])}, ECE {_num(med.loc[s, 'ece'])}"
+            f" ({_num(med.loc[s, 'ece_ts'])} after temperature scaling)" for s in ends))
+    alt = ("Accuracy, ECE and ECE after temperature scaling (fitted on clean held-out images) against shift severity; "
+           "a box per method and severity over the shifts, each the mean over seeds; medians over the shifts: "
+           + "; ".join(text) + ".")
+    data = pd.concat([df.assign(variant=label) for label, df in means.items()], ignore_index=True)
+    return _figure(fig, name, alt, data[["variant", "shift", "severity", *(m for m, _ in SHIFT_PANELS)]])
+
+
+def shift_differences(shifted: pd.DataFrame, metric: str = "ece") -> pd.DataFrame:
+    """Rows: shifts (the suite's order), columns: every run but cross-entropy; each cell the mean
+    over severities 1..5 and seeds of the run's `metric` minus cross-entropy's on the same seed,
+    shift and severity. Empty without a cross-entropy run."""
+    from lsbench.shifts import SHIFTS
+
+    keys = ["seed", "shift", "severity"]
+    shifted = shifted[shifted["severity"] > 0]
+    base = shifted[shifted["method"] == CROSS_ENTROPY][[*keys, metric]]
+    if base.empty:
+        return pd.DataFrame()
+    columns = {}
+    for run, label, rows in by_variant(shifted):
+        if run[0] == CROSS_ENTROPY:
+            continue
+        paired = rows[[*keys, metric]].merge(base, on=keys, suffixes=("", "_base"))
+        columns[label] = (paired[metric] - paired[f"{metric}_base"]).groupby(paired["shift"]).mean()
+    table = pd.DataFrame(columns)
+    order = [s for s in SHIFTS if s in table.index] + [s for s in table.index if s not in SHIFTS]
+    return table.loc[order]
+
+
+@literal_text
+def figure_shift_heatmap(shifted: pd.DataFrame, *, name: str) -> Figure | None:
+    """Per shift and run, ECE minus cross-entropy's ECE (mean over severities 1..5 and seeds,
+    paired by seed): where a method's calibration under shift beats cross-entropy's. None
+    without a run to compare."""
+    table = shift_differences(shifted)
+    if table.empty or table.shape[1] == 0:
+        return None
+    fig, ax = plots.plt.subplots(figsize=(1.4 * table.shape[1] + 3.5, 0.32 * table.shape[0] + 1.8),
+                                 layout="constrained")
+    plots.difference_heatmap(table, ax, "ECE − ECE of cross-entropy (severities 1–5)")
+    lower = {c: [s for s in table.index if table.loc[s, c] < 0] for c in table.columns}
+    alt = ("Heat map of ECE minus cross-entropy's ECE per shift (rows) and method (columns), mean over severities 1 "
+           "to 5 and seeds; blue cells lower. " + "; ".join(
+               f"{c}: lower under {len(v)} of {len(table)} shifts" + (f", most under {table[c].idxmin()} "
+                                                                    f"({_signed(table[c].min())})" if v else "")
+               for c, v in lower.items()) + ".")
+    data = table.reset_index(names="shift").melt(id_vars="shift", var_name="variant", value_name="ece_difference")
+    return _figure(fig, name, alt, data)
+
+
+@literal_text
+def figure_shift_gallery(gallery: pd.DataFrame, dataset: str, *, name: str) -> Figure:
+    """The first image of the shifted test subset, unshifted and under every shift at severities 1..5."""
+    from lsbench.shifts import SHIFTS
+
+    def image(row: pd.Series) -> np.ndarray:
+        return np.frombuffer(row["pixels"], dtype=np.uint8).reshape(int(row["channels"]), int(row["height"]),
+                                                                       int(row["width"]))
+
+    clean = gallery[gallery["severity"] == 0]
+    names = [s for s in SHIFTS if s in set(gallery["shift"])] + sorted(set(gallery["shift"]) - set(SHIFTS) - {"none"})
+    rows, labels = [], []
+    for shift in names:
+        part = gallery[gallery["shift"] == shift].set_index("severity")
+        rows.append([image(clean.iloc[0]) if len(clean) else None,
+                     *(image(part.loc[s]) if s in part.index else None for s in range(1, 6))])
+        labels.append(shift.replace("_", " "))
+    fig = plots.image_gallery(rows, labels, ["clean", *(f"severity {s}" for s in range(1, 6))])
+    levels = gallery[gallery["severity"] > 0][["shift", "severity", "level", "unit", "source"]]
+    alt = (f"One {dataset} test image, unshifted and under {len(names)} shifts at severities 1 to 5 (rows: "
+           + ", ".join(labels) + ").")
+    return _figure(fig, name, alt, levels.reset_index(drop=True))

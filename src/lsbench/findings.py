@@ -49,8 +49,8 @@ from statsmodels.stats.multitest import multipletests
 from lsbench.io import KEY, METRIC_COLUMNS
 from lsbench.methods import CROSS_ENTROPY, METHODS, variant_label, variant_order
 from lsbench.metrics import TEMPERATURE_BOUNDS, temperature_at_bound
-from lsbench.stats import Interval, PairedTest, metric_interval, paired_test, rows_of, runs_in_order
-from lsbench.studies import Study
+from lsbench.stats import Interval, PairedTest, metric_interval, paired_test, rows_of, runs_in_order, t_interval
+from lsbench.studies import Study, by_variant
 
 Run = tuple[str, float]  # (method, param)
 BASELINE: Run = (CROSS_ENTROPY, 0.0)
@@ -156,16 +156,18 @@ class Judge:
             over_last = paired(self.over_last, run, column, baseline, baseline_column)
         return self._claim(key, t, column, by_epoch, "paired t-test", over_last)
 
-    def one_sample(self, df: pd.DataFrame, run: Run, column: str) -> Claim:
+    def one_sample(self, df: pd.DataFrame, run: Run, column: str, frame: str = "final") -> Claim:
         """`column` of `run` against 0 (one-sample t-test, as a paired test against zeros)."""
         def test(frame: pd.DataFrame) -> PairedTest:
             v = rows_of(frame, run)[column].to_numpy(float)
             v = v[~np.isnan(v)]
             return paired_test(v, np.zeros_like(v))
 
-        by_epoch = {e: test(self.at_epoch[e]) for e in self.epochs} if column in PER_EPOCH else {}
-        over_last = test(self.over_last) if column in PER_EPOCH else None
-        return self._claim(("one_sample", run, column), test(df), column, by_epoch, "one-sample t-test", over_last)
+        per_epoch = frame == "final" and column in PER_EPOCH
+        by_epoch = {e: test(self.at_epoch[e]) for e in self.epochs} if per_epoch else {}
+        over_last = test(self.over_last) if per_epoch else None
+        key = ("one_sample", run, column) if frame == "final" else ("one_sample", frame, run, column)
+        return self._claim(key, test(df), column, by_epoch, "one-sample t-test", over_last)
 
     def _claim(self, key: tuple, t: PairedTest, metric: str, by_epoch: dict[int, PairedTest], name: str,
                over_last: PairedTest | None = None) -> Claim:
@@ -578,10 +580,58 @@ def ood_frame(study: Study, score: str = "msp") -> pd.DataFrame:
 
 def study_findings(study: Study) -> list[dict[str, Any]]:
     """Every finding for one study (a single record when all its runs diverged), each decided with
-    Holm's correction over all the study's tests (`Judge`)."""
+    Holm's correction over all the study's tests (`Judge`). The shift findings (`shift_findings`)
+    form a family of their own, so that evaluating shifts cannot change a claim on clean data."""
     first = Judge(study)
     _findings(study, first)
-    return _findings(study, Judge(study, holm(first.raw)))
+    records = _findings(study, Judge(study, holm(first.raw)))
+    if study.shifted().empty:
+        return records
+    first = Judge(study)
+    shift_findings(study, first)
+    shifted = shift_findings(study, Judge(study, holm(first.raw)))
+    if records and records[0]["id"] == "answer":
+        records[0] = with_shift_answer(study, records[0], shifted)
+    return records + shifted
+
+
+def with_shift_answer(study: Study, answer: dict[str, Any], shifted: list[dict[str, Any]]) -> dict[str, Any]:
+    """The answer with one more sentence: at the highest severity, pooled over the shifts, which
+    run has the lowest mean ECE, against cross-entropy and cross-entropy with clean-fitted
+    temperature scaling (fields `shift_*`; each comparison a claim of the shift family)."""
+    pooled = study.shift_pooled()
+    top = int(pooled["severity"].max())
+    at_top = pooled[pooled["severity"] == top]
+    best = lowest(at_top, runs_of(at_top), "ece")
+    ece = metric_interval(rows_of(at_top, best)["ece"].to_numpy(), "ece")
+    base = rows_of(at_top, BASELINE)
+    fields: dict[str, Any] = {"shift_severity": top, **_run_fields(best, "shift_best_"),
+                              "shift_best_ece": _interval_fields(ece)}
+    parts = [f"Under distribution shift (severity {top}, pooled over the shifts), {_name(best)} has the lowest ECE, "
+             f"{_range(fields['shift_best_ece'], signed=False)}"]
+    if not base.empty:
+        fields["shift_baseline_ece"] = _interval_fields(metric_interval(base["ece"].to_numpy(), "ece"))
+        fields["shift_temperature_scaling_ece"] = _interval_fields(metric_interval(base["ece_ts"].to_numpy(), "ece_ts"))
+        for id_, key, what in (("shift_ece", "shift_best_vs_cross_entropy", "cross-entropy"),
+                               ("shift_vs_temperature_scaling", "shift_best_vs_temperature_scaling",
+                                "temperature scaling fitted on clean images")):
+            rec = next((r for r in shifted if r["id"] == id_ and (r["method"], r["param"]) == best), None)
+            if rec is not None:
+                fields[key] = {k: rec["by_severity"][str(top)][k] for k in ("metric", "estimate", "low", "high", "n",
+                                                                            "direction", "p_holm")}
+        parts.append(f"against cross-entropy's {_range(fields['shift_baseline_ece'], signed=False)} and "
+                     f"{_range(fields['shift_temperature_scaling_ece'], signed=False)} after temperature scaling "
+                     "fitted on clean images")
+        claims = [f"{what}: {_range(fields[key])}{_holm_text(fields[key])} "
+                  f"({'detectably lower' if fields[key]['direction'] == 'under' else 'not detectably lower'})"
+                  for key, what in (("shift_best_vs_cross_entropy", "vs cross-entropy"),
+                                    ("shift_best_vs_temperature_scaling", "vs temperature scaling"))
+                  if key in fields]
+        if claims:
+            parts.append("difference " + "; ".join(claims))
+    sentence = ", ".join(parts[:2]) + (f" ({parts[2]})" if len(parts) > 2 else "") + "."
+    sentences = [*answer["sentences"], sentence]
+    return {**answer, **fields, "sentences": sentences, "text": f"{study.title}: {' '.join(sentences)}"}
 
 
 def _findings(study: Study, judge: Judge) -> list[dict[str, Any]]:
@@ -615,6 +665,203 @@ def _findings(study: Study, judge: Judge) -> list[dict[str, Any]]:
         records.append(best_method_finding(study, df, chosen, judge))
         records += summary_findings(study, records, chosen)
     return [answer_finding(study, df, records), *records]
+
+
+SHIFT_FAMILY = "shift"
+# A shift breaks a run at the highest severity when the run keeps less than this share of its
+# accuracy above chance (1 / classes) on the unshifted images, even at the upper end of its interval.
+BROKEN_SHARE = 0.5
+
+
+def _severity_frames(pooled: pd.DataFrame) -> dict[int, pd.DataFrame]:
+    return {int(s): g.reset_index(drop=True) for s, g in pooled.groupby("severity")}
+
+
+def _severity_text(claims: dict[int, Claim], lower: str, higher: str) -> str:
+    """"severity 1: +0.0123 [+0.0100, +0.0146], higher (Holm p = 0.003); 2: ..." for a
+    severity -> claim mapping."""
+    words = {"over": higher, "under": lower, "none": "no detectable difference", "inconclusive": "cannot tell",
+             "unknown": "no interval"}
+    parts = []
+    for s, c in claims.items():
+        d = c.test.difference
+        value = f"{d.mean:+.4f} [{d.lo:+.4f}, {d.hi:+.4f}]" if d.n >= 2 and not math.isnan(d.lo) else f"{d.mean:+.4f}"
+        holm_p = f", Holm p = {c.p_holm:.3g}" if c.direction in ("over", "under") else ""
+        parts.append(f"{'clean' if s == 0 else s}: {value} {words[c.direction]}{holm_p}")
+    return "; ".join(parts)
+
+
+def _by_severity(claims: dict[int, Claim]) -> dict[str, Any]:
+    return {str(s): _claim_fields(c) for s, c in claims.items()}
+
+
+def _severities_where(claims: dict[int, Claim], direction: str) -> list[int]:
+    return [s for s, c in claims.items() if s > 0 and c.direction == direction]
+
+
+def _levels(severities: list[int]) -> str:
+    """"at severities 3, 4, 5", "at severity 2", "at no severity"."""
+    if not severities:
+        return "at no severity"
+    return f"at severit{'y' if len(severities) == 1 else 'ies'} {', '.join(map(str, severities))}"
+
+
+def shift_findings(study: Study, judge: Judge) -> list[dict[str, Any]]:
+    """The distribution-shift findings of a study (Ovadia et al. 2019's questions), each on every
+    seed's mean over the shifts at one severity (`Study.shift_pooled`), paired by seed, Holm over
+    the shift family:
+    - shift_pooled: each run's pooled accuracy, ECE and ECE after temperature scaling per severity;
+    - shift_ece (per run but cross-entropy): its ECE minus cross-entropy's at severities 1..5;
+      `onset_severity` the first at which it is detectably lower (None: at none);
+    - shift_vs_temperature_scaling (per run but cross-entropy): its ECE minus that of cross-entropy
+      after clean-fitted temperature scaling (temperature scaling alone), unshifted and at 1..5;
+    - shift_temperature_scaling (per run): ECE after the temperature fitted on clean held-out
+      images minus ECE without it, unshifted and at severities 1..5 (negative: it still helps);
+    - shift_aurc_penalty (per run but cross-entropy): its AURC minus cross-entropy's, unshifted and
+      at the highest severity, and the change between the two (positive: the penalty grows);
+    - shift_breaks: the shifts under which every run, at the highest severity, keeps less than
+      BROKEN_SHARE of its unshifted accuracy above chance (upper 95 % bound)."""
+    pooled = study.shift_pooled()
+    frames = _severity_frames(pooled)
+    shifted = study.shifted()
+    n_shifts = shifted.loc[shifted["severity"] > 0, "shift"].nunique()
+    n_images = int(shifted["n_images"].max())
+    where = f"mean over {n_shifts} shifts per seed, {n_images} test images each"
+    runs = runs_of(pooled)
+    records = [pooled_shift_finding(study, pooled, where)]
+    has_baseline = BASELINE in runs
+    for run in runs:
+        if run == BASELINE or not has_baseline:
+            continue
+        by = {s: judge.paired(f, run, "ece", frame=f"shift severity {s}") for s, f in frames.items() if s > 0}
+        lower = _severities_where(by, "under")
+        onset = lower[0] if lower else None
+        head = (f"under shift ({where}), {_name(run)}'s ECE is detectably lower than cross-entropy's from severity "
+                f"{onset} on" if onset is not None and lower == list(range(onset, max(by) + 1))
+                else f"under shift ({where}), {_name(run)}'s ECE is detectably lower than cross-entropy's "
+                f"{_levels(lower)}")
+        records.append(_record(study, "shift_ece", f"{head} (ECE difference by severity: "
+                               f"{_severity_text(by, 'lower', 'higher')}).", family=SHIFT_FAMILY,
+                               **_run_fields(run), **_run_fields(BASELINE, "baseline_"), metric="ece",
+                               onset_severity=onset, lower_at=lower, higher_at=_severities_where(by, "over"),
+                               n_shifts=n_shifts, n_images=n_images, by_severity=_by_severity(by)))
+        # Does the method beat temperature scaling alone (cross-entropy + clean-fitted T) under shift?
+        by = {s: judge.paired(f, run, "ece", baseline_column="ece_ts", frame=f"shift severity {s}")
+              for s, f in frames.items()}
+        lower, higher = _severities_where(by, "under"), _severities_where(by, "over")
+        records.append(_record(study, "shift_vs_temperature_scaling",
+                               f"under shift ({where}), {_name(run)}'s ECE is detectably lower than that of "
+                               f"cross-entropy with temperature scaling fitted on clean images {_levels(lower)}, and "
+                               f"higher {_levels(higher)} (ECE difference, by severity: "
+                               f"{_severity_text(by, 'lower', 'higher')}).", family=SHIFT_FAMILY,
+                               **_run_fields(run), **_run_fields(BASELINE, "baseline_"), metric="ece",
+                               lower_at=lower, higher_at=higher, n_shifts=n_shifts, n_images=n_images,
+                               by_severity=_by_severity(by)))
+    for run in runs:
+        by = {s: judge.paired(f, run, "ece_ts", baseline=run, baseline_column="ece", frame=f"shift severity {s}")
+              for s, f in frames.items()}
+        helps, hurts = _severities_where(by, "under"), _severities_where(by, "over")
+        clean = by.get(0)
+        clean_words = ("" if clean is None else
+                       {"under": "lowers", "over": "raises", "none": "does not detectably change"}.get(
+                           clean.direction, "may or may not change (cannot tell)"))
+        text = (f"temperature scaling fitted on clean held-out images {clean_words} {_name(run)}'s ECE on the unshifted "
+                f"images; under shift ({where}) it lowers it {_levels(helps)} and raises it {_levels(hurts)} (ECE "
+                f"after minus before, by severity: {_severity_text(by, 'lower', 'higher')}).")
+        records.append(_record(study, "shift_temperature_scaling", text, family=SHIFT_FAMILY, **_run_fields(run),
+                               metric="ece_ts", helps_at=helps, hurts_at=hurts, n_shifts=n_shifts,
+                               n_images=n_images, by_severity=_by_severity(by)))
+    top = max(frames) if frames else 0
+    if has_baseline and top > 0 and 0 in frames:
+        base = {s: frames[s][frames[s]["method"] == BASELINE[0]][["seed", "aurc"]] for s in (0, top)}
+        for run in runs:
+            if run == BASELINE:
+                continue
+            penalty = {}
+            for s in (0, top):
+                mine = rows_of(frames[s], run)[["seed", "aurc"]].merge(base[s], on="seed", suffixes=("", "_base"))
+                penalty[s] = mine.assign(aurc=mine["aurc"] - mine["aurc_base"])[["seed", "aurc"]]
+            change = penalty[top].merge(penalty[0], on="seed", suffixes=("", "_clean"))
+            change = change.assign(aurc=change["aurc"] - change["aurc_clean"], method=run[0], param=run[1])
+            c = judge.one_sample(change, run, "aurc", frame=f"shift AURC penalty change at severity {top}")
+            at = {s: t_interval(p["aurc"].to_numpy()) for s, p in penalty.items()}  # a difference: unbounded
+            verb = {"over": "grows", "under": "shrinks", "none": "does not detectably change",
+                    "inconclusive": "may or may not change (cannot tell)", "unknown": "cannot be compared"}[c.direction]
+            d = c.test.difference
+            text = (f"{_name(run)}'s AURC penalty against cross-entropy (its AURC minus cross-entropy's) is "
+                    f"{at[0].mean:+.4f} [{at[0].lo:+.4f}, {at[0].hi:+.4f}] on the unshifted images and "
+                    f"{at[top].mean:+.4f} [{at[top].lo:+.4f}, {at[top].hi:+.4f}] at severity {top} ({where}): it "
+                    f"{verb} under shift (change {d.mean:+.4f} [{d.lo:+.4f}, {d.hi:+.4f}], {_test(c)}).")
+            records.append(_record(study, "shift_aurc_penalty", text, family=SHIFT_FAMILY, **_run_fields(run),
+                                   **_run_fields(BASELINE, "baseline_"), severity=top,
+                                   penalty_clean=_interval_fields(at[0]), penalty_shifted=_interval_fields(at[top]),
+                                   n_shifts=n_shifts, n_images=n_images, **_claim_fields(c)))
+    if top > 0:
+        records.append(broken_shifts_finding(study, shifted, top))
+    return records
+
+
+POOLED_SHIFT_METRICS = ("accuracy", "ece", "ece_ts")
+
+
+def pooled_shift_finding(study: Study, pooled: pd.DataFrame, where: str) -> dict[str, Any]:
+    """shift_pooled: per run and severity the accuracy, ECE and ECE after clean-fitted temperature
+    scaling, mean [95 % t-interval] over seeds of each seed's mean over the shifts (the report's
+    pooled tables; a description, no test). `by_run`: {variant: {severity: {metric: interval}}}."""
+    by_run: dict[str, Any] = {}
+    for run in runs_of(pooled):
+        rows = rows_of(pooled, run)
+        by_run[_name(run)] = {str(int(s)): {m: _interval_fields(metric_interval(g[m].to_numpy(), m))
+                                            for m in POOLED_SHIFT_METRICS}
+                              for s, g in rows.groupby("severity")}
+    top = str(int(pooled["severity"].max()))
+
+    def ece(name: str, severity: str, metric: str = "ece") -> str:
+        return _range(by_run[name][severity][metric], signed=False)
+
+    parts = [f"{name}'s ECE is {ece(name, '0')} unshifted and {ece(name, top)} at severity {top} "
+             f"({ece(name, '0', 'ece_ts')} and {ece(name, top, 'ece_ts')} after temperature scaling fitted on clean "
+             "images)" for name in by_run]
+    return _record(study, "shift_pooled", f"pooled over the shifts ({where}): " + "; ".join(parts) + ".",
+                   family=SHIFT_FAMILY, by_run=by_run)
+
+
+def broken_shifts_finding(study: Study, shifted: pd.DataFrame, top: int) -> dict[str, Any]:
+    """shift_breaks: see `shift_findings`."""
+    chance = 1 / study.num_classes
+    clean = shifted[shifted["severity"] == 0].groupby(["method", "param"])["accuracy"].mean()
+    worst = shifted[shifted["severity"] == top]
+    broken, detail = [], {}
+    from lsbench.shifts import SHIFTS
+
+    order = {name: i for i, name in enumerate(SHIFTS)}
+    worst = worst.sort_values("shift", key=lambda c: c.map(lambda v: order.get(v, len(order))), kind="stable")
+    for shift, g in worst.groupby("shift", sort=False):
+        rows = {}
+        for run, label, r in by_variant(g):
+            i = metric_interval(r["accuracy"].to_numpy(), "accuracy")
+            limit = chance + BROKEN_SHARE * (float(clean.get(run, np.nan)) - chance)
+            high = i.hi if i.n >= 2 and not math.isnan(i.hi) else i.mean
+            rows[label] = {**_interval_fields(i), "limit": limit, "broken": bool(high < limit)}
+        detail[shift] = rows
+        if rows and all(v["broken"] for v in rows.values()):
+            broken.append(shift)
+    pooled = worst.groupby("shift")["accuracy"].mean().sort_values()
+    hardest = str(pooled.index[0]) if len(pooled) else None
+    if broken:
+        text = (f"at severity {top}, {', '.join(broken)} break every method: each keeps less than "
+                f"{BROKEN_SHARE:.0%} of its unshifted accuracy above chance ({chance:.2f}), at the upper end of its "
+                f"95 % interval over seeds.")
+    else:
+        text = (f"at severity {top}, no shift breaks every method (each keeping less than {BROKEN_SHARE:.0%} of its "
+                "unshifted accuracy above chance).")
+    if hardest is not None:
+        text += f" The hardest shift is {hardest} (accuracy {pooled.iloc[0]:.4f}, mean over methods and seeds)."
+    ordered = [s for s in worst["shift"].drop_duplicates()]
+    return _record(study, "shift_breaks", text, family=SHIFT_FAMILY, severity=top, shifts=broken, count=len(broken),
+                   chance=chance, share=BROKEN_SHARE, hardest=hardest,
+                   hardest_accuracy=None if hardest is None else float(pooled.iloc[0]),
+                   by_shift={s: detail[s] for s in ordered})
 
 
 def _range(fields: dict[str, Any], digits: int = 4, signed: bool = True) -> str:
@@ -773,6 +1020,15 @@ def claims(records: list[dict[str, Any]]) -> dict[str, str]:
             out[f"{study}: {id_}"] = "; ".join(r["lower_accuracy"] + r["higher_aurc"]) or "none"
         elif id_ in ("baseline_diverged", "all_diverged"):
             out[f"{study}: {id_}"] = "yes"
+        elif id_ in ("shift_ece", "shift_temperature_scaling", "shift_vs_temperature_scaling"):
+            for severity, c in r["by_severity"].items():
+                out[f"{study}: {id_}, {r['variant']}, severity {severity}"] = c["direction"]
+            if id_ == "shift_ece":
+                out[f"{study}: shift_ece onset, {r['variant']}"] = str(r["onset_severity"])
+        elif id_ == "shift_aurc_penalty":
+            out[f"{study}: {id_}, {r['variant']}"] = r["direction"]
+        elif id_ == "shift_breaks":
+            out[f"{study}: {id_}"] = ", ".join(r["shifts"]) or "none"
     return out
 
 

@@ -36,6 +36,18 @@ CALIBRATED_COLUMNS = [*KEY, "temperature", "temperature_at_bound", "ece_ts", "nl
 # Out-of-distribution detection: one row per run x score; the OOD images' logits, one row per image.
 OOD_COLUMNS = [*KEY, "ood_set", "score", "auroc", "aupr_in", "aupr_out", "fpr95"]
 OOD_SCORES = ("msp", "max_logit", "energy")
+# Distribution shift (lsbench.shifts): one row per run x shift x severity, on the same test subset
+# for every run; shift "none" at severity 0 is that subset unshifted. ece_ts / nll_ts use the
+# temperature fitted on the run's clean held-out images (calibrated.parquet).
+SHIFT_COLUMNS = [*KEY, "shift", "severity", "n_images", "accuracy", "test_nll", "brier", "ece", "smece",
+                 "mean_confidence", "overconfidence", "aurc", "failure_auroc", "temperature", "ece_ts", "nll_ts"]
+# One row per dataset x shift x severity: the first image of the shifted subset (the report's gallery).
+GALLERY_COLUMNS = ["dataset", "shift", "severity", "level", "unit", "source", "channels", "height", "width",
+                   "pixels"]
+NO_SHIFT = "none"
+SHIFT, GALLERY = "shift", "shift_gallery"  # results/shift.parquet, results/shift_gallery.parquet (optional)
+# A run's final model (weights and what rebuilds it), written beside its tables.
+MODEL_FILE = "model.pt"
 # What defines a run's numbers, recorded by the run itself (results/runs.parquet); collect checks it
 # against the workflow's config. class_names is a JSON list, image_shape "CxHxW", model_sha256 the
 # hash of the model's code (lsbench.plan.model_code_sha256; tables written before 0.3 lack it).
@@ -51,6 +63,7 @@ OPTIONAL_TABLES = ("ood", "ood_predictions")
 TABLES = (*RESULT_TABLES, "environment")
 PROVENANCE = "provenance"  # results/provenance.parquet: one workflow-level row, written by collect
 PUBLISHED = (*TABLES, PROVENANCE)  # what `lsbench report` reads
+OPTIONAL_PUBLISHED = (SHIFT, GALLERY)  # read too when present (a grid that evaluates shifts)
 
 
 @dataclass(frozen=True)
@@ -155,13 +168,20 @@ def predictions_frame(key: RunKey, labels: np.ndarray, logits: np.ndarray, probs
     return pd.DataFrame(columns)
 
 
+def shift_frame(key: RunKey, rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per (shift, severity) of a run: `SHIFT_COLUMNS`."""
+    df = pd.DataFrame.from_records([{**key.columns(), **r} for r in rows], columns=SHIFT_COLUMNS)
+    return df.astype({"seed": "int64", "param": "float64", "severity": "int64", "n_images": "int64",
+                      "shift": "str"})
+
+
 def run_paths(run_dir: Path) -> dict[str, Path]:
     return {name: Path(run_dir) / f"{name}.parquet" for name in TABLES}
 
 
 def sort_keys(df: pd.DataFrame) -> list[str]:
     """The columns that order a table's rows: the run key, then OOD set and score, epoch, bin or image index."""
-    return [c for c in (*KEY, "ood_set", "score", "epoch", "bin", "index") if c in df.columns]
+    return [c for c in (*KEY, "ood_set", "score", "shift", "severity", "epoch", "bin", "index") if c in df.columns]
 
 
 def concat_parquet(paths: list[Path]) -> pd.DataFrame:

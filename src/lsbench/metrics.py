@@ -443,6 +443,29 @@ def reliability_table(probs: np.ndarray, labels: np.ndarray, n_bins: int = N_BIN
     }
 
 
+# What the shift evaluation records per (run, shift, severity), besides ece_ts and nll_ts.
+SHIFT_METRICS = ("accuracy", "test_nll", "brier", "ece", "smece", "mean_confidence", "overconfidence", "aurc",
+                 "failure_auroc")
+
+
+def shift_metrics(logits: np.ndarray, labels: np.ndarray, temperature: float) -> dict[str, float]:
+    """The `SHIFT_METRICS` of logits (N, C) and labels (N,) (`evaluate_logits`), and ece_ts and
+    nll_ts: ECE and NLL of softmax(logits / temperature), the temperature fitted on the clean
+    held-out images (NaN without one). All NaN for logits that are not finite (a diverged run)."""
+    names = (*SHIFT_METRICS, "ece_ts", "nll_ts")
+    if not np.isfinite(logits).all():
+        return dict.fromkeys(names, math.nan)
+    found = evaluate_logits(logits, labels)
+    out = {k: found[k] for k in SHIFT_METRICS}
+    if math.isfinite(temperature) and temperature > 0:
+        scaled = np.asarray(logits, dtype=np.float64) / temperature
+        out["ece_ts"] = expected_calibration_error(probabilities(scaled), labels)
+        out["nll_ts"] = mean_nll(scaled, labels)
+    else:
+        out["ece_ts"] = out["nll_ts"] = math.nan
+    return out
+
+
 def mean_nll(logits: np.ndarray, labels: np.ndarray) -> float:
     """Mean negative log-likelihood (nats) of labels (N,) under softmax(logits (N, C)), float64."""
     log_probs = log_probabilities(logits)

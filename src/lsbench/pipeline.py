@@ -194,9 +194,162 @@ def train_one(dataset: str, model: str, data_path: Path, run_dir: Path, seed: in
         log(format_record(key, epoch_record, cfg.epochs))
     # The job's wall time up to its outputs (a resumed job counts only its own part).
     environment["job_seconds"] = time.perf_counter() - started
+    # The final model before the tables (metrics.parquet, written last, marks the run done).
+    save_model(state.model, model, tuple(data.image_shape), len(data.class_names), Path(run_dir) / io.MODEL_FILE)
     write_run_tables(Path(run_dir), key, state, device_data, record, environment, ood_x)
     if not keep_checkpoint:
         ckpt_path.unlink(missing_ok=True)
+
+
+MODEL_FORMAT = 1  # bumped when model.pt's contents change meaning
+
+
+def save_model(model: Any, name: str, input_shape: tuple[int, int, int], num_classes: int, path: Path) -> None:
+    """A run's final weights with what rebuilds the model (`lsbench.models.build_model`): name,
+    input shape (C, H, W), number of classes. Loaded with torch.load(weights_only=True)."""
+    save_checkpoint({"format": MODEL_FORMAT, "model": name, "input_shape": list(input_shape),
+                     "num_classes": num_classes, "state_dict": model.state_dict()}, path)
+
+
+def load_model(path: Path, device: Any) -> Any:
+    """The model `save_model` wrote, in eval mode on `device`; ConfigError naming the file when it
+    is not a model file of this format (unreadable, another format, weights that do not fit)."""
+    import torch
+
+    from lsbench.models import build_model
+
+    try:
+        blob = torch.load(path, weights_only=True, map_location="cpu")
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a damaged file, another torch: name the file
+        raise ConfigError(f"{path}: not a readable model file ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(blob, dict) or blob.get("format") != MODEL_FORMAT:
+        raise ConfigError(f"{path}: not an lsbench model file of format {MODEL_FORMAT} (retrain the run)")
+    model = build_model(blob["model"], tuple(blob["input_shape"]), int(blob["num_classes"]), 0)
+    try:
+        model.load_state_dict(blob["state_dict"])
+    except (RuntimeError, KeyError) as exc:  # the model's code changed shape since
+        raise ConfigError(f"{path}: its weights do not fit model {blob['model']!r} as its code is now ({exc})") from exc
+    return model.to(device).eval()
+
+
+def shift_data(dataset: str, data_path: Path, shifts: list[str], out_path: Path, images: int, log: Log) -> None:
+    """The test subset (`lsbench.shifts.shift_subset`, `images` of them) under each of `shifts` at
+    every severity, written to `out_path` (.npz): images uint8 (S, 5, N, C, H, W) for the shifts in
+    order and severities 1..5, shifts (S,) their names, index (N,) into the test set, labels (N,),
+    dataset, and clean (C, H, W): the first image unshifted, for the report's gallery."""
+    from lsbench import shifts as suite
+
+    started = time.perf_counter()
+    spec = get_dataset(dataset)
+    for name in shifts:
+        suite.get_shift(name)  # ShiftError before the data is read
+    data = load_data(Path(data_path), spec)
+    index = suite.shift_subset(len(data.test_labels), images)
+    x = data.test_images[index]
+    out = np.empty((len(shifts), len(suite.SEVERITIES), *x.shape), dtype=np.uint8)
+    for i, name in enumerate(shifts):
+        at = time.perf_counter()
+        for j, severity in enumerate(suite.SEVERITIES):
+            out[i, j] = suite.apply_shift(name, x, severity, suite.SHIFT_SEED)
+        log(f"{dataset} {name} ({i + 1}/{len(shifts)}): {len(index)} images x {len(suite.SEVERITIES)} severities in "
+            f"{time.perf_counter() - at:.2f} s")
+    buf = _bytes_io.BytesIO()
+    np.savez(buf, images=out, shifts=np.array(shifts), index=index, labels=data.test_labels[index], clean=x[0],
+             dataset=np.array(dataset))
+    io.atomic_write_bytes(buf.getvalue(), Path(out_path))
+    log(f"{dataset}: {len(shifts)} shifts in {time.perf_counter() - started:.2f} s -> {out_path}")
+
+
+SHIFTED_ARRAYS = ("images", "shifts", "index", "labels", "clean", "dataset")
+
+
+def read_shifted(path: Path) -> dict[str, np.ndarray]:
+    """`shift_data`'s file; DataError naming it when it is not one."""
+    try:
+        with np.load(Path(path), allow_pickle=False) as z:
+            return {k: z[k] for k in SHIFTED_ARRAYS}
+    except (OSError, ValueError, KeyError) as exc:
+        raise DataError(f"{path}: not a shifted test set of lsbench shift-data ({type(exc).__name__}: {exc})") from exc
+
+
+def evaluate_shifts(run_dirs: list[Path], data_path: Path, shifted_path: Path | None, out_path: Path, device: str,
+                    threads: int, log: Log) -> None:
+    """Each run's final model (run_dir/model.pt; runs of one dataset) on the clean test subset
+    (shift "none", severity 0) and under every shift of `shifted_path` (`shift_data`'s file) at
+    severities 1..5: one row each of `io.SHIFT_COLUMNS` in `out_path` (.parquet). ece_ts and nll_ts
+    use the temperature each run fitted on its clean held-out images (its calibrated.parquet).
+    Never trains. One job for a study's runs: torch, the data and the shifted images load once."""
+    from lsbench import metrics as m
+    from lsbench.shifts import SEVERITIES
+    from lsbench.train import configure_cpu, predict_logits, resolve_device, to_inputs, to_numpy
+
+    started = time.perf_counter()
+    configure_cpu(threads)
+    where = resolve_device(device)
+    data = None
+    shifted = read_shifted(shifted_path) if shifted_path is not None else None
+    frames = []
+    for i, run_dir in enumerate(map(Path, run_dirs)):
+        at = time.perf_counter()
+        row = pd.read_parquet(run_dir / "runs.parquet").iloc[0]
+        key = io.RunKey(row["dataset"], row["model"], row["method"], float(row["param"]), int(row["seed"]))
+        spec = get_dataset(key.dataset)
+        if data is None:
+            data = load_data(Path(data_path), spec)
+            index = shifted["index"] if shifted is not None else np.arange(len(data.test_labels))
+            labels = data.test_labels[index]
+            if shifted is not None and (str(shifted["dataset"]) != key.dataset
+                                        or not np.array_equal(shifted["labels"], labels)):
+                raise DataError(f"{shifted_path}: shifts {shifted['dataset']} test images, not those of {data_path}")
+        if data.sha256 != row["data_sha256"]:
+            raise DataError(f"{data_path}: holds {key.dataset} data {data.sha256[:12]}…, run {run_dir} was trained on "
+                            f"{row['data_sha256'][:12]}…")
+        model = load_model(run_dir / io.MODEL_FILE, where)
+        temperature = float(pd.read_parquet(run_dir / "calibrated.parquet")["temperature"].iloc[0])
+
+        def scored(images: np.ndarray) -> dict[str, float]:
+            logits = to_numpy(predict_logits(model, to_inputs(images, spec.mean, spec.std, where)))
+            return m.shift_metrics(logits, labels, temperature)
+
+        rows = [{"shift": io.NO_SHIFT, "severity": 0, "n_images": len(index), "temperature": temperature,
+                 **scored(data.test_images[index])}]
+        for name, per_severity in zip(*((shifted["shifts"], shifted["images"]) if shifted is not None else ((), ()))):
+            for severity, images in zip(SEVERITIES, per_severity):
+                rows.append({"shift": str(name), "severity": severity, "n_images": len(index),
+                             "temperature": temperature, **scored(images)})
+        frames.append(io.shift_frame(key, rows))
+        log(f"({i + 1}/{len(run_dirs)}) {key.dataset} {key.model} {variant_label(key.method, key.param)} seed "
+            f"{key.seed}: {len(rows)} (shift, severity) evaluations of {len(index)} images in "
+            f"{time.perf_counter() - at:.2f} s")
+    io.write_parquet(pd.concat(frames, ignore_index=True), Path(out_path))
+    log(f"{len(frames)} runs in {time.perf_counter() - started:.2f} s -> {out_path}")
+
+
+def shift_gallery(shifted_paths: list[Path]) -> pd.DataFrame:
+    """`io.GALLERY_COLUMNS`: per dataset (one `shift_data` file each), the first image of the shifted
+    subset unshifted (shift "none", severity 0) and under each shift at severities 1..5, with the
+    severity constants."""
+    from lsbench.shifts import SEVERITIES, get_shift
+
+    rows = []
+
+    def add(dataset: str, name: str, severity: int, level: str, unit: str, source: str, img: np.ndarray) -> None:
+        rows.append({"dataset": dataset, "shift": name, "severity": severity, "level": level, "unit": unit,
+                     "source": source, "channels": img.shape[0], "height": img.shape[1], "width": img.shape[2],
+                     "pixels": img.tobytes()})
+
+    for p in shifted_paths:
+        z = read_shifted(p)
+        dataset = str(z["dataset"])
+        add(dataset, io.NO_SHIFT, 0, "", "", "", z["clean"])
+        for name, per_severity in zip(z["shifts"], z["images"]):
+            shift = get_shift(str(name))
+            for severity, images in zip(SEVERITIES, per_severity):
+                add(dataset, shift.name, severity, json.dumps(shift.levels[severity - 1]), shift.unit, shift.source,
+                    images[0])
+    return pd.DataFrame(rows, columns=io.GALLERY_COLUMNS)
 
 
 def expected_runs(config: dict) -> pd.DataFrame:
@@ -266,7 +419,8 @@ def check_unique_runs(runs: pd.DataFrame, run_dirs: list[Path]) -> None:
 
 def collect(run_dirs: list[Path], out_dir: Path, log: Log, config: dict | None = None,
             source_dir: Path | None = None, data_summaries: list[Path] | None = None,
-            model_sha256: dict[str, str] | None = None, manifest: Path | None = None) -> None:
+            model_sha256: dict[str, str] | None = None, manifest: Path | None = None,
+            shift_tables: list[Path] | None = None, shifted_data: list[Path] | None = None) -> None:
     """Concatenate each per-run table into out_dir/{table}.parquet (see io.TABLES), and write
     out_dir/provenance.parquet: the workflow's config, git commit, Snakemake version and the
     source of each dataset.
@@ -278,6 +432,11 @@ def collect(run_dirs: list[Path], out_dir: Path, log: Log, config: dict | None =
     fails. `manifest` (results/grid-<id>.json, see `lsbench.plan.WorkflowPlan.grid_id`): written
     last, listing what was collected, after every other grid-*.json beside it is removed first, so
     that only the grid whose tables these are has one.
+
+    `shift_tables` (`evaluate_shifts`' files, any order) and `shifted_data` (`shift_data`'s): written
+    as out_dir/shift.parquet and out_dir/shift_gallery.parquet, checked to hold every run and, with
+    `config`, the config's shifts; without them (shifts switched off) those two files are removed,
+    so a report never shows the shifts of an earlier grid.
     """
     paths = {table: [io.run_paths(Path(d))[table] for d in run_dirs] for table in io.TABLES}
     missing = [p for table_paths in paths.values() for p in table_paths if not p.is_file()]
@@ -290,9 +449,18 @@ def collect(run_dirs: list[Path], out_dir: Path, log: Log, config: dict | None =
     summaries = [json.loads(Path(p).read_text()) for p in data_summaries or ()]
     if config is not None:
         check_runs(tables["runs"], config, {s["dataset"]: s["sha256"] for s in summaries}, model_sha256)
+    shift = io.concat_parquet(list(shift_tables)) if shift_tables else None
+    if shift is not None:
+        check_shift_table(shift, tables["runs"], config)
     if manifest is not None:
         for old in Path(manifest).parent.glob("grid-*.json"):
             old.unlink()
+    extra = {io.SHIFT: shift, io.GALLERY: shift_gallery(list(shifted_data or ())) if shift is not None else None}
+    for name, df in extra.items():
+        if df is None:
+            (Path(out_dir) / f"{name}.parquet").unlink(missing_ok=True)
+        else:
+            tables[name] = df
     for table, df in tables.items():
         io.write_parquet(df, Path(out_dir) / f"{table}.parquet")
         log(f"{table}: {len(df)} rows from {len(run_dirs)} runs")
@@ -302,4 +470,30 @@ def collect(run_dirs: list[Path], out_dir: Path, log: Log, config: dict | None =
     log(f"provenance: git {record['git_commit']}, snakemake {record['snakemake']}")
     if manifest is not None:
         io.write_text(json.dumps({"runs": [str(d) for d in run_dirs], "data": [str(p) for p in data_summaries or ()],
-                                  "model_code": model_sha256 or {}}, indent=1) + "\n", Path(manifest))
+                                  "model_code": model_sha256 or {}, "shift": [str(p) for p in shift_tables or ()],
+                                  "shifted_data": [str(p) for p in shifted_data or ()]}, indent=1) + "\n",
+                      Path(manifest))
+
+
+def check_shift_table(shift: pd.DataFrame, runs: pd.DataFrame, config: dict | None) -> None:
+    """CollectError unless shift.parquet holds each run once per (shift, severity): shift "none" at
+    severity 0 and, with `config`, every shift of its `shifts` key at severities 1..5."""
+    from lsbench.config import shift_list
+    from lsbench.shifts import SEVERITIES
+
+    have = set(shift[io.KEY].drop_duplicates().itertuples(index=False, name=None))
+    want = set(runs[io.KEY].itertuples(index=False, name=None))
+    if have != want:
+        odd = sorted(have ^ want)[:1]
+        raise CollectError(f"the shift tables hold {len(have)} runs, the runs {len(want)} (e.g. {odd}): "
+                           "evaluate every run (snakemake reruns evaluate_shifts)")
+    dup = shift[shift.duplicated([*io.KEY, "shift", "severity"], keep=False)]
+    if not dup.empty:
+        raise CollectError(f"a run is evaluated twice under shift {dup.iloc[0]['shift']!r}: collect each shift table once")
+    if config is not None:
+        expected = {(io.NO_SHIFT, 0)} | {(n, s) for n in shift_list(config.get("shifts")) for s in SEVERITIES}
+        for key, g in shift.groupby(io.KEY):
+            found = set(g[["shift", "severity"]].itertuples(index=False, name=None))
+            if found != expected:
+                raise CollectError(f"run {key}: evaluated under {sorted({n for n, _ in found})}, the config's shifts "
+                                   f"are {sorted({n for n, _ in expected})}")

@@ -130,6 +130,19 @@ def run_dir(dataset: str, model: str, definition: str, seed: int | str, method: 
     return f"results/runs/{dataset}/{model_slug(model)}/{definition}/seed{seed}/{method}/p{param}"
 
 
+def shifted_data(dataset: str, fingerprint: str, suite: str) -> str:
+    """results/data/shifted/<dataset>-<fingerprint>-<suite>.npz: a dataset's test subset under every
+    shift of the grid; `suite` is `WorkflowPlan.shift_suite` (the shifts' code and names, the
+    subset's size and seed)."""
+    return f"results/data/shifted/{dataset}-{fingerprint}-{suite}.npz"
+
+
+def shift_table(dataset: str, model: str, definition: str, evaluation: str) -> str:
+    """results/shift/<dataset>/<model slug>/<definition>/<evaluation>.parquet: the final models of a
+    study's runs under the grid's shifts; `evaluation` digests the suite and the runs evaluated."""
+    return f"results/shift/{dataset}/{model_slug(model)}/{definition}/{evaluation}.parquet"
+
+
 def data_cache(dataset: str, fingerprint: str) -> str:
     """results/data/<dataset>-<fingerprint>.npz (its summary: the same name with .json)."""
     return f"results/data/{dataset}-{fingerprint}.npz"
@@ -153,6 +166,13 @@ class WorkflowPlan:
         self.definition_ids = {(d, m): _digest(self.definition(d, m)) for d in wf.datasets for m in wf.models}
         self.runs = [RunPlan(d, m, method, param, s, self.definition_ids[d, m])
                      for d in wf.datasets for m in wf.models for s in wf.seeds for method, param in wf.variants]
+        # What a shifted test set depends on besides its dataset's data: the shifts' code (their
+        # constants) and names, the subset's size and seed; an evaluation adds the runs evaluated.
+        # Both go into paths, so an edited constant re-evaluates and nothing stale is collected.
+        from lsbench.shifts import SHIFT_SEED, suite_sha256
+
+        self.shift_suite = (_digest({"code": suite_sha256(list(wf.shifts)), "images": wf.shift_images,
+                                     "seed": SHIFT_SEED}) if wf.shifts else "")
 
     def definition(self, dataset: str, model: str) -> dict:
         """What defines the numbers of (dataset, model)'s runs besides seed, method and parameter."""
@@ -166,13 +186,30 @@ class WorkflowPlan:
     def data_cache(self, dataset: str) -> str:
         return data_cache(dataset, self.fingerprints[dataset])
 
+    def shifted_data(self, dataset: str) -> str | None:
+        """`dataset`'s shifted test set (None when shifts are off)."""
+        return shifted_data(dataset, self.fingerprints[dataset], self.shift_suite) if self.wf.shifts else None
+
+    def study_runs(self, dataset: str, model: str) -> list[RunPlan]:
+        return [r for r in self.runs if (r.dataset, model_slug(r.model)) == (dataset, model_slug(model))]
+
+    def shift_evaluation(self, dataset: str, model: str) -> str:
+        return _digest({"suite": self.shift_suite, "runs": [r.run_dir for r in self.study_runs(dataset, model)]})
+
+    def shift_tables(self) -> list[str]:
+        """Every study's shift evaluation (none when shifts are off)."""
+        if not self.wf.shifts:
+            return []
+        return [shift_table(d, m, self.definition_ids[d, m], self.shift_evaluation(d, m))
+                for d in self.wf.datasets for m in self.wf.models]
+
     @property
     def grid_id(self) -> str:
         """A digest of the run directories and data caches the published tables are collected
         from: collect writes `results/grid-<grid_id>.json`, so a grid whose tables are not the
         ones in results/ has no such file and is collected again, even without Snakemake's
         metadata (a file Snakemake sees missing is the one trigger that needs none)."""
-        return _digest([[run.run_dir for run in self.runs], self.data_summaries()])
+        return _digest([[run.run_dir for run in self.runs], self.data_summaries(), self.shift_tables()])
 
     def data_summaries(self) -> list[str]:
         """The summary (.json) of every cache a run reads: the grid's datasets and their OOD sets."""

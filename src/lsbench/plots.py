@@ -380,3 +380,71 @@ def grid(n: int, cols: int, size: float = 3.2) -> tuple[plt.Figure, np.ndarray]:
     for ax in axes.flat[n:]:
         ax.set_visible(False)
     return fig, axes.flat
+
+
+def severity_boxes(per_shift: dict[str, pd.DataFrame], metric: str, ax: plt.Axes, ylabel: str,
+                   styles: dict[str, Style]) -> None:
+    """Ovadia et al. 2019, Fig. 2: per run (`per_shift[label]`: one row per shift and severity,
+    `metric` averaged over seeds) a box per severity of the values over the shifts (median,
+    quartiles, whiskers to the extremes), the runs' boxes side by side, and a line through each
+    run's medians. Severity 0 (one value: the unshifted images) is drawn as a point."""
+    n = len(per_shift)
+    width = 0.8 / max(n, 1)
+    for i, (label, df) in enumerate(per_shift.items()):
+        style = styles[label]
+        offset = (i - (n - 1) / 2) * width
+        severities = sorted(df["severity"].unique())
+        values = [df.loc[df["severity"] == s, metric].dropna().to_numpy() for s in severities]
+        positions = np.array(severities, dtype=float) + offset
+        keep = [j for j, v in enumerate(values) if len(v)]
+        ax.boxplot([values[j] for j in keep], positions=positions[keep], widths=width * 0.9, whis=(0, 100),
+                   patch_artist=True, manage_ticks=False,
+                   boxprops={"facecolor": matplotlib.colors.to_rgba(style.color, 0.25), "edgecolor": style.color},
+                   medianprops={"color": style.color}, whiskerprops={"color": style.color},
+                   capprops={"color": style.color}, flierprops={"markeredgecolor": style.color})
+        medians = [np.median(values[j]) for j in keep]
+        ax.plot(positions[keep], medians, color=style.color, marker=style.marker, linestyle=style.linestyle,
+                markersize=4, linewidth=1, label=label)
+    ax.set_xticks(range(0, 6), ["clean", "1", "2", "3", "4", "5"])
+    ax.set_xlabel("shift severity (box: spread over the shifts)")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3, axis="y")
+
+
+def difference_heatmap(values: pd.DataFrame, ax: plt.Axes, label: str) -> None:
+    """`values` (rows: shifts, columns: runs) as a diverging heat map centred on 0 (blue: lower,
+    vermillion: higher), each cell's value printed in it."""
+    data = values.to_numpy(dtype=float)
+    finite = np.abs(data[np.isfinite(data)])
+    limit = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+    cmap = matplotlib.colors.LinearSegmentedColormap.from_list("lsbench-diverging", [PALETTE[0], "#ffffff", PALETTE[1]])
+    image = ax.imshow(data, cmap=cmap, vmin=-limit, vmax=limit, aspect="auto")
+    ax.set_xticks(range(data.shape[1]), list(values.columns), rotation=30, ha="right")
+    ax.set_yticks(range(data.shape[0]), list(values.index))
+    for (r, c), v in np.ndenumerate(data):
+        if np.isfinite(v):
+            ax.text(c, r, f"{v:+.3f}", ha="center", va="center", fontsize=7,
+                    color="white" if abs(v) > 0.6 * limit else "black")
+    ax.figure.colorbar(image, ax=ax, label=label, shrink=0.8)
+
+
+def image_gallery(images: list[list[np.ndarray]], row_labels: Sequence[str], col_labels: Sequence[str]
+                  ) -> plt.Figure:
+    """A grid of uint8 images (C, H, W), grey for one channel, RGB for three; labels on the left
+    and on top."""
+    rows, cols = len(images), len(col_labels)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.1 * cols + 1.2, 1.1 * rows), squeeze=False, layout="constrained")
+    for r, row in enumerate(images):
+        for c in range(cols):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c < len(row) and row[c] is not None:
+                img = row[c]
+                ax.imshow(img[0] if img.shape[0] == 1 else np.moveaxis(img, 0, -1), cmap="gray", vmin=0, vmax=255,
+                          interpolation="nearest")
+            if r == 0:
+                ax.set_title(col_labels[c], fontsize=8)
+            if c == 0:
+                ax.set_ylabel(row_labels[r], fontsize=8, rotation=0, ha="right", va="center")
+    return fig

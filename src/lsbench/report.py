@@ -22,10 +22,10 @@ import pandas as pd
 
 from lsbench.config import ConfigError
 from lsbench.figures import (FIGURES_DIR, Figure, figure_confidence, figure_curves, figure_headline, figure_methods,
-                             figure_ood, figure_reliability, figure_sample, figure_selective, figure_vs_param,
-                             figure_files)
-from lsbench.findings import (ALPHA, BASELINE, CORRECTION, LAST_EPOCHS, MARGINS, json_ready, lowest, paired, select,
-                              setting_label, study_findings)
+                             figure_ood, figure_reliability, figure_sample, figure_selective, figure_shift_gallery,
+                             figure_shift_heatmap, figure_shift_severity, figure_vs_param, figure_files)
+from lsbench.findings import (ALPHA, BASELINE, CORRECTION, LAST_EPOCHS, MARGINS, SHIFT_FAMILY, json_ready, lowest,
+                              paired, select, setting_label, study_findings)
 from lsbench.io import KEY, OOD_SCORES, atomic_write_bytes, write_text
 from lsbench.methods import METHODS, variant_label
 from lsbench.metrics import OOD_METRICS, TEMPERATURE_BOUNDS, temperature_at_bound
@@ -58,7 +58,7 @@ BOOTSTRAP_NOTE = ("95 % percentile bootstrap over test images (scipy.stats.boots
 def section_ids(tables: Tables) -> tuple[str, ...]:
     """Every <section id> of the report on `tables`, in page order (a study whose runs all
     diverged has no subsections)."""
-    ids = ["answer", "findings", "studies", "selective", "ood",
+    ids = ["answer", "findings", "studies", "selective", "ood", "shift",
            *(["diverged"] if final_epoch(tables.metrics)["diverged"].any() else [])]
     for study in split_studies(tables):
         ids.append(f"study-{study.slug}")
@@ -296,6 +296,45 @@ def ood_context(study: Study) -> dict | None:
             "n_ood": int(study.ood_predictions.groupby(KEY).size().max()), "figure": figure, "figures_list": [figure]}
 
 
+SHIFT_TABLES = (("ece", "ECE under shift (pooled over the shifts)"),
+                ("ece_ts", "ECE after temperature scaling fitted on clean images, under shift"),
+                ("accuracy", "Accuracy under shift (pooled over the shifts)"))
+
+
+def shift_context(study: Study) -> dict | None:
+    """The study's part of the shift section (None without shift rows): the severity figure, the
+    pooled tables (per run and severity, mean [95 % interval] over seeds) and the heat map."""
+    shifted = study.shifted()
+    if shifted.empty:
+        return None
+    pooled = study.shift_pooled()
+    severities = sorted(int(s) for s in pooled["severity"].unique())
+    tables = []
+    for metric, caption in SHIFT_TABLES:
+        rows = [{"variant": label, "n": g["seed"].nunique(),
+                 "cells": {s: metric_interval(g.loc[g["severity"] == s, metric].to_numpy(), metric) for s in severities}}
+                for _, label, g in by_variant(pooled)]
+        tables.append({"caption": caption, "rows": rows})
+    figure = figure_shift_severity(shifted, name=f"{study.slug}-shift-severity")
+    heatmap = figure_shift_heatmap(shifted, name=f"{study.slug}-shift-heatmap")
+    return {"slug": study.slug, "title": study.title, "severities": severities, "tables": tables,
+            "n_shifts": shifted.loc[shifted["severity"] > 0, "shift"].nunique(),
+            "n_images": int(shifted["n_images"].max()), "figure": figure, "heatmap": heatmap,
+            "figures_list": [f for f in (figure, heatmap) if f is not None]}
+
+
+def shift_galleries(studies: list[Study]) -> list[dict]:
+    """One gallery per dataset that has shift images."""
+    out, seen = [], set()
+    for study in studies:
+        if study.shift_gallery.empty or study.dataset in seen:
+            continue
+        seen.add(study.dataset)
+        figure = figure_shift_gallery(study.shift_gallery, study.dataset, name=f"{study.dataset}-shift-gallery")
+        out.append({"dataset": study.dataset, "figure": figure, "figures_list": [figure]})
+    return out
+
+
 def study_row(study: Study) -> dict:
     """One row of the cross-study table, in the spirit of Müller et al. (2019), Table 3: accuracy
     and ECE of cross-entropy, temperature scaling alone (ECE after scaling, T), label smoothing's
@@ -406,6 +445,8 @@ def render_with_figures(tables: Tables, title: str = TITLE,
     found = findings(tables) if found is None else found
     selective = [c for c in map(selective_context, studies) if c is not None]
     ood = [c for c in map(ood_context, studies) if c is not None]
+    shift = [c for c in map(shift_context, studies) if c is not None]
+    galleries = shift_galleries(studies)
     contexts = [study_context(s) for s in studies]
     html = environment().get_template("index.html.j2").render(
         title=title,
@@ -414,7 +455,9 @@ def render_with_figures(tables: Tables, title: str = TITLE,
                   for s in studies],
         answers=[{"title": s.title, "text": f["text"].split(": ", 1)[1]} for s in studies for f in found
                  if (f["dataset"], f["model"]) == (s.dataset, s.model) and f["id"] == "answer"],
-        family_note=family_note(found), last_epochs=LAST_EPOCHS,
+        family_note=family_note([f for f in found if f.get("family") != SHIFT_FAMILY]),
+        shift_family_note=family_note([c for f in found if f.get("family") == SHIFT_FAMILY for c in _claims_of(f)]),
+        last_epochs=LAST_EPOCHS, shift=shift, shift_galleries=galleries,
         summary_tables={"Accuracy and loss": ACCURACY_METRICS, "Calibration": CALIBRATION_METRICS},
         ts_metrics=TS_METRICS, temperature_bounds=TEMPERATURE_BOUNDS, selective_metrics=SELECTIVE_METRICS,
         ood_scores=OOD_SCORES,
@@ -434,8 +477,8 @@ def render_with_figures(tables: Tables, title: str = TITLE,
         provenance=provenance_section(tables),
     )
     html = html.replace("<!--contents-->", contents(html), 1)
-    # In page order: the selective and OOD sections come before the studies.
-    figures = [f for c in (*selective, *ood, *contexts) for f in c["figures_list"]]
+    # In page order: the selective, OOD and shift sections come before the studies.
+    figures = [f for c in (*selective, *ood, *galleries, *shift, *contexts) for f in c["figures_list"]]
     return name_tables(html), figures
 
 
@@ -571,6 +614,11 @@ def replace_outputs(directory: Path, files: dict[str, bytes]) -> list[Path]:
     return written
 
 
+def _claims_of(record: dict) -> list[dict]:
+    """A record's claims: itself, or those of each severity (the shift records' by_severity)."""
+    return list(record["by_severity"].values()) if "by_severity" in record else [record]
+
+
 def family_note(found: list[dict]) -> str:
     """How many tests each study's Holm correction covers, in words."""
     sizes = sorted({int(f["family_size"]) for f in found if f.get("family_size")})
@@ -604,7 +652,10 @@ def findings_document(tables: Tables, found: list[dict]) -> dict:
 
     workflow = tables.provenance.iloc[0]
     env = tables.environment
-    sizes = {f"{f['dataset']}/{f['model']}": int(f["family_size"]) for f in found if f.get("family_size")}
+    sizes = {f"{f['dataset']}/{f['model']}": int(f["family_size"]) for f in found
+             if f.get("family_size") and f.get("family") != SHIFT_FAMILY}
+    shift_sizes = {f"{f['dataset']}/{f['model']}": int(c["family_size"]) for f in found
+                   if f.get("family") == SHIFT_FAMILY for c in _claims_of(f) if c.get("family_size")}
     return {
         "schema_version": FINDINGS_SCHEMA_VERSION,
         "metadata": {
@@ -614,7 +665,8 @@ def findings_document(tables: Tables, found: list[dict]) -> dict:
             "config_sha256": hashlib.sha256(str(workflow["config_yaml"]).encode()).hexdigest(),
             "seeds": sorted(int(s) for s in tables.runs["seed"].unique()),
             "correction": {"method": CORRECTION, "alpha": ALPHA, "family": "every distinct test of one study's "
-                           "findings", "family_sizes": sizes},
+                           "findings on clean data; the shift findings (family \"shift\") are a second family",
+                           "family_sizes": sizes, "shift_family_sizes": shift_sizes},
             "margins": MARGINS,
             "last_epochs_checked": LAST_EPOCHS,
             "cpu_capabilities": sorted(set(env["cpu_capability"])) if "cpu_capability" in env else [],

@@ -4,13 +4,13 @@ the report (sections, findings) asks of it. No torch here."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 
 from lsbench.config import model_slug
 from lsbench.datasets import DATASETS
-from lsbench.io import KEY
+from lsbench.io import GALLERY, KEY, SHIFT, SHIFT_COLUMNS
 from lsbench.methods import variant_label
 from lsbench.stats import runs_in_order
 from lsbench.tables import Tables, final_epoch  # noqa: F401 - final_epoch is used here and re-exported
@@ -35,6 +35,9 @@ class Study:
     calibrated: pd.DataFrame
     ood: pd.DataFrame
     ood_predictions: pd.DataFrame
+    # shift.parquet's rows of this study (empty without shifts) and the dataset's gallery images.
+    shift: pd.DataFrame = field(default_factory=pd.DataFrame)
+    shift_gallery: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def slug(self) -> str:
@@ -74,6 +77,22 @@ class Study:
     def converged_runs(self) -> pd.DataFrame:
         return self.converged()[KEY]
 
+    def shifted(self) -> pd.DataFrame:
+        """shift.parquet's rows of the converged runs, shifts in the suite's order."""
+        if self.shift.empty:
+            return self.shift
+        return self.shift.merge(self.converged_runs(), on=KEY).reset_index(drop=True)
+
+    def shift_pooled(self) -> pd.DataFrame:
+        """Per converged run, seed and severity the mean over the shifts of every metric (severity 0:
+        the unshifted subset): the pooled curves of Ovadia et al. 2019, Fig. 2, and what the shift
+        findings test, paired by seed."""
+        df = self.shifted()
+        if df.empty:
+            return df
+        metrics = [c for c in SHIFT_COLUMNS if c not in (*KEY, "shift", "severity", "n_images")]
+        return df.groupby([*KEY, "severity"], as_index=False)[metrics].mean()
+
 
 def by_variant(df: pd.DataFrame) -> list[tuple[tuple[str, float], str, pd.DataFrame]]:
     """[((method, param), label, rows)] of a frame's runs, in `variant_order`: how every table
@@ -88,7 +107,10 @@ def split_studies(tables: Tables) -> list[Study]:
         def part(df: pd.DataFrame) -> pd.DataFrame:
             return df[(df["dataset"] == dataset) & (df["model"] == model)].reset_index(drop=True)
 
+        shift, gallery = getattr(tables, SHIFT), getattr(tables, GALLERY)
         studies.append(Study(dataset, model, runs.reset_index(drop=True), part(tables.metrics),
                              part(tables.reliability), part(tables.predictions), part(tables.calibrated),
-                             part(tables.ood), part(tables.ood_predictions)))
+                             part(tables.ood), part(tables.ood_predictions),
+                             part(shift) if len(shift) else pd.DataFrame(columns=SHIFT_COLUMNS),
+                             gallery[gallery["dataset"] == dataset].reset_index(drop=True)))
     return studies

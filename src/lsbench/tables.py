@@ -9,7 +9,7 @@ twice the seeds and narrower intervals. No torch here.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -40,11 +40,17 @@ COLUMNS: dict[str, dict[str, str]] = {
     "environment": {**KEY_KINDS, "python": "str", "torch": "str", "device_name": "str", "cpu_model": "str",
                     "torch_threads": "int", "job_seconds": "float", "resumed_after_epoch": "int"},
     "provenance": {"config_yaml": "str", "git_commit": "str", "snakemake": "str", "lsbench": "str"},
+    # Optional (written when the grid evaluates shifts; lsbench 0.4 and later).
+    io.SHIFT: {**KEY_KINDS, "shift": "str", "severity": "int", "n_images": "int",
+               **{c: "float" for c in io.SHIFT_COLUMNS if c not in (*io.KEY, "shift", "severity", "n_images")}},
+    io.GALLERY: {"dataset": "str", "shift": "str", "severity": "int", "level": "str", "unit": "str", "source": "str",
+                 "channels": "int", "height": "int", "width": "int"},
 }
 # Columns that identify a row within each table.
 UNIQUE = {"runs": io.KEY, "metrics": [*io.KEY, "epoch"], "reliability": [*io.KEY, "bin"],
           "predictions": [*io.KEY, "index"], "calibrated": io.KEY, "environment": io.KEY,
-          "ood": [*io.KEY, "score"], "ood_predictions": [*io.KEY, "index"]}
+          "ood": [*io.KEY, "score"], "ood_predictions": [*io.KEY, "index"],
+          io.SHIFT: [*io.KEY, "shift", "severity"], io.GALLERY: ["dataset", "shift", "severity"]}
 _CHECKS = {"int": ptypes.is_integer_dtype, "bool": ptypes.is_bool_dtype,
            "float": lambda s: ptypes.is_float_dtype(s) or ptypes.is_integer_dtype(s),
            "str": lambda s: ptypes.is_object_dtype(s) or ptypes.is_string_dtype(s)}
@@ -66,6 +72,9 @@ class Tables:
     ood_predictions: pd.DataFrame
     environment: pd.DataFrame
     provenance: pd.DataFrame
+    # Empty when the grid evaluated no shifts (or its tables predate them).
+    shift: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=io.SHIFT_COLUMNS))
+    shift_gallery: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=io.GALLERY_COLUMNS))
 
 
 def read_table(path: Path, name: str) -> pd.DataFrame:
@@ -390,7 +399,37 @@ def read_tables(results_dir: Path) -> Tables:
     _check_values(d, frames)
     _check_recomputed(d, frames)
     frames["ood"] = with_aupr(frames)
-    return Tables(**frames)
+    return Tables(**frames, **read_shift_tables(d, runs))
+
+
+def read_shift_tables(d: Path, runs: set[tuple]) -> dict[str, pd.DataFrame]:
+    """shift.parquet and shift_gallery.parquet when `d` has them ({} when it has neither): every run
+    of runs.parquet, each under the same (shift, severity) pairs, shift "none" at severity 0
+    among them, metrics within their ranges, and a gallery image for every (dataset, shift,
+    severity) of the table. TablesError names the file and the problem."""
+    path, gallery_path = d / f"{io.SHIFT}.parquet", d / f"{io.GALLERY}.parquet"
+    if not path.exists() and not gallery_path.exists():
+        return {}
+    shift, gallery = read_table(path, io.SHIFT), read_table(gallery_path, io.GALLERY)
+    found = _run_set(shift)
+    if found != runs:
+        extra, lacking = sorted(found - runs), sorted(runs - found)
+        raise TablesError(f"{path}: not the runs of runs.parquet: {len(lacking)} missing, {len(extra)} too many, "
+                          f"e.g. {(lacking or extra)[0]} (from another grid?)")
+    pairs = {key: frozenset(g[["shift", "severity"]].itertuples(index=False, name=None))
+             for key, g in shift.groupby(io.KEY)}
+    if len(set(pairs.values())) != 1:
+        raise TablesError(f"{path}: the runs are evaluated under different shifts or severities")
+    if (io.NO_SHIFT, 0) not in next(iter(pairs.values())):
+        raise TablesError(f"{path}: no rows of shift {io.NO_SHIFT!r} at severity 0 (the unshifted images)")
+    _fail(path, shift, ~shift["severity"].between(0, 5), "have a severity outside 0..5")
+    metrics = [c for c in io.SHIFT_COLUMNS if c not in (*io.KEY, "shift", "severity", "n_images", "temperature")]
+    _fail(path, shift, _out_of_range(shift, metrics, allow_nan=True), "hold a metric outside its range")
+    shown = set(gallery[["dataset", "shift", "severity"]].itertuples(index=False, name=None))
+    needed = set(shift[["dataset", "shift", "severity"]].drop_duplicates().itertuples(index=False, name=None))
+    if needed - shown:
+        raise TablesError(f"{gallery_path}: no image of {sorted(needed - shown)[0]}, which shift.parquet holds")
+    return {io.SHIFT: shift, io.GALLERY: gallery}
 
 
 def with_aupr(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:

@@ -1,5 +1,6 @@
 rule collect:
     input:
+        **get_shift_collect_inputs(PLAN),
         runs=get_run_tables(PLAN, "runs"),
         metrics=get_run_tables(PLAN, "metrics"),
         reliability=get_run_tables(PLAN, "reliability"),
@@ -10,6 +11,7 @@ rule collect:
         environment=get_run_tables(PLAN, "environment"),
         data=PLAN.data_summaries(),
     output:
+        **get_shift_collect_outputs(PLAN),
         runs="results/runs.parquet",
         metrics="results/metrics.parquet",
         reliability="results/reliability.parquet",

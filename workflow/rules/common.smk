@@ -18,6 +18,8 @@ wildcard_constraints:
     seed=r"\d+",
     method=r"[a-z_]+",
     param=r"\d[0-9.e+-]*",
+    suite=r"[0-9a-f]{16}",
+    evaluation=r"[0-9a-f]{16}",
 
 
 class Untracked:
@@ -163,6 +165,68 @@ def get_train_gpus(lsb):
     return 1 if lsb.train.device == "cuda" else 0
 
 
+def get_shift_inputs(plan):
+    # A study's final models and clean tables (each run's temperature), its dataset's cache and
+    # shifted test set.
+    def shift_inputs(wildcards):
+        runs = plan.study_runs(wildcards.dataset, model_from_slug(wildcards.model))
+        return {
+            "models": [f"{r.run_dir}/model.pt" for r in runs],
+            "calibrated": [f"{r.run_dir}/calibrated.parquet" for r in runs],
+            "runs": [f"{r.run_dir}/runs.parquet" for r in runs],
+            "data": plan.data_cache(wildcards.dataset),
+            "shifted": plan.shifted_data(wildcards.dataset),
+        }
+
+    return shift_inputs
+
+
+def get_study_run_dirs(plan):
+    def run_dirs(wildcards):
+        runs = plan.study_runs(wildcards.dataset, model_from_slug(wildcards.model))
+        return Untracked(" ".join(shlex.quote(r.run_dir) for r in runs))
+
+    return run_dirs
+
+
+def get_shift_runtime(plan):
+    # Measured: under 10 s a run for the MLP on 2000 Fashion-MNIST images x 81 sets; 1 min a run is ample.
+    def runtime(wildcards):
+        return 10 + len(
+            plan.study_runs(wildcards.dataset, model_from_slug(wildcards.model))
+        )
+
+    return runtime
+
+
+def get_shift_data_mem_mb(lsb):
+    # The float64 copy of the subset a few times over (the fog's fractals are twice its side), and
+    # the shifted images themselves: 5 severities of every shift in uint8.
+    def mem_mb(wildcards):
+        c, h, w = get_dataset(wildcards.dataset).image_shape
+        n = min(lsb.shift_images, sum(get_dataset(wildcards.dataset).sizes[1:]))
+        return int(800 + (40 * 8 + 5 * len(lsb.shifts)) * n * c * h * w / 2**20)
+
+    return mem_mb
+
+
+def get_shift_collect_inputs(plan):
+    # collect's inputs from the shift stage: none when shifts are off.
+    if not plan.wf.shifts:
+        return {}
+    data = [plan.shifted_data(d) for d in plan.wf.datasets]
+    return {"shift": plan.shift_tables(), "shifted_data": data}
+
+
+def get_shift_collect_outputs(plan):
+    if not plan.wf.shifts:
+        return {}
+    return {
+        "shift": "results/shift.parquet",
+        "shift_gallery": "results/shift_gallery.parquet",
+    }
+
+
 def get_collect_args(config, plan, source_dir):
     # The validated config (defaults filled in), the model code the runs must have used and the
     # checkout whose commit is recorded: collect checks the runs against them and records them.
@@ -173,6 +237,12 @@ def get_collect_args(config, plan, source_dir):
                 f"--model-code-json {shlex.quote(json.dumps(plan.model_sha256))}",
                 f"--source-dir {shlex.quote(str(source_dir))}",
                 *(f"--data-summary {shlex.quote(p)}" for p in plan.data_summaries()),
+                *(f"--shift-table {shlex.quote(p)}" for p in plan.shift_tables()),
+                *(
+                    f"--shifted-data {shlex.quote(plan.shifted_data(d))}"
+                    for d in plan.wf.datasets
+                    if plan.wf.shifts
+                ),
                 *(shlex.quote(d) for d in get_run_dirs(plan)),
             ]
         )

@@ -10,6 +10,8 @@ rule train:
         ood="results/runs/{dataset}/{model}/{definition}/seed{seed}/{method}/p{param}/ood.parquet",
         ood_predictions="results/runs/{dataset}/{model}/{definition}/seed{seed}/{method}/p{param}/ood_predictions.parquet",
         environment="results/runs/{dataset}/{model}/{definition}/seed{seed}/{method}/p{param}/environment.parquet",
+        # The final model, evaluated by evaluate_shifts without retraining.
+        model="results/runs/{dataset}/{model}/{definition}/seed{seed}/{method}/p{param}/model.pt",
     log:
         "results/logs/train/{dataset}/{model}/{definition}/seed{seed}/{method}-p{param}.log",
     group:

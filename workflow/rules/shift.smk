@@ -1,0 +1,49 @@
+# Distribution shift: each dataset's test subset under every shift (one job per dataset), then the
+# final models of each study's runs on them (one job per study: torch and the images load once).
+# Neither trains: a changed shift constant (lsbench.shifts, hashed into `suite`) or another set of
+# shifts reruns these jobs only.
+rule shift_data:
+    input:
+        data="results/data/{dataset}-{fingerprint}.npz",
+    output:
+        "results/data/shifted/{dataset}-{fingerprint}-{suite}.npz",
+    log:
+        "results/logs/shift_data/{dataset}-{fingerprint}-{suite}.log",
+    benchmark:
+        "results/benchmarks/shift_data/{dataset}-{fingerprint}-{suite}.tsv"
+    conda:
+        get_conda_env
+    threads: 1
+    resources:
+        mem_mb=get_shift_data_mem_mb(LSB),
+        runtime=30,
+    params:
+        images=LSB.shift_images,
+        shifts=" ".join(LSB.shifts),
+    shell:
+        "lsbench shift-data --dataset {wildcards.dataset} --data {input.data:q} --images {params.images}"
+        " --out {output:q} {params.shifts} > {log:q} 2>&1"
+
+
+rule evaluate_shifts:
+    input:
+        unpack(get_shift_inputs(PLAN)),
+    output:
+        "results/shift/{dataset}/{model}/{definition}/{evaluation}.parquet",
+    log:
+        "results/logs/evaluate_shifts/{dataset}/{model}/{definition}/{evaluation}.log",
+    benchmark:
+        "results/benchmarks/evaluate_shifts/{dataset}/{model}/{definition}/{evaluation}.tsv"
+    conda:
+        get_conda_env
+    threads: LSB.train.threads
+    resources:
+        mem_mb=get_train_mem_mb(LSB),
+        runtime=get_shift_runtime(PLAN),
+        gpu=get_train_gpus(LSB),
+    params:
+        run_dirs=get_study_run_dirs(PLAN),
+        execution=Untracked(f"--device {LSB.train.device}"),
+    shell:
+        "lsbench evaluate-shifts --data {input.data:q} --shifted {input.shifted:q} --out {output:q}"
+        " --threads {threads} {params.execution} {params.run_dirs} > {log:q} 2>&1"
