@@ -223,3 +223,28 @@ def test_validation_size_is_checked_against_each_datasets_size(override, needle)
         validate_config({**base(), **override}, SCHEMA)
     assert needle in str(info.value), str(info.value)
     assert validate_config({**base(), "datasets": ["digits"], "validation_size": 0.1}, SCHEMA)["validation_size"] == 0.1
+
+
+@pytest.mark.parametrize("value,needle", [
+    (["rotation", "bogus"], "'shifts[1]' = 'bogus': unknown shift. Allowed: all, null, or a list of unique names of: rotation"),
+    (["rotation", "rotation"], "'shifts[1]' = 'rotation': a repeated shift"),
+    ([], "'shifts' = []: an empty list (use null for no shifts)"),
+    ("ALL", "'shifts[0]' = 'ALL': unknown shift"),
+])
+def test_a_bad_shifts_value_names_the_item(value, needle):
+    from lsbench.config import ConfigError, load_schema, validate_config
+
+    config = {**yaml.safe_load((REPO / "config.yaml").read_text()), "shifts": value}
+    with pytest.raises(ConfigError) as err:
+        validate_config(config, load_schema())
+    assert needle in str(err.value)
+
+
+def test_shifts_all_a_name_and_null():
+    from lsbench.config import load_schema, shift_list, validate_config
+    from lsbench.shifts import SHIFTS
+
+    base = yaml.safe_load((REPO / "config.yaml").read_text())
+    for value, expected in (("all", tuple(SHIFTS)), ("rotation", ("rotation",)), ("null", ()),
+                            (["fog", "rotation"], ("rotation", "fog"))):
+        assert shift_list(validate_config({**base, "shifts": value}, load_schema())["shifts"]) == expected

@@ -42,3 +42,46 @@ def test_the_readme_shows_the_comparison_the_two_findings_give():
 def test_the_readme_s_stated_family_size_is_the_findings():
     sizes = json.loads(AVX512.read_text())["metadata"]["correction"]["family_sizes"]
     assert f"over the study's {sizes['fashion_mnist/mlp']} tests" in readme()
+
+
+SHIFTS = RESULTS / "default-grid-shifts-avx512.findings.json"
+
+
+def _cell(i: dict) -> str:
+    return f"{i['estimate']:.4f} [{i['low']:.4f}, {i['high']:.4f}]"
+
+
+def test_the_readme_states_the_shift_findings():
+    """The shift section's table, the answer's shift sentence and the quoted findings are the
+    file's; the file's grid was trained again, and its clean answer is the other file's, word for word."""
+    document = read_findings(SHIFTS)
+    records = document["findings"]
+    text = readme()
+    pooled = next(r for r in records if r["id"] == "shift_pooled")["by_run"]
+    for run in ("cross-entropy", "label smoothing ε = 0.2"):
+        for metric in ("ece", "ece_ts", "accuracy"):
+            row = " | ".join(_cell(pooled[run][s][metric]) for s in "0135")
+            assert f"| {row} |" in text, (run, metric)
+    answer = next(r for r in records if r["id"] == "answer")
+    assert f"> {answer['sentences'][-1]}" in text
+    clean = next(r for r in read_findings(AVX512)["findings"] if r["id"] == "answer")
+    assert answer["sentences"][:-1] == clean["sentences"]
+    quoted = [line[2:] for line in text.split("<!-- shift-results")[1].split("<!-- /shift-results")[0].splitlines()
+              if line.startswith("> ")]
+    bodies = [r["text"].split(": ", 1)[1] for r in records]
+    for line in quoted[1:]:
+        assert any(line == b[0].upper() + b[1:] for b in bodies), line
+    size = document["metadata"]["correction"]["shift_family_sizes"]["fashion_mnist/mlp"]
+    assert f"their own Holm family of {size} tests" in text
+    assert document["metadata"]["cpu_capabilities"] == ["AVX512"]
+
+
+def test_a_grid_with_shifts_makes_the_clean_claims_of_one_without():
+    """The shift claims of a grid that evaluated shifts are not compared with a grid that did not;
+    its clean claims are the same."""
+    from lsbench.report import claims_differ
+
+    a, b = read_findings(AVX512), read_findings(SHIFTS)
+    table = compare_findings_markdown(a, b)
+    assert not claims_differ(a, b) and "0 differ, 0 contradict." in table
+    assert "shift claims not compared: only one of the two grids evaluated shifts" in table

@@ -97,10 +97,30 @@ def test_bad_input_is_named():
     for severity in (6, -1, 1.5, True):
         with pytest.raises(ShiftError, match="severity .* is not an integer in 0..5"):
             apply_shift("rotation", x, severity, 0)
-    with pytest.raises(ShiftError, match=r"uint8 \(N, C, H, W\), got float64"):
+    with pytest.raises(ShiftError, match=r"uint8 \(N, C, H, W\) with C = 1 or 3 \(channels first\), got float64"):
         apply_shift("rotation", x.astype(float), 1, 0)
     with pytest.raises(ShiftError, match=r"got uint8 \(4, 8, 8\)"):
         apply_shift("rotation", x[:, 0], 1, 0)
+    with pytest.raises(ShiftError, match=r"C = 1 or 3 \(channels first\), got uint8 \(4, 8, 8, 3\)"):
+        apply_shift("rotation", np.repeat(x[:, 0, :, :, None], 3, -1), 1, 0)
+    for seed in (None, -1, 1.0):
+        with pytest.raises(ShiftError, match="seed .* is not an integer >= 0"):
+            apply_shift("rotation", x, 1, seed)
+
+
+@pytest.mark.parametrize("name", list(SHIFTS))
+def test_a_shift_is_as_strong_at_every_image_size(name):
+    """The same images at half, once and twice 28 px: every length scales, so the mean pixel change
+    at severity 3 stays within a factor of 2.5 across the sizes (spatter's mud once covered 20
+    times less of a 56 px image)."""
+    from lsbench.data import resize_images
+
+    base = resize_images(_digits(40), (28, 28))
+    changes = []
+    for size in (14, 28, 56):
+        x = resize_images(base, (size, size))
+        changes.append(np.abs(apply_shift(name, x, 3, 0).astype(float) - x).mean())
+    assert max(changes) < 2.5 * min(changes), changes
 
 
 def test_the_subset_and_the_suite_hash():
@@ -155,14 +175,25 @@ def test_an_evaluation_without_a_model_names_the_file(tiny_dataset_file, tmp_pat
         evaluate_shifts([run], tiny_dataset_file, None, tmp_path / "s.parquet", "cpu", 1, lambda m: None)
 
 
-def test_a_file_that_is_not_a_shifted_set_is_named(tiny_dataset_file, tmp_path):
+def test_bad_evaluation_inputs_are_named(tiny_dataset_file, tmp_path):
+    from conftest import train_run
+    from lsbench.config import ConfigError
     from lsbench.data import DataError
     from lsbench.pipeline import evaluate_shifts
 
     (tmp_path / "bad.npz").write_bytes(b"junk")
-    with pytest.raises(DataError, match="bad.npz: not a shifted test set"):
-        evaluate_shifts([tmp_path], tiny_dataset_file, tmp_path / "bad.npz", tmp_path / "s.parquet", "cpu", 1,
-                        lambda m: None)
+    run = tmp_path / "run"
+    train_run(tiny_dataset_file, run, 0, 0.0)
+
+    def evaluate(run_dirs, shifted=None):
+        evaluate_shifts(run_dirs, tiny_dataset_file, shifted, tmp_path / "s.parquet", "cpu", 1, lambda m: None)
+
+    with pytest.raises(DataError, match=r"bad.npz: not a shifted test set \(an .npz file written by lsbench shift-data\)$"):
+        evaluate([run], tmp_path / "bad.npz")
+    with pytest.raises(DataError, match="nope/runs.parquet: missing; .* is not a finished run"):
+        evaluate([tmp_path / "nope"])
+    with pytest.raises(ConfigError, match="is given more than once"):
+        evaluate([run, run])
 
 
 def test_the_docs_list_every_shift_with_its_constants():

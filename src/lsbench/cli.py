@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -180,12 +181,15 @@ def run(args: argparse.Namespace) -> None:
         pipeline.collect(args.run_dirs, args.out_dir, log, args.config_json, args.source_dir, args.data_summary,
                          args.model_code_json, args.manifest, args.shift_table, args.shifted_data)
     elif args.command == "shift-data":
-        from lsbench.config import shift_list
+        from lsbench.config import shift_errors, shift_list
 
         names = args.shifts[0] if args.shifts == ["all"] else args.shifts
-        v = validate_options({"--dataset": ("datasets[]", args.dataset), "--images": ("shift_images", args.images),
-                              "shifts": ("shifts", names)})
-        pipeline.shift_data(v["--dataset"], args.data, list(shift_list(v["shifts"])), args.out, v["--images"], log)
+        errors = shift_errors(names)
+        if errors:  # "config key 'shifts[1]' = 'x': ..." -> "shift 2 = 'x': ..."
+            raise ConfigError("\n".join(re.sub(r"^config key 'shifts\[(\d+)\]'", lambda m: f"shift {int(m[1]) + 1}", e)
+                                        for e in errors))
+        v = validate_options({"--dataset": ("datasets[]", args.dataset), "--images": ("shift_images", args.images)})
+        pipeline.shift_data(v["--dataset"], args.data, list(shift_list(names)), args.out, v["--images"], log)
     elif args.command == "evaluate-shifts":
         v = validate_options({"--device": ("device", args.device), "--threads": ("threads", args.threads)})
         pipeline.evaluate_shifts(args.run_dirs, args.data, args.shifted, args.out, v["--device"], v["--threads"], log)

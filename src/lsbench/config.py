@@ -378,7 +378,8 @@ def validate_config(raw: Mapping[str, Any], schema: Mapping[str, Any],
     # `methods` is checked by its registry (`method_errors`: names, types and ranges, item by item);
     # the schema's own messages for it would say less.
     errors = (yaml_number_errors(config, list(yaml_files))
-              or [message for path, message in schema_errors(config, schema) if path[:1] != ("methods",)])
+              or [message for path, message in schema_errors(config, schema) if path[:1] not in (("methods",), ("shifts",))]
+              + shift_errors(config.get("shifts")))
     if not errors:
         sources = [*((str(f), _top_keys(f)) for f in yaml_files), ("--config", set(override_keys or ()))]
         config, errors = resolve_methods(config, sources)
@@ -501,6 +502,27 @@ def to_workflow_config(config: Mapping[str, Any]) -> WorkflowConfig:
         shifts=shift_list(config.get("shifts")),
         shift_images=int(config.get("shift_images", 2000)),
     )
+
+
+def shift_errors(value: object, key: str = "shifts") -> list[str]:
+    """What is wrong with a `shifts` value, item by item ([] when it is "all", null or a list of
+    unique shift names): the schema's own message for it names no item."""
+    from lsbench.shifts import SHIFTS
+
+    allowed = f"Allowed: all, null, or a list of unique names of: {', '.join(SHIFTS)}"
+    if value is None or value == "all":
+        return []
+    if not isinstance(value, list):
+        return [f"config key {key!r} = {value!r}: not all, null or a list of shift names. {allowed}"]
+    if not value:
+        return [f"config key {key!r} = []: an empty list (use null for no shifts). {allowed}"]
+    errors = []
+    for i, name in enumerate(value):
+        if not isinstance(name, str) or name not in SHIFTS:
+            errors.append(f"config key '{key}[{i}]' = {name!r}: unknown shift. {allowed}")
+        elif name in value[:i]:
+            errors.append(f"config key '{key}[{i}]' = {name!r}: a repeated shift. {allowed}")
+    return errors
 
 
 def shift_list(value: str | list[str] | None) -> tuple[str, ...]:

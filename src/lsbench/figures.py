@@ -474,7 +474,7 @@ def figure_ood(predictions: pd.DataFrame, ood_predictions: pd.DataFrame, ood_set
 
 
 SHIFT_PANELS = (("accuracy", "test accuracy"), ("ece", "ECE (lower is better)"),
-                ("ece_ts", "ECE after temperature scaling (T fitted on clean images)"))
+                ("ece_ts", "ECE after TS (T fitted on clean images)"))
 
 
 def per_shift_means(shifted: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -527,7 +527,7 @@ def shift_differences(shifted: pd.DataFrame, metric: str = "ece") -> pd.DataFram
         columns[label] = (paired[metric] - paired[f"{metric}_base"]).groupby(paired["shift"]).mean()
     table = pd.DataFrame(columns)
     order = [s for s in SHIFTS if s in table.index] + [s for s in table.index if s not in SHIFTS]
-    return table.loc[order]
+    return table.loc[order].rename(index=lambda name: name.replace("_", " "))
 
 
 @literal_text

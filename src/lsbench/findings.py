@@ -607,8 +607,11 @@ def with_shift_answer(study: Study, answer: dict[str, Any], shifted: list[dict[s
     base = rows_of(at_top, BASELINE)
     fields: dict[str, Any] = {"shift_severity": top, **_run_fields(best, "shift_best_"),
                               "shift_best_ece": _interval_fields(ece)}
+    clean = metric_interval(rows_of(pooled[pooled["severity"] == 0], best)["ece"].to_numpy(), "ece")
+    fields["shift_best_ece_unshifted"] = _interval_fields(clean)
     parts = [f"Under distribution shift (severity {top}, pooled over the shifts), {_name(best)} has the lowest ECE, "
-             f"{_range(fields['shift_best_ece'], signed=False)}"]
+             f"{_range(fields['shift_best_ece'], signed=False)} ({_range(fields['shift_best_ece_unshifted'], signed=False)}"
+             " on the same images unshifted)"]
     if not base.empty:
         fields["shift_baseline_ece"] = _interval_fields(metric_interval(base["ece"].to_numpy(), "ece"))
         fields["shift_temperature_scaling_ece"] = _interval_fields(metric_interval(base["ece_ts"].to_numpy(), "ece_ts"))
@@ -679,7 +682,8 @@ def _severity_frames(pooled: pd.DataFrame) -> dict[int, pd.DataFrame]:
 
 def _severity_text(claims: dict[int, Claim], lower: str, higher: str) -> str:
     """"severity 1: +0.0123 [+0.0100, +0.0146], higher (Holm p = 0.003); 2: ..." for a
-    severity -> claim mapping."""
+    severity -> claim mapping. The intervals are per comparison (unadjusted), the verdicts Holm's:
+    an interval that excludes 0 can still be "cannot tell"."""
     words = {"over": higher, "under": lower, "none": "no detectable difference", "inconclusive": "cannot tell",
              "unknown": "no interval"}
     parts = []
@@ -697,6 +701,16 @@ def _by_severity(claims: dict[int, Claim]) -> dict[str, Any]:
 
 def _severities_where(claims: dict[int, Claim], direction: str) -> list[int]:
     return [s for s, c in claims.items() if s > 0 and c.direction == direction]
+
+
+def _lower_higher(lower: list[int], higher: list[int]) -> str:
+    """"detectably lower at severities 3, 4, 5 and higher at severity 1", "not detectably lower or
+    higher at any severity"."""
+    if not lower and not higher:
+        return "not detectably lower or higher at any severity"
+    return " and ".join(part for part in (f"detectably lower {_levels(lower)}" if lower else "",
+                                          f"{'' if lower else 'detectably '}higher {_levels(higher)}" if higher else "")
+                        if part)
 
 
 def _levels(severities: list[int]) -> str:
@@ -750,10 +764,9 @@ def shift_findings(study: Study, judge: Judge) -> list[dict[str, Any]]:
               for s, f in frames.items()}
         lower, higher = _severities_where(by, "under"), _severities_where(by, "over")
         records.append(_record(study, "shift_vs_temperature_scaling",
-                               f"under shift ({where}), {_name(run)}'s ECE is detectably lower than that of "
-                               f"cross-entropy with temperature scaling fitted on clean images {_levels(lower)}, and "
-                               f"higher {_levels(higher)} (ECE difference, by severity: "
-                               f"{_severity_text(by, 'lower', 'higher')}).", family=SHIFT_FAMILY,
+                               f"under shift ({where}), against cross-entropy with temperature scaling fitted on "
+                               f"clean images, {_name(run)}'s ECE is {_lower_higher(lower, higher)} (ECE difference, "
+                               f"by severity: {_severity_text(by, 'lower', 'higher')}).", family=SHIFT_FAMILY,
                                **_run_fields(run), **_run_fields(BASELINE, "baseline_"), metric="ece",
                                lower_at=lower, higher_at=higher, n_shifts=n_shifts, n_images=n_images,
                                by_severity=_by_severity(by)))
@@ -765,9 +778,12 @@ def shift_findings(study: Study, judge: Judge) -> list[dict[str, Any]]:
         clean_words = ("" if clean is None else
                        {"under": "lowers", "over": "raises", "none": "does not detectably change"}.get(
                            clean.direction, "may or may not change (cannot tell)"))
+        under = ("does not detectably change it at any severity" if not helps and not hurts else
+                 " and ".join(part for part in (f"lowers it {_levels(helps)}" if helps else "",
+                                                f"raises it {_levels(hurts)}" if hurts else "") if part))
         text = (f"temperature scaling fitted on clean held-out images {clean_words} {_name(run)}'s ECE on the unshifted "
-                f"images; under shift ({where}) it lowers it {_levels(helps)} and raises it {_levels(hurts)} (ECE "
-                f"after minus before, by severity: {_severity_text(by, 'lower', 'higher')}).")
+                f"images; under shift ({where}) it {under} (ECE after minus before, by severity: "
+                f"{_severity_text(by, 'lower', 'higher')}).")
         records.append(_record(study, "shift_temperature_scaling", text, family=SHIFT_FAMILY, **_run_fields(run),
                                metric="ece_ts", helps_at=helps, hurts_at=hurts, n_shifts=n_shifts,
                                n_images=n_images, by_severity=_by_severity(by)))
@@ -849,7 +865,8 @@ def broken_shifts_finding(study: Study, shifted: pd.DataFrame, top: int) -> dict
     pooled = worst.groupby("shift")["accuracy"].mean().sort_values()
     hardest = str(pooled.index[0]) if len(pooled) else None
     if broken:
-        text = (f"at severity {top}, {', '.join(broken)} break every method: each keeps less than "
+        text = (f"at severity {top}, {', '.join(broken)} {'breaks' if len(broken) == 1 else 'break'} every method: "
+                f"each keeps less than "
                 f"{BROKEN_SHARE:.0%} of its unshifted accuracy above chance ({chance:.2f}), at the upper end of its "
                 f"95 % interval over seeds.")
     else:
@@ -1042,13 +1059,18 @@ def compare_claims(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> list[dic
     """Each claim of two findings documents' records side by side: `agreement` is "same",
     "no effect either way" (neither claims an effect: one "no detectable difference", i.e. within the
     margin, the other "cannot tell"),
-    "differs" (an effect against a non-effect, another setting, a claim only one makes) or
-    "contradicts" (opposite effects)."""
+    "differs" (an effect against a non-effect, another setting, a claim only one makes),
+    "contradicts" (opposite effects) or "not compared" (a shift claim when only one of the two grids
+    evaluated shifts)."""
     ca, cb = claims(a), claims(b)
+    # A grid that evaluated no shifts makes no shift claim: those of the other are not compared.
+    shifted = [any(r.get("family") == SHIFT_FAMILY for r in doc) for doc in (a, b)]
     rows = []
     for key in list(dict.fromkeys([*ca, *cb])):
         x, y = ca.get(key, "(not made)"), cb.get(key, "(not made)")
-        if x == y:
+        if ": shift_" in key and not all(shifted):
+            agreement = "not compared"
+        elif x == y:
             agreement = "same"
         elif x in _NON_EFFECTS and y in _NON_EFFECTS:
             agreement = "no effect either way"

@@ -267,11 +267,14 @@ SHIFTED_ARRAYS = ("images", "shifts", "index", "labels", "clean", "dataset")
 
 def read_shifted(path: Path) -> dict[str, np.ndarray]:
     """`shift_data`'s file; DataError naming it when it is not one."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(2, "No such file or directory", str(path))
     try:
         with np.load(Path(path), allow_pickle=False) as z:
             return {k: z[k] for k in SHIFTED_ARRAYS}
-    except (OSError, ValueError, KeyError) as exc:
-        raise DataError(f"{path}: not a shifted test set of lsbench shift-data ({type(exc).__name__}: {exc})") from exc
+    except (OSError, ValueError, KeyError, EOFError) as exc:
+        # numpy's own message for a file that is not an .npz suggests loading it with pickle: do not.
+        raise DataError(f"{path}: not a shifted test set (an .npz file written by lsbench shift-data)") from exc
 
 
 def evaluate_shifts(run_dirs: list[Path], data_path: Path, shifted_path: Path | None, out_path: Path, device: str,
@@ -286,6 +289,14 @@ def evaluate_shifts(run_dirs: list[Path], data_path: Path, shifted_path: Path | 
     from lsbench.train import configure_cpu, predict_logits, resolve_device, to_inputs, to_numpy
 
     started = time.perf_counter()
+    repeated = sorted({str(d) for d in run_dirs if list(map(str, run_dirs)).count(str(d)) > 1})
+    if repeated:
+        raise ConfigError(f"run directory {repeated[0]} is given more than once: each run is evaluated once")
+    for d in map(Path, run_dirs):
+        for name in ("runs.parquet", "calibrated.parquet"):
+            if not (d / name).is_file():
+                raise DataError(f"{d / name}: missing; {d} is not a finished run (train it first: lsbench train "
+                                f"--out-dir {d})")
     configure_cpu(threads)
     where = resolve_device(device)
     data = None

@@ -423,7 +423,7 @@ def difference_heatmap(values: pd.DataFrame, ax: plt.Axes, label: str) -> None:
     ax.set_yticks(range(data.shape[0]), list(values.index))
     for (r, c), v in np.ndenumerate(data):
         if np.isfinite(v):
-            ax.text(c, r, f"{v:+.3f}", ha="center", va="center", fontsize=7,
+            ax.text(c, r, f"{v:+.3f}", ha="center", va="center", fontsize=8,
                     color="white" if abs(v) > 0.6 * limit else "black")
     ax.figure.colorbar(image, ax=ax, label=label, shrink=0.8)
 

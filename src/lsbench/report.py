@@ -743,6 +743,9 @@ def compare_findings_markdown(a: dict, b: dict, only_differences: bool = False) 
     summary = (f"{len(rows)} claims: {counts['same']} the same, {counts['no effect either way']} with no effect "
                f"claimed either way (one within the margin, the other cannot tell), {counts['differs']} differ, "
                f"{counts['contradicts']} contradict.")
+    skipped = sum(r["agreement"] == "not compared" for r in rows)
+    if skipped:
+        summary += f" {skipped} shift claims not compared: only one of the two grids evaluated shifts."
     notes = rule_differences(a, b)
     return "\n".join(lines) + "\n\n" + summary + "\n" + "".join(f"\nNote: {n}\n" for n in notes)
 

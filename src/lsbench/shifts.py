@@ -256,15 +256,18 @@ def fog(x: np.ndarray, level: tuple[float, float], rng: np.random.Generator) -> 
 def spatter(x: np.ndarray, level: tuple, rng: np.random.Generator) -> np.ndarray:
     """Mud spatter (MNIST-C): Gaussian noise N(loc, scale) smoothed by sigma, thresholded, the
     mask smoothed by sigma2 and cut below 0.8, then mud of grey 63/255 painted where it is.
-    level = (loc, scale, sigma, threshold, sigma2); sigmas in pixels at 28 x 28."""
+    level = (loc, scale, sigma, threshold, sigma2). The mask is made at 28 x 28 and resized to the
+    image (bilinear): smoothed at another size, the noise's variance and so the mud's area would
+    change with the image's size."""
     loc, spread, sigma, threshold, sigma2 = level
     n, c, h, w = x.shape
-    liquid = ndimage.gaussian_filter(loc + spread * rng.standard_normal((n, h, w)),
-                                     sigma=(0, _scale(x, sigma), _scale(x, sigma)))
-    mask = ndimage.gaussian_filter((liquid > threshold).astype(np.float64),
-                                   sigma=(0, _scale(x, sigma2), _scale(x, sigma2)))
-    mask = np.where(mask < 0.8, 0.0, mask)[:, None]
-    return x * (1 - mask) + 63 / 255 * mask
+    size = REFERENCE_SIZE
+    liquid = ndimage.gaussian_filter(loc + spread * rng.standard_normal((n, size, size)), sigma=(0, sigma, sigma))
+    mask = ndimage.gaussian_filter((liquid > threshold).astype(np.float64), sigma=(0, sigma2, sigma2))
+    mask = np.where(mask < 0.8, 0.0, mask)
+    if (h, w) != (size, size):
+        mask = np.clip(ndimage.zoom(mask, (1, h / size, w / size), order=1, grid_mode=True, mode="nearest"), 0, 1)
+    return x * (1 - mask[:, None]) + 63 / 255 * mask[:, None]
 
 
 # ------------------------------------------------------------------------------ overlays
@@ -408,16 +411,22 @@ def _generator(name: str, seed: int) -> np.random.Generator:
 
 def apply_shift(name: str, images: np.ndarray, severity: int, seed: int) -> np.ndarray:
     """`images` uint8 (N, C, H, W) under shift `name` at `severity` (0 = unchanged, 1..5), drawn
-    from `seed`: uint8 (N, C, H, W), rounded from the float result clipped to [0, 255].
+    from `seed`: uint8 (N, C, H, W), rounded from the float result clipped to [0, 255]. The random
+    draws are made for the whole batch in order, so the same seed and the same images give the
+    same bytes, but an image shifted within another batch (another `shift_images`) may draw other
+    noise.
 
-    Raises ShiftError for an unknown name, a severity outside 0..5 or images that are not uint8
-    (N, C, H, W)."""
+    Raises ShiftError for an unknown name, a severity outside 0..5, a seed that is not an integer
+    >= 0, or images that are not uint8 (N, C, H, W) with 1 or 3 channels."""
     shift = get_shift(name)
     if isinstance(severity, bool) or not isinstance(severity, (int, np.integer)) or not 0 <= severity <= 5:
         raise ShiftError(f"shift {name!r}: severity {severity!r} is not an integer in 0..5")
     images = np.asarray(images)
-    if images.dtype != np.uint8 or images.ndim != 4:
-        raise ShiftError(f"shift {name!r}: images must be uint8 (N, C, H, W), got {images.dtype} {images.shape}")
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise ShiftError(f"shift {name!r}: images must be uint8 (N, C, H, W) with C = 1 or 3 (channels first), got "
+                         f"{images.dtype} {images.shape}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ShiftError(f"shift {name!r}: seed {seed!r} is not an integer >= 0")
     if severity == 0 or len(images) == 0:
         return images.copy()
     x = images.astype(np.float64) / 255
