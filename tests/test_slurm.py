@@ -32,7 +32,7 @@ def cluster():
 
 
 def make_workdir(root: Path) -> Path:
-    return workflow_dir(root, idx={"n_test": 64}, validation_size=32)
+    return workflow_dir(root, idx={"n_test": 64}, validation_size=32, shifts=["contrast"])
 
 
 def snakemake(workdir: Path, *args: str, config: tuple[str, ...] = ()) -> subprocess.CompletedProcess:

@@ -502,10 +502,10 @@ def test_braces_and_spaces_in_paths(tmp_path):
     shutil.copytree(REPO, checkout, ignore=shutil.ignore_patterns(".git", "results", "report", ".snakemake",
                                                                     "__pycache__", "*.egg-info"))
     wd = workflow_dir(tmp_path / "work", datasets=["fashion_mnist"], seeds=[0], epsilons=[0.0], epochs=1,
-                      validation_size=32, ood=None)
+                      validation_size=32, ood=None, shifts=["contrast"])
     (wd / "data").rename(wd / "d a{t}a")
     cmd = [a if a != str(REPO / "Snakefile") else str(checkout / "Snakefile") for a in snakemake_cmd(wd)]
     run = subprocess.run([*cmd, "--cores", "2", "--config", "data_root=d a{t}a"], capture_output=True, text=True,
                          timeout=600)
     assert run.returncode == 0, output(run)[-3000:]
-    assert len(read(wd, "runs")) == 1
+    assert len(read(wd, "runs")) == 1 and len(read(wd, "shift")) == 1 + 5

@@ -78,7 +78,7 @@ class Study:
         return self.converged()[KEY]
 
     def shifted(self) -> pd.DataFrame:
-        """shift.parquet's rows of the converged runs, shifts in the suite's order."""
+        """shift.parquet's rows of the converged runs (diverged runs have no metrics to pool)."""
         if self.shift.empty:
             return self.shift
         return self.shift.merge(self.converged_runs(), on=KEY).reset_index(drop=True)
