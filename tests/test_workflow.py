@@ -194,8 +194,10 @@ def test_settings_that_change_numbers_rerun_training(workdir, override, trains):
 
 
 def test_default_grid_has_25_train_jobs(workdir):
+    # The test directory's config switches shifts off (conftest.workflow_dir); the repo's default is all.
+    assert yaml.safe_load((REPO / "config.yaml").read_text())["shifts"] == "all"
     run = snakemake(workdir, "-n", "--forceall", "--config", "datasets=[fashion_mnist]", "models=[mlp]",
-                    "validation_size=32")
+                    "validation_size=32", "shifts=all")
     assert run.returncode == 0, output(run)[-2000:]
     assert jobs(run)["train"] == 25  # 5 epsilons x 5 seeds
     # The whole shift suite by default: one shifted test set per dataset, one evaluation per study.
