@@ -43,7 +43,7 @@ done_runs=$(for d in /tmp/gpu/runs/*; do [ -f "$d/metrics.parquet" ] && echo "$d
 echo "finished runs: $(echo "$done_runs" | grep -c .)" >> "$OUT/bench.txt"
 python3 - "$EPOCHS" "$DATA" "${VALIDATION:-5000}" > /tmp/gpu/config.json <<'PY'
 import json, sys, yaml
-config = yaml.safe_load(open("config.yaml"))
+config = yaml.safe_load(open("config/config.yaml"))
 config.update({"models": ["resnet20"], "seeds": [0, 1, 2], "epsilons": [0.0, 0.05, 0.1, 0.2],
                "epochs": int(sys.argv[1]), "device": "cuda", "data_root": sys.argv[2],
                "validation_size": int(sys.argv[3])})

@@ -70,13 +70,22 @@ def workflow_dir(root: Path, idx: dict | None = None, **config) -> Path:
     and data_root "data" (relative, so a copy of the directory is still up to date) holding tiny
     files (write_tiny_root(**idx))."""
     root.mkdir(parents=True, exist_ok=True)
-    merged = yaml.safe_load((REPO / "config.yaml").read_text())
+    merged = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     write_tiny_root(root / "data", config.get("datasets", ("fashion_mnist",)), **(idx or {}))
     # No shift stage unless a test asks for one (tests/test_workflow.py, test_slurm.py and the
     # braces-in-paths test run it): it adds a job or two to every run, and CI's time.
     merged.update({"data_root": "data", "shifts": None, "shift_images": 50, **config})
-    (root / "config.yaml").write_text(yaml.safe_dump(merged))
+    (root / "config").mkdir(exist_ok=True)
+    (root / "config" / "config.yaml").write_text(yaml.safe_dump(merged))
     return root
+
+
+def copy_config(workdir: Path) -> Path:
+    """The repo's config/config.yaml, unchanged, where the Snakefile looks for it in `workdir`."""
+    (workdir / "config").mkdir(parents=True, exist_ok=True)
+    target = workdir / "config" / "config.yaml"
+    target.write_text((REPO / "config" / "config.yaml").read_text())
+    return target
 
 
 def run_file(workdir: Path, name: str, dataset: str = "fashion_mnist", model: str = "mlp", seed: int = 0,
@@ -94,7 +103,7 @@ def run_file(workdir: Path, name: str, dataset: str = "fashion_mnist", model: st
 
 def snakemake_cmd(workdir: Path, *args: str) -> list[str]:
     """`snakemake` on the repo's Snakefile, run in `workdir`, with this Python."""
-    return [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+    return [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile"),
             "--directory", str(workdir), *args]
 
 
@@ -153,7 +162,7 @@ def report_results(tmp_path_factory) -> Path:
     shift_data("fashion_mnist", data, shifts, shifted, 40, lambda m: None)
     shift_tables = [root / "shift.parquet"]
     evaluate_shifts(runs, data, shifted, shift_tables[0], "cpu", 1, lambda m: None)
-    config = {**yaml.safe_load((REPO / "config.yaml").read_text()), "seeds": [0, 1], "epsilons": [0.0, 0.3],
+    config = {**yaml.safe_load((REPO / "config" / "config.yaml").read_text()), "seeds": [0, 1], "epsilons": [0.0, 0.3],
               "epochs": 2, "batch_size": 32, "validation_size": 32, "device": "cpu", "data_root": str(root / "data"),
               "shifts": shifts, "shift_images": 40}
     collect(runs, root / "results", lambda m: None, config=config, source_dir=REPO,

@@ -4,9 +4,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore DEBIAN_FRONTEND=noninteractive
 # Debian packages: a one-node SLURM for tests/test_slurm.py (the test starts and stops the daemons
-# itself) and the headless Chromium that tests/test_browser.py drives through playwright. Installed
+# itself), the headless Chromium that tests/test_browser.py drives through playwright and rsync, which
+# the file-system storage plugin of tests/test_deploy.py copies with. Installed
 # only when missing; installing needs root (as CI runs), else the command says what to install.
-pkgs="slurm-wlm slurmctld slurmd slurm-client munge chromium"
+pkgs="slurm-wlm slurmctld slurmd slurm-client munge chromium rsync"
 missing=$(for p in $pkgs; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || echo "$p"; done)
 if [ -n "$missing" ]; then
     if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
@@ -21,7 +22,7 @@ fi
 python3 -m pip install -q -e '.[train,test]'
 # The same Python's tools, not whatever is first on PATH.
 python3 -m snakemake --lint
-python3 -m snakefmt --check Snakefile workflow/rules/
+python3 -m snakefmt --check workflow/
 # Two workers, one test file each at a time (module fixtures stay in one process): the end-to-end
 # tests spend much of their time waiting on Snakemake, SLURM and killed jobs, which overlaps.
 python3 -m pytest -n 2 --dist loadfile "$@"

@@ -5,7 +5,8 @@ Facts this relies on (Debian bookworm, slurm-wlm 22.05):
   must live at /etc/slurm/slurm.conf. We refuse to overwrite one that we did not write.
 - Without an accounting database sacct fails, so the test uses `--slurm-status-command squeue`,
   and MinJobAge=600 keeps finished jobs visible to squeue (the plugin wants >= 120 s).
-- A fake GPU (Gres=gpu:1 backed by /dev/null) lets the `gpu` resource mapping be exercised.
+- Fake GPUs (Gres=gpu:N, each backed by a copy of /dev/null) let the `gpu` resource be exercised: SLURM
+  allocates them like real ones and sets CUDA_VISIBLE_DEVICES to the job's own.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import stat
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -24,7 +26,7 @@ SPOOL = Path("/var/spool/lsbench-slurm")
 LOG_DIR = Path("/var/log/lsbench-slurm")
 
 
-def slurm_conf(hostname: str, cpus: int, memory_mb: int) -> str:
+def slurm_conf(hostname: str, cpus: int, memory_mb: int, gpus: int) -> str:
     return f"""{MARKER}
 ClusterName=lsbench
 SlurmctldHost={hostname}(127.0.0.1)
@@ -46,7 +48,7 @@ MinJobAge=600
 ReturnToService=2
 MpiDefault=none
 GresTypes=gpu
-NodeName=localhost NodeHostname={hostname} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory_mb} Gres=gpu:1 State=UNKNOWN
+NodeName=localhost NodeHostname={hostname} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory_mb} Gres=gpu:{gpus} State=UNKNOWN
 PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 """
 
@@ -73,15 +75,21 @@ class Cluster:
                 pass
 
 
-def _write_config(cpus: int, memory_mb: int) -> None:
+def _write_config(cpus: int, memory_mb: int, gpus: int) -> None:
     conf = CONF_DIR / "slurm.conf"
     if conf.exists() and MARKER not in conf.read_text():
         raise RuntimeError(f"{conf} exists and was not written by this test suite; refusing to replace it")
     CONF_DIR.mkdir(parents=True, exist_ok=True)
-    conf.write_text(slurm_conf(socket.gethostname(), cpus, memory_mb))
-    (CONF_DIR / "gres.conf").write_text(f"{MARKER}\nNodeName=localhost Name=gpu File=/dev/null\n")
-    for d in (SPOOL / "ctld", SPOOL / "d", LOG_DIR):
+    conf.write_text(slurm_conf(socket.gethostname(), cpus, memory_mb, gpus))
+    for d in (SPOOL / "ctld", SPOOL / "d", SPOOL / "gpu", LOG_DIR):
         d.mkdir(parents=True, exist_ok=True)
+    devices = [SPOOL / "gpu" / f"nvidia{i}" for i in range(gpus)]
+    for device in devices:  # character devices, as SLURM insists: copies of /dev/null (1, 3)
+        if not device.is_char_device():
+            device.unlink(missing_ok=True)
+            os.mknod(device, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    (CONF_DIR / "gres.conf").write_text(MARKER + "\n" + "".join(
+        f"NodeName=localhost Name=gpu File={device}\n" for device in devices))
 
 
 def _start_munged() -> int:
@@ -111,9 +119,9 @@ def wait_for_idle_node(timeout: float = 60) -> None:
     raise RuntimeError(f"SLURM node not idle after {timeout} s (state {state!r}); see {LOG_DIR}")
 
 
-def start(cpus: int = 2, memory_mb: int = 8000) -> Cluster:
+def start(cpus: int = 2, memory_mb: int = 8000, gpus: int = 2) -> Cluster:
     """Write the config, start munged, slurmctld and slurmd; return once the node is idle."""
-    _write_config(cpus, memory_mb)
+    _write_config(cpus, memory_mb, gpus)
     cluster = Cluster(munged_pid=_start_munged())
     try:
         for cmd in (["slurmctld", "-D", "-i"], ["slurmd", "-D", "-N", "localhost"]):

@@ -108,4 +108,4 @@ def write_tables(tables: Tables, directory) -> None:
     """Write `tables` as a results directory (one parquet file per table)."""
     directory.mkdir(parents=True, exist_ok=True)
     for name in io.PUBLISHED:
-        getattr(tables, name).to_parquet(directory / f"{name}.parquet", index=False)
+        io.write_parquet(getattr(tables, name), directory / f"{name}.parquet")  # as collect writes them

@@ -13,7 +13,7 @@ SCHEMA = load_schema(REPO / "workflow" / "schemas" / "config.schema.yaml")
 
 
 def base() -> dict:
-    return yaml.safe_load((REPO / "config.yaml").read_text())
+    return yaml.safe_load((REPO / "config" / "config.yaml").read_text())
 
 
 def test_the_package_reads_the_workflows_schema():
@@ -103,7 +103,7 @@ def test_unknown_and_renamed_keys_rejected_with_allowed_list():
 
 
 def test_every_schema_key_is_commented_in_config_yaml():
-    lines = (REPO / "config.yaml").read_text().splitlines()
+    lines = (REPO / "config" / "config.yaml").read_text().splitlines()
     for key in SCHEMA["properties"]:
         i = next(n for n, line in enumerate(lines) if line.startswith(f"{key}:"))
         assert lines[i - 1].startswith("#"), key
@@ -206,7 +206,7 @@ def test_a_config_files_strings_are_taken_as_written(tmp_path):
     # YAML reads `data_root: 2024.10` as the float 2024.1; the folder is named "2024.10".
     own = tmp_path / "mine.yaml"
     own.write_text("data_root: 2024.10\nepochs: 3\n")
-    typed = raw_yaml_texts([REPO / "config.yaml", own, tmp_path / "missing.yaml"])
+    typed = raw_yaml_texts([REPO / "config" / "config.yaml", own, tmp_path / "missing.yaml"])
     got = validate_config({**base(), **yaml.safe_load(own.read_text())}, SCHEMA, typed)
     assert got["data_root"] == "2024.10" and got["epochs"] == 3
 
@@ -234,7 +234,7 @@ def test_validation_size_is_checked_against_each_datasets_size(override, needle)
 def test_a_bad_shifts_value_names_the_item(value, needle):
     from lsbench.config import ConfigError, load_schema, validate_config
 
-    config = {**yaml.safe_load((REPO / "config.yaml").read_text()), "shifts": value}
+    config = {**yaml.safe_load((REPO / "config" / "config.yaml").read_text()), "shifts": value}
     with pytest.raises(ConfigError) as err:
         validate_config(config, load_schema())
     assert needle in str(err.value)
@@ -244,7 +244,7 @@ def test_shifts_all_a_name_and_null():
     from lsbench.config import load_schema, shift_list, validate_config
     from lsbench.shifts import SHIFTS
 
-    base = yaml.safe_load((REPO / "config.yaml").read_text())
+    base = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     for value, expected in (("all", tuple(SHIFTS)), ("rotation", ("rotation",)), ("null", ()),
                             (["fog", "rotation"], ("rotation", "fog"))):
         assert shift_list(validate_config({**base, "shifts": value}, load_schema())["shifts"]) == expected

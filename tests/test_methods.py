@@ -183,7 +183,12 @@ def test_methods_and_epsilons_in_one_source_is_an_error_naming_both():
     with pytest.raises(ConfigError, match="'methods' and 'epsilons' are both given"):
         validate_config({**BASE, "epsilons": [0.1], "methods": {"focal": [1.0]}}, load_schema())
     with pytest.raises(ConfigError, match="neither 'methods' nor 'epsilons'"):
-        validate_config(BASE, load_schema())
+        validate_config({**BASE, "methods": None, "epsilons": None}, load_schema())
+    # Neither key at all (a module import's config): the schema's default epsilons.
+    default = load_schema()["properties"]["epsilons"]["default"]
+    assert validate_config(BASE, load_schema())["methods"] == {"label_smoothing": default}
+    # One of them given: the other is not filled in from the defaults.
+    assert validate_config({**BASE, "methods": {"focal": [1.0]}}, load_schema())["methods"] == {"focal": [1.0]}
 
 
 def test_the_later_source_of_methods_or_epsilons_wins(tmp_path):

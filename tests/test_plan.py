@@ -12,7 +12,7 @@ from lsbench.plan import WorkflowPlan, model_code_sha256, model_search_path
 
 
 def plan_of(tmp_path, **config):
-    base = yaml.safe_load((REPO / "config.yaml").read_text())
+    base = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     wf = to_workflow_config(validate_config({**base, "datasets": ["digits"], "validation_size": 0.1, "ood": None,
                                              **config}, load_schema()))
     return lambda **kw: WorkflowPlan(wf, **kw)

@@ -71,9 +71,59 @@ def test_slurm_results_equal_local_results(cluster, tmp_path):
     assert (on_slurm / "report" / "index.html").exists()
 
 
-def test_gpu_resource_becomes_gpus_flag(cluster, tmp_path):
-    workdir = make_workdir(tmp_path / "gpu")
-    # A dry run prints the sbatch-relevant resources without running on a (fake) GPU.
-    run = snakemake(workdir, "--profile", str(REPO / "profiles" / "slurm"), "-n", config=("device=cuda",))
+# A stand-in for `lsbench` on the jobs' PATH: `train` records its SLURM job, its CUDA_VISIBLE_DEVICES
+# and when it ran, holds its GPU a few seconds (so two jobs on two GPUs visibly overlap), then trains
+# for real on the CPU (the test machine's GPUs are empty files); every other command passes through.
+SHIM = """#!/usr/bin/env bash
+if [ "$1" = train ]; then
+    echo "start $(date +%s.%N) job=$SLURM_JOB_ID gpus=${CUDA_VISIBLE_DEVICES-unset}" >> "$LSBENCH_GPU_LOG"
+    sleep 5
+    args=(); for a in "$@"; do [ "$a" = cuda ] && a=cpu; args+=("$a"); done
+    "$LSBENCH_REAL" "${args[@]}"; rc=$?
+    echo "end $(date +%s.%N) job=$SLURM_JOB_ID" >> "$LSBENCH_GPU_LOG"
+    exit $rc
+fi
+exec "$LSBENCH_REAL" "$@"
+"""
+
+
+def test_two_gpu_train_jobs_run_at_once_each_on_its_own_gpu(cluster, tmp_path):
+    import os
+    import shutil
+
+    workdir = workflow_dir(tmp_path / "gpu", datasets=["digits"], models=["linear"], validation_size={"digits": 100},
+                           ood=None)
+    shim = tmp_path / "bin" / "lsbench"
+    shim.parent.mkdir()
+    shim.write_text(SHIM)
+    shim.chmod(0o755)
+    gpu_log = tmp_path / "gpu.log"
+    env = {**os.environ, "PATH": f"{shim.parent}:{os.environ['PATH']}", "LSBENCH_GPU_LOG": str(gpu_log),
+           "LSBENCH_REAL": shutil.which("lsbench")}
+    cmd = snakemake_cmd(workdir, "--profile", str(REPO / "profiles" / "slurm"), "--verbose", *TEST_ONLY,
+                        "--config", "seeds=[0]", "epsilons=[0.0,0.1]", "epochs=1", "device=cuda")
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
+    log = run.stdout + run.stderr
+    assert run.returncode == 0, log[-5000:]
+    train = [line for line in log.splitlines() if "sbatch call" in line and "rule_train" in line]
+    # One sbatch per GPU job, each asking for one GPU (not a group summing them).
+    assert len(train) == 2 and all("--gpus=1" in line and "group" not in line for line in train), train
+    events = [line.split() for line in gpu_log.read_text().splitlines()]
+    starts = {e[2]: (float(e[1]), e[3]) for e in events if e[0] == "start"}
+    ends = {e[2]: float(e[1]) for e in events if e[0] == "end"}
+    assert len(starts) == 2 and starts.keys() == ends.keys(), events
+    # Each job sees exactly one device, not the other's.
+    devices = sorted(gpus for _, gpus in starts.values())
+    assert devices == ["gpus=0", "gpus=1"], events
+    # Both ran at once: each started before the other ended.
+    (a_start, _), (b_start, _) = starts.values()
+    a_end, b_end = (ends[job] for job in starts)
+    assert a_start < b_end and b_start < a_end, events
+
+
+def test_cpu_jobs_declare_no_gpu(cluster, tmp_path):
+    # The Kubernetes executor refuses a job that declares `gpu` (even 0) without a manufacturer.
+    workdir = make_workdir(tmp_path / "cpu")
+    run = snakemake(workdir, "--profile", str(REPO / "profiles" / "slurm"), "-n", config=("device=cpu",))
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert "gpu=1" in run.stdout
+    assert "gpu=" not in run.stdout and "resources: " in run.stdout

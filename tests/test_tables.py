@@ -282,3 +282,24 @@ def test_a_previous_grid_without_epsilon_zero_has_no_baseline_and_says_so(tmp_pa
     html = render(read_tables(tmp_path / "old"))
     assert "no converged cross-entropy run (the baseline)" in html and "every run diverged" not in html
     assert "has no converged cross-entropy run" in html  # the methods section says so too
+
+
+def test_every_schema_version_lsbench_wrote_is_read_and_a_later_one_is_named(results, tmp_path, capsys):
+    import pyarrow.parquet as pq
+
+    from lsbench import io
+
+    path = results / "metrics.parquet"
+    assert io.schema_version(path)[0] == io.SCHEMA_VERSION  # write_tables stamps, as collect does
+    # Version 1: no stamp (lsbench up to 0.2.x); the report reads it.
+    table = pq.read_table(path)
+    unstamped = {k: v for k, v in table.schema.metadata.items() if not k.startswith(b"lsbench.")}
+    pq.write_table(table.replace_schema_metadata(unstamped), path)
+    assert io.schema_version(path)[0] == 1
+    assert cli_main(["report", str(results), "-o", str(tmp_path / "ok.html")]) == 0
+    capsys.readouterr()
+    # A later version: refused, naming it and who wrote it.
+    pq.write_table(table.replace_schema_metadata({**unstamped, io.SCHEMA_VERSION_KEY: b"99",
+                                                  io.VERSION_KEY: b"9.0.0"}), path)
+    err = report_error(results, tmp_path, capsys)
+    assert "metrics.parquet: table schema version 99 (written by lsbench 9.0.0)" in err and "reads versions 1, 2" in err

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import LAYOUT, REPO, run_file, snakemake_cmd, workflow_dir, write_tiny_idx
+from conftest import LAYOUT, REPO, copy_config, run_file, snakemake_cmd, workflow_dir, write_tiny_idx
 
 GRID = ["datasets=[fashion_mnist,digits]", "models=[mlp,lenet]", "seeds=[0,1]", "epsilons=[0.0,0.2]",
         "epochs=2", "batch_size=32", "validation_size={fashion_mnist: 32, digits: 0.1}",
@@ -47,7 +47,20 @@ def workdir(tmp_path_factory) -> Path:
     # The grid comes in as `--config` strings, exactly as a user overrides it.
     run = snakemake(wd, "--config", *GRID)
     assert run.returncode == 0, output(run)[-3000:]
+    (wd / "terminal.txt").write_text(output(run))  # what the user saw
     return wd
+
+
+def test_the_terminal_shows_every_epoch_of_every_job_as_a_whole_line(workdir):
+    # Two train jobs at a time (--cores 2) write to one terminal: each line must come out whole.
+    lines = [line for line in (workdir / "terminal.txt").read_text().splitlines() if "train_loss" in line]
+    whole = re.compile(r"^[a-z_]+ \S+ .+ seed \d+ epoch \d+/\d+: train_loss \d+\.\d{4} test_nll \d+\.\d{4} "
+                       r"acc \d\.\d{4} ece \d\.\d{4} conf \d\.\d{4} \(\d+\.\d\d s\)$")
+    assert [line for line in lines if not whole.match(line)] == []
+    assert len(lines) == len(read(workdir, "metrics"))  # once per run and epoch, not twice
+    # The job's log has them too, after its start-up line.
+    log = next((workdir / "results" / "logs" / "train").rglob("*.log")).read_text().splitlines()
+    assert log[0].startswith("training ") and "epoch 1/" in log[1]
 
 
 def read(workdir: Path, table: str) -> pd.DataFrame:
@@ -195,7 +208,7 @@ def test_settings_that_change_numbers_rerun_training(workdir, override, trains):
 
 def test_default_grid_has_25_train_jobs(workdir):
     # The test directory's config switches shifts off (conftest.workflow_dir); the repo's default is all.
-    assert yaml.safe_load((REPO / "config.yaml").read_text())["shifts"] == "all"
+    assert yaml.safe_load((REPO / "config" / "config.yaml").read_text())["shifts"] == "all"
     run = snakemake(workdir, "-n", "--forceall", "--config", "datasets=[fashion_mnist]", "models=[mlp]",
                     "validation_size=32", "shifts=all")
     assert run.returncode == 0, output(run)[-2000:]
@@ -336,7 +349,7 @@ BAD_CONFIGS = [
 
 @pytest.mark.parametrize("overrides,needles", BAD_CONFIGS)
 def test_bad_config_fails_before_any_job(tmp_path, overrides, needles):
-    (tmp_path / "config.yaml").write_text((REPO / "config.yaml").read_text())
+    copy_config(tmp_path)
     # A real run for the first case, a dry run (`snakemake -n`) for the rest: both validate first.
     dry_run = overrides is not BAD_CONFIGS[0][0]
     run = snakemake(tmp_path, *(["-n"] if dry_run else []), "--config", *overrides)
@@ -356,15 +369,15 @@ def test_values_snakemake_mistypes_are_coerced(tmp_path):
 
     from lsbench.config import load_schema, raw_overrides, validate_config
 
-    (tmp_path / "config.yaml").write_text((REPO / "config.yaml").read_text())
+    copy_config(tmp_path)
     write_tiny_idx(tmp_path / "007" / LAYOUT["fashion_mnist"])  # a data_root must hold the dataset
     run = snakemake(tmp_path, "-n", "--config", *MISTYPED)
     assert run.returncode == 0, output(run)[-2000:]
     # The same path the Snakefile takes, with what Snakemake's parser makes of each override.
     for override, (key, value) in MISTYPED.items():
-        config = {**yaml.safe_load((REPO / "config.yaml").read_text()), **parse_config([override])}
+        config = {**yaml.safe_load((REPO / "config" / "config.yaml").read_text()), **parse_config([override])}
         assert validate_config(config, load_schema(), raw_overrides([override]))[key] == value
-    assert validate_config({**yaml.safe_load((REPO / "config.yaml").read_text()), "data_root": 2024},
+    assert validate_config({**yaml.safe_load((REPO / "config" / "config.yaml").read_text()), "data_root": 2024},
                            load_schema())["data_root"] == "2024"
 
 
@@ -433,7 +446,7 @@ def test_negative_zero_epsilon_is_zero(workdir):
 
 
 def test_yaml_octal_numbers_in_a_config_file_are_refused(tmp_path):
-    (tmp_path / "config.yaml").write_text((REPO / "config.yaml").read_text())
+    copy_config(tmp_path)
     (tmp_path / "mine.yaml").write_text("seeds: [010, 011]\nood: {fashion_mnist: {digits: 1}}\n".replace(
         "{digits: 1}", "digits"))
     run = snakemake(tmp_path, "-n", "--configfile", str(tmp_path / "mine.yaml"))
@@ -506,7 +519,7 @@ def test_braces_and_spaces_in_paths(tmp_path):
     wd = workflow_dir(tmp_path / "work", datasets=["fashion_mnist"], seeds=[0], epsilons=[0.0], epochs=1,
                       validation_size=32, ood=None, shifts=["contrast"])
     (wd / "data").rename(wd / "d a{t}a")
-    cmd = [a if a != str(REPO / "Snakefile") else str(checkout / "Snakefile") for a in snakemake_cmd(wd)]
+    cmd = [a if a != str(REPO / "workflow" / "Snakefile") else str(checkout / "workflow" / "Snakefile") for a in snakemake_cmd(wd)]
     run = subprocess.run([*cmd, "--cores", "2", "--config", "data_root=d a{t}a"], capture_output=True, text=True,
                          timeout=600)
     assert run.returncode == 0, output(run)[-3000:]

@@ -8,5 +8,5 @@ if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null; 
     echo "installing dataset-fashion-mnist (Debian package; needs root)" >&2
     apt-get install -y -q dataset-fashion-mnist >/dev/null \
         || { apt-get update -q >/dev/null && apt-get install -y -q dataset-fashion-mnist >/dev/null; } \
-        || echo "could not install dataset-fashion-mnist; set data_root in config.yaml instead (FashionMNIST/raw/ in it)" >&2
+        || echo "could not install dataset-fashion-mnist; set data_root in config/config.yaml instead (FashionMNIST/raw/ in it)" >&2
 fi

@@ -1,3 +1,5 @@
 """lsbench: what label smoothing does to a classifier's accuracy and overconfidence."""
 
-__version__ = "0.1.0"
+# The one place the version is written: pyproject.toml reads it, the CHANGELOG's newest release and
+# provenance.parquet match it (tests/test_version.py).
+__version__ = "0.3.0"

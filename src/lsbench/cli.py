@@ -25,71 +25,110 @@ TRAIN_OPTIONS = {"--dataset": "datasets[]", "--model": "models[]", "--seed": "se
                  "--validation-size": "validation_size", "--device": "device", "--threads": "threads"}
 
 
+# Where messages go: stderr, or with `--log FILE` that file (and stderr gets only the progress
+# lines and errors). One write per line, so lines of jobs that share a terminal do not interleave.
+_LOG_FILE = None
+
+
 def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    stream = _LOG_FILE or sys.stderr
+    stream.write(message + "\n")
+    stream.flush()
+
+
+def progress(message: str) -> None:
+    """A line for the terminal (one per epoch of training), also in the log file."""
+    if _LOG_FILE is not None:
+        log(message)
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
+
+
+def error(message: str) -> None:
+    if _LOG_FILE is not None:
+        log(message)
+    sys.stderr.write(message + "\n")
+
+
+def run_dirs(paths: list[Path]) -> list[Path]:
+    """Run directories from the command line: a file names the run directory it is in (the
+    workflow passes each run's runs.parquet or model.pt, its inputs)."""
+    return [p.parent if p.is_file() else p for p in paths]
+
+
+TRAIN_EXTRA = "pip install 'lsbench[train]' (torch, torchvision and label-relaxation; see the README)"
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     defaults = TrainConfig()
-    p.add_argument("--dataset", required=True, help="dataset name (see config.yaml)")
-    p.add_argument("--model", required=True, help="model name or 'package.module:function'")
+    p.add_argument("--dataset", required=True, help="dataset name (config key datasets)")
+    p.add_argument("--model", required=True, help="model name or 'package.module:function' (config key models)")
     p.add_argument("--data", type=Path, required=True, help="dataset cache from prepare-data")
-    p.add_argument("--out-dir", type=Path, required=True, help="run directory for the tables")
-    p.add_argument("--seed", required=True)
+    p.add_argument("--out-dir", type=Path, required=True, help="run directory for the tables and model.pt")
+    p.add_argument("--seed", required=True, help="random seed, an integer in [0, 2^32 - 1] (config key seeds)")
     p.add_argument("--method", default=None, help="training method (lsbench.methods; default: label_smoothing with "
                    "--epsilon, else cross_entropy)")
     p.add_argument("--param", default=None, help="the method's parameter value (none for a method without one)")
     p.add_argument("--epsilon", default=None, help="shorthand for --method label_smoothing --param EPSILON")
-    p.add_argument("--epochs", default=str(defaults.epochs))
-    p.add_argument("--batch-size", default=str(defaults.batch_size))
-    p.add_argument("--lr", default=str(defaults.lr))
-    p.add_argument("--device", default=defaults.device)
-    p.add_argument("--threads", default=str(defaults.threads))
+    p.add_argument("--epochs", default=str(defaults.epochs), help="training epochs (default: %(default)s)")
+    p.add_argument("--batch-size", default=str(defaults.batch_size), help="mini-batch size (default: %(default)s)")
+    p.add_argument("--lr", default=str(defaults.lr), help="Adam learning rate (default: %(default)s)")
+    p.add_argument("--device", default=defaults.device, help="auto, cpu or cuda (default: %(default)s)")
+    p.add_argument("--threads", default=str(defaults.threads), help="torch threads (default: %(default)s)")
     p.add_argument("--validation-size", default=str(defaults.validation_size),
                    help="training images held out to fit a temperature (0: none), or a fraction in (0, 1)")
-    p.add_argument("--ood-set", default=None, help="dataset whose test images are the out-of-distribution set")
-    p.add_argument("--ood-data", type=Path, default=None, help="its cache from prepare-data")
-    p.add_argument("--keep-checkpoint", action="store_true")
+    p.add_argument("--ood-set", default=None, help="dataset whose test images are the out-of-distribution set "
+                   "(empty: none)")
+    p.add_argument("--ood-data", default=None, help="its cache from prepare-data (empty: none)")
+    p.add_argument("--keep-checkpoint", action="store_true",
+                   help="keep the last epoch's checkpoint after the run finishes (config key keep_checkpoints)")
+    p.add_argument("--log", type=Path, default=None, help="write every message to this file; the terminal then "
+                   "shows one line per epoch (epoch, loss, accuracy, ECE) and errors")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from lsbench import __version__
+
     parser = argparse.ArgumentParser(prog="lsbench", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"lsbench {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("prepare-data", help="decode, validate and cache one dataset")
-    p.add_argument("--dataset", required=True, help="dataset name (see config.yaml)")
+    p.add_argument("--dataset", required=True, help="dataset name (config key datasets)")
     p.add_argument("--data-root", default=None, help="directory in torchvision's layout (optional)")
     p.add_argument("--out", type=Path, required=True, help="cache file to write (.npz)")
     p.add_argument("--fingerprint", default=None,
                    help="the data fingerprint the workflow planned with (refused if the files now differ)")
     _add_train_args(sub.add_parser("train", help="train one (dataset, model, method, param, seed) run"))
     p = sub.add_parser("collect", help="concatenate per-run tables and record the workflow's provenance")
-    p.add_argument("--out-dir", type=Path, required=True)
+    p.add_argument("--out-dir", type=Path, required=True, help="directory for the published tables (results_dir)")
     p.add_argument("--config-json", type=json.loads, default=None,
                    help="the validated workflow config: runs are checked against it and it is recorded")
     p.add_argument("--source-dir", type=Path, default=None,
                    help="the workflow's checkout, whose git commit is recorded")
-    p.add_argument("--data-summary", type=Path, action="append", default=None,
-                   help="the .json summary prepare-data wrote beside a cache (repeat for each dataset): runs "
-                        "must have used that data")
+    p.add_argument("--data-summary", type=Path, action="extend", nargs="*", default=None,
+                   help="the .json summary prepare-data wrote beside a cache (one for each dataset, or repeat the "
+                        "option): runs must have used that data")
     p.add_argument("--model-code-json", type=json.loads, default=None,
                    help='{"model": code sha256} as the workflow planned it: runs must have used that model code')
     p.add_argument("--manifest", type=Path, default=None,
                    help="results/grid-<id>.json to write last, listing what was collected (other grid-*.json "
                         "beside it are removed)")
-    p.add_argument("--shift-table", type=Path, action="append", default=None,
-                   help="a run's shift evaluation from evaluate-shifts (repeat for each run): collected into "
-                        "shift.parquet; without any, shift.parquet and shift_gallery.parquet are removed")
-    p.add_argument("--shifted-data", type=Path, action="append", default=None,
-                   help="a shifted test set from shift-data (repeat for each): its first image per severity goes "
-                        "into shift_gallery.parquet")
-    p.add_argument("run_dirs", type=Path, nargs="+", help="the run directories to collect (train's --out-dir)")
+    p.add_argument("--shift-table", type=Path, action="extend", nargs="*", default=None,
+                   help="a study's shift evaluation from evaluate-shifts (one for each, or repeat the option): "
+                        "collected into shift.parquet; without any, shift.parquet and shift_gallery.parquet are "
+                        "removed")
+    p.add_argument("--shifted-data", type=Path, action="extend", nargs="*", default=None,
+                   help="a shifted test set from shift-data (one for each dataset): its first image per severity "
+                        "goes into shift_gallery.parquet")
+    p.add_argument("run_dirs", type=Path, nargs="+", help="the run directories to collect (train's --out-dir), or "
+                   "a file in each (e.g. its runs.parquet); put -- before them after a list option")
     p = sub.add_parser("shift-data", help="apply distribution shifts (lsbench.shifts) at severities 1..5 to a "
                        "seeded subset of a dataset's test images")
-    p.add_argument("--dataset", required=True, help="dataset name (see config.yaml)")
+    p.add_argument("--dataset", required=True, help="dataset name (config key datasets)")
     p.add_argument("--data", type=Path, required=True, help="the dataset's cache from prepare-data")
     p.add_argument("--images", default="2000", help="test images to shift (config key shift_images)")
     p.add_argument("--out", type=Path, required=True, help="the .npz file to write")
-    p.add_argument("shifts", nargs="+", help="shift names (lsbench.shifts.SHIFTS; see config.yaml), or all")
+    p.add_argument("shifts", nargs="+", help="shift names (lsbench.shifts.SHIFTS; config key shifts), or all")
     p = sub.add_parser("evaluate-shifts", help="evaluate runs' final models on a shifted test set (no training)")
     p.add_argument("--data", type=Path, required=True, help="the runs' dataset cache from prepare-data")
     p.add_argument("--shifted", type=Path, default=None, help="the shifted test set from shift-data (without it: "
@@ -98,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (config key device)")
     p.add_argument("--threads", default="1", help="torch threads (config key threads)")
     p.add_argument("run_dirs", type=Path, nargs="+", help="run directories (train's --out-dir) of one dataset, "
-                   "each holding model.pt, runs.parquet and calibrated.parquet")
+                   "each holding model.pt, runs.parquet and calibrated.parquet, or a file in each (its model.pt)")
     p = sub.add_parser("report", help="render the HTML report from a results directory")
     p.add_argument("results_dir", type=Path, help="directory with the parquet files written by collect")
     p.add_argument("-o", "--out", default="report/index.html", help="the HTML file to write")
@@ -166,19 +205,21 @@ def run(args: argparse.Namespace) -> None:
         if os.getcwd() not in sys.path:
             sys.path.insert(0, os.getcwd())
         v, cfg = train_config(args)
-        if (args.ood_set is None) != (args.ood_data is None):
+        ood_set, ood_data = args.ood_set or None, args.ood_data or None  # empty: none (the workflow's --ood-set=)
+        if (ood_set is None) != (ood_data is None):
             raise ConfigError("--ood-set and --ood-data go together")
         ood = None
-        if args.ood_set is not None:
-            ood = (validate_options({"--ood-set": ("datasets[]", args.ood_set)})["--ood-set"], args.ood_data)
+        if ood_set is not None:
+            ood = (validate_options({"--ood-set": ("datasets[]", ood_set)})["--ood-set"], Path(ood_data))
             errors = cross_key_errors({"ood": {v["--dataset"]: ood[0]}})
             if errors:
                 raise ConfigError(f"--ood-set = {ood[0]!r}: " + "; ".join(e.split(": ", 1)[1] for e in errors))
         method, param = method_option(args)
         pipeline.train_one(v["--dataset"], v["--model"], args.data, args.out_dir, v["--seed"], method, param,
-                           cfg, args.keep_checkpoint, log, started, ood)
+                           cfg, args.keep_checkpoint, log, started, ood,
+                           progress=progress if _LOG_FILE is not None else None)
     elif args.command == "collect":
-        pipeline.collect(args.run_dirs, args.out_dir, log, args.config_json, args.source_dir, args.data_summary,
+        pipeline.collect(run_dirs(args.run_dirs), args.out_dir, log, args.config_json, args.source_dir, args.data_summary,
                          args.model_code_json, args.manifest, args.shift_table, args.shifted_data)
     elif args.command == "shift-data":
         from lsbench.config import shift_errors, shift_list
@@ -192,7 +233,7 @@ def run(args: argparse.Namespace) -> None:
         pipeline.shift_data(v["--dataset"], args.data, list(shift_list(names)), args.out, v["--images"], log)
     elif args.command == "evaluate-shifts":
         v = validate_options({"--device": ("device", args.device), "--threads": ("threads", args.threads)})
-        pipeline.evaluate_shifts(args.run_dirs, args.data, args.shifted, args.out, v["--device"], v["--threads"], log)
+        pipeline.evaluate_shifts(run_dirs(args.run_dirs), args.data, args.shifted, args.out, v["--device"], v["--threads"], log)
     elif args.command == "report":
         from lsbench.report import write_report
 
@@ -220,18 +261,37 @@ def describe_os_error(exc: OSError) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global _LOG_FILE
     args = build_parser().parse_args(argv)
     from lsbench.tables import TablesError
     from lsbench.pipeline import CollectError
 
     try:
+        if getattr(args, "log", None) is not None:
+            args.log.parent.mkdir(parents=True, exist_ok=True)
+            _LOG_FILE = open(args.log, "w", encoding="utf-8")
         run(args)
     except (DataError, ConfigError, CollectError, TablesError) as exc:
-        log(f"lsbench {args.command}: error: {exc}")
+        error(f"lsbench {args.command}: error: {exc}")
         return 1
     except OSError as exc:  # FileNotFoundError, IsADirectoryError, a full disk (ENOSPC), ...
-        log(f"lsbench {args.command}: error: {describe_os_error(exc)}")
+        error(f"lsbench {args.command}: error: {describe_os_error(exc)}")
         return 1
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("torch", "torchvision", "label_relaxation"):
+            raise
+        error(f"lsbench {args.command}: error: needs {exc.name}, which the base install leaves out: {TRAIN_EXTRA}")
+        return 1
+    except BaseException:
+        if _LOG_FILE is not None:  # the traceback in the job's log too, not only on the terminal
+            import traceback
+
+            traceback.print_exc(file=_LOG_FILE)
+        raise
+    finally:
+        if _LOG_FILE is not None:
+            _LOG_FILE.close()
+            _LOG_FILE = None
     return 0
 
 

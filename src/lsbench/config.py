@@ -76,6 +76,8 @@ class WorkflowConfig:
     ood: Mapping[str, str | None] | None = None  # dataset -> its OOD set, for every dataset of the grid
     shifts: tuple[str, ...] = ()  # lsbench.shifts names the final models are evaluated under; () for none
     shift_images: int = 2000  # test images per shift and severity (at most the test set)
+    results_dir: str = "results"  # runs, logs, data caches and published tables
+    report_dir: str = "report"  # the HTML report, its figures and tables
 
     def ood_set(self, dataset: str) -> str | None:
         return (self.ood or {}).get(dataset)
@@ -291,6 +293,20 @@ def coerce_config(raw: Mapping[str, Any], schema: Mapping[str, Any],
             for key, value in raw.items()}
 
 
+def with_defaults(raw: Mapping[str, Any], schema: Mapping[str, Any]) -> dict[str, Any]:
+    """`raw` with every key it leaves out set to the schema's `default` (a copy): what a project
+    importing the workflow as a module gets, since a module ignores the workflow's own configfile.
+    `methods` and its shorthand `epsilons` are one choice: when either is given, the other is null;
+    when neither is, the defaults (epsilons) stand."""
+    import copy
+
+    props = schema.get("properties", {})
+    given = dict(raw)
+    if any(k in given for k in METHOD_KEYS):
+        given = {**{k: None for k in METHOD_KEYS}, **given}
+    return {**{k: copy.deepcopy(spec["default"]) for k, spec in props.items() if "default" in spec}, **given}
+
+
 # --- validation ----------------------------------------------------------------------------------
 
 def _non_finite(value: Any, path: tuple) -> Iterator[tuple[tuple, float]]:
@@ -374,7 +390,7 @@ def validate_config(raw: Mapping[str, Any], schema: Mapping[str, Any],
     `yaml_files`: the config files the values came from, checked by `yaml_number_errors`, and with
     `override_keys` (the keys given by `--config`) the layers that decide between `methods` and its
     shorthand `epsilons` (`resolve_methods`)."""
-    config = coerce_config(raw, schema, typed)
+    config = coerce_config(with_defaults(raw, schema), schema, typed)
     # `methods` is checked by its registry (`method_errors`: names, types and ranges, item by item);
     # the schema's own messages for it would say less.
     errors = (yaml_number_errors(config, list(yaml_files))
@@ -501,6 +517,8 @@ def to_workflow_config(config: Mapping[str, Any]) -> WorkflowConfig:
         ood={d: (config.get("ood") or {}).get(d) for d in config["datasets"]},
         shifts=shift_list(config.get("shifts")),
         shift_images=int(config.get("shift_images", 2000)),
+        results_dir=config.get("results_dir", "results"),
+        report_dir=config.get("report_dir", "report"),
     )
 
 

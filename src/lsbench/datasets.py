@@ -178,7 +178,7 @@ def torchvision_download(spec: DatasetSpec, root: Path, timeout: float = DOWNLOA
 
 def no_data_help(spec: DatasetSpec) -> str:
     lines = [f"No {spec.title} data found. Provide it in one of these ways:",
-             f"  - set data_root in config.yaml (or --config data_root=DIR) to a directory holding "
+             f"  - set data_root in config/config.yaml (or --config data_root=DIR) to a directory holding "
              f"{spec.subdir}/ in torchvision's layout ({_layout_files(spec)});"]
     if spec.system_dir is not None:
         lines.append(f"  - apt-get install dataset-fashion-mnist (installs the files in {spec.system_dir}, "

@@ -512,7 +512,7 @@ def shift_differences(shifted: pd.DataFrame, metric: str = "ece") -> pd.DataFram
     """Rows: shifts (the suite's order), columns: every run but cross-entropy; each cell the mean
     over severities 1..5 and seeds of the run's `metric` minus cross-entropy's on the same seed,
     shift and severity. Empty without a cross-entropy run."""
-    from lsbench.shifts import SHIFTS
+    from lsbench.shifts import suite_order
 
     keys = ["seed", "shift", "severity"]
     shifted = shifted[shifted["severity"] > 0]
@@ -526,7 +526,7 @@ def shift_differences(shifted: pd.DataFrame, metric: str = "ece") -> pd.DataFram
         paired = rows[[*keys, metric]].merge(base, on=keys, suffixes=("", "_base"))
         columns[label] = (paired[metric] - paired[f"{metric}_base"]).groupby(paired["shift"]).mean()
     table = pd.DataFrame(columns)
-    order = [s for s in SHIFTS if s in table.index] + [s for s in table.index if s not in SHIFTS]
+    order = suite_order(table.index)
     return table.loc[order].rename(index=lambda name: name.replace("_", " "))
 
 
@@ -554,14 +554,14 @@ def figure_shift_heatmap(shifted: pd.DataFrame, *, name: str) -> Figure | None:
 @literal_text
 def figure_shift_gallery(gallery: pd.DataFrame, dataset: str, *, name: str) -> Figure:
     """The first image of the shifted test subset, unshifted and under every shift at severities 1..5."""
-    from lsbench.shifts import SHIFTS
+    from lsbench.shifts import suite_order
 
     def image(row: pd.Series) -> np.ndarray:
         return np.frombuffer(row["pixels"], dtype=np.uint8).reshape(int(row["channels"]), int(row["height"]),
                                                                        int(row["width"]))
 
     clean = gallery[gallery["severity"] == 0]
-    names = [s for s in SHIFTS if s in set(gallery["shift"])] + sorted(set(gallery["shift"]) - set(SHIFTS) - {"none"})
+    names = suite_order(gallery["shift"])
     rows, labels = [], []
     for shift in names:
         part = gallery[gallery["shift"] == shift].set_index("severity")

@@ -848,10 +848,10 @@ def broken_shifts_finding(study: Study, shifted: pd.DataFrame, top: int) -> dict
     clean = shifted[shifted["severity"] == 0].groupby(["method", "param"])["accuracy"].mean()
     worst = shifted[shifted["severity"] == top]
     broken, detail = [], {}
-    from lsbench.shifts import SHIFTS
+    from lsbench.shifts import suite_order
 
-    order = {name: i for i, name in enumerate(SHIFTS)}
-    worst = worst.sort_values("shift", key=lambda c: c.map(lambda v: order.get(v, len(order))), kind="stable")
+    order = {name: i for i, name in enumerate(suite_order(worst["shift"]))}
+    worst = worst.sort_values("shift", key=lambda c: c.map(order), kind="stable")
     for shift, g in worst.groupby("shift", sort=False):
         rows = {}
         for run, label, r in by_variant(g):

@@ -99,9 +99,41 @@ def atomic_path(path: Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+# The tables' layout, written into every parquet file's key-value metadata (with the lsbench version
+# that wrote it), so a later lsbench reads each file by its own layout (lsbench.tables):
+#   1  lsbench 0.1.0 to 0.2.x: no version in the file; keyed by `epsilon` before the method axis
+#   2  lsbench 0.3.0: `lsbench.schema_version` in the metadata; keyed by method and param
+SCHEMA_VERSION = 2
+SCHEMA_VERSIONS = (1, 2)  # every layout lsbench has written; `lsbench report` reads them all
+SCHEMA_VERSION_KEY = b"lsbench.schema_version"
+VERSION_KEY = b"lsbench.version"
+
+
 def write_parquet(df: pd.DataFrame, path: Path) -> None:
+    """`df` (no index) as parquet at `path`, atomically, stamped with SCHEMA_VERSION."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from lsbench import __version__
+
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    stamp = {SCHEMA_VERSION_KEY: str(SCHEMA_VERSION).encode(), VERSION_KEY: __version__.encode()}
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), **stamp})
     with atomic_path(path) as tmp:
-        df.to_parquet(tmp, index=False)
+        pq.write_table(table, tmp)
+
+
+def schema_version(path: Path) -> tuple[int | str, str]:
+    """(schema version, lsbench version) a parquet file was written with: (1, "before 0.3.0") for a
+    file without the stamp, the stamp's text as it is when it is not an integer."""
+    import pyarrow.parquet as pq
+
+    meta = pq.read_schema(path).metadata or {}
+    if SCHEMA_VERSION_KEY not in meta:
+        return 1, "before 0.3.0"
+    text = meta[SCHEMA_VERSION_KEY].decode(errors="replace")
+    written_by = meta.get(VERSION_KEY, b"unknown").decode(errors="replace")
+    return (int(text) if text.isdigit() else text), written_by
 
 
 def write_text(text: str, path: Path) -> None:

@@ -150,9 +150,10 @@ def write_run_tables(run_dir: Path, key: io.RunKey, state: Any, data: Any, recor
 
 def train_one(dataset: str, model: str, data_path: Path, run_dir: Path, seed: int, method: str, param: float,
               cfg: TrainConfig, keep_checkpoint: bool, log: Log, started: float | None = None,
-              ood: tuple[str, Path] | None = None) -> None:
+              ood: tuple[str, Path] | None = None, progress: Log | None = None) -> None:
     """Train one (dataset, model, method, param, seed) run, checkpointing every epoch; write its
-    tables. (method, param) must be a run as `lsbench.methods.variant` gives it (a neutral value is
+    tables. Each epoch's line (run, epoch, train loss, test NLL, accuracy, ECE) goes to `progress`
+    when given (the terminal, with the rest in a log file), else to `log`. (method, param) must be a run as `lsbench.methods.variant` gives it (a neutral value is
     cross-entropy's run).
 
     `ood`: (name, cache file) of the out-of-distribution set whose test images the final model is
@@ -191,7 +192,7 @@ def train_one(dataset: str, model: str, data_path: Path, run_dir: Path, seed: in
         f"{record['parameters']} parameters, {record['n_train']} training images")
     for epoch_record in run_epochs(state, device_data, method, param, cfg, len(data.class_names)):
         save_checkpoint({**state.state_dict(), "run_key": checkpoint_key}, ckpt_path)
-        log(format_record(key, epoch_record, cfg.epochs))
+        (progress or log)(format_record(key, epoch_record, cfg.epochs))
     # The job's wall time up to its outputs (a resumed job counts only its own part).
     environment["job_seconds"] = time.perf_counter() - started
     # The final model before the tables (metrics.parquet, written last, marks the run done).

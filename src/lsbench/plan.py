@@ -119,33 +119,37 @@ class RunPlan:
     param: float
     seed: int
     definition: str
+    results: str = "results"  # the config's results_dir
 
     @property
     def run_dir(self) -> str:
-        return run_dir(self.dataset, self.model, self.definition, self.seed, self.method, format_param(self.param))
+        return run_dir(self.results, self.dataset, self.model, self.definition, self.seed, self.method,
+                       format_param(self.param))
 
 
-def run_dir(dataset: str, model: str, definition: str, seed: int | str, method: str, param: str) -> str:
-    """results/runs/<dataset>/<model slug>/<definition>/seed<seed>/<method>/p<param>."""
-    return f"results/runs/{dataset}/{model_slug(model)}/{definition}/seed{seed}/{method}/p{param}"
+# Every path below is relative to the working directory (or absolute) and starts with the config's
+# results_dir (`results` by default); the rule files declare the same patterns.
+def run_dir(results: str, dataset: str, model: str, definition: str, seed: int | str, method: str, param: str) -> str:
+    """<results>/runs/<dataset>/<model slug>/<definition>/seed<seed>/<method>/p<param>."""
+    return f"{results}/runs/{dataset}/{model_slug(model)}/{definition}/seed{seed}/{method}/p{param}"
 
 
-def shifted_data(dataset: str, fingerprint: str, suite: str) -> str:
-    """results/data/shifted/<dataset>-<fingerprint>-<suite>.npz: a dataset's test subset under every
-    shift of the grid; `suite` is `WorkflowPlan.shift_suite` (the shifts' code and names, the
+def shifted_data(results: str, dataset: str, fingerprint: str, suite: str) -> str:
+    """<results>/data/shifted/<dataset>-<fingerprint>-<suite>.npz: a dataset's test subset under
+    every shift of the grid; `suite` is `WorkflowPlan.shift_suite` (the shifts' code and names, the
     subset's size and seed)."""
-    return f"results/data/shifted/{dataset}-{fingerprint}-{suite}.npz"
+    return f"{results}/data/shifted/{dataset}-{fingerprint}-{suite}.npz"
 
 
-def shift_table(dataset: str, model: str, definition: str, evaluation: str) -> str:
-    """results/shift/<dataset>/<model slug>/<definition>/<evaluation>.parquet: the final models of a
-    study's runs under the grid's shifts; `evaluation` digests the suite and the runs evaluated."""
-    return f"results/shift/{dataset}/{model_slug(model)}/{definition}/{evaluation}.parquet"
+def shift_table(results: str, dataset: str, model: str, definition: str, evaluation: str) -> str:
+    """<results>/shift/<dataset>/<model slug>/<definition>/<evaluation>.parquet: the final models of
+    a study's runs under the grid's shifts; `evaluation` digests the suite and the runs evaluated."""
+    return f"{results}/shift/{dataset}/{model_slug(model)}/{definition}/{evaluation}.parquet"
 
 
-def data_cache(dataset: str, fingerprint: str) -> str:
-    """results/data/<dataset>-<fingerprint>.npz (its summary: the same name with .json)."""
-    return f"results/data/{dataset}-{fingerprint}.npz"
+def data_cache(results: str, dataset: str, fingerprint: str) -> str:
+    """<results>/data/<dataset>-<fingerprint>.npz (its summary: the same name with .json)."""
+    return f"{results}/data/{dataset}-{fingerprint}.npz"
 
 
 class WorkflowPlan:
@@ -164,7 +168,7 @@ class WorkflowPlan:
         self.model_sha256 = {m: model_code_sha256(m, hidden_paths) for m in wf.models}
         self.objective_sha256 = objective_code_sha256()
         self.definition_ids = {(d, m): _digest(self.definition(d, m)) for d in wf.datasets for m in wf.models}
-        self.runs = [RunPlan(d, m, method, param, s, self.definition_ids[d, m])
+        self.runs = [RunPlan(d, m, method, param, s, self.definition_ids[d, m], wf.results_dir)
                      for d in wf.datasets for m in wf.models for s in wf.seeds for method, param in wf.variants]
         # What a shifted test set depends on besides its dataset's data: the shifts' code (their
         # constants) and names, the subset's size and seed; an evaluation adds the runs evaluated.
@@ -184,11 +188,12 @@ class WorkflowPlan:
                 "ood_set": ood or "", "ood_data": self.fingerprints[ood] if ood else ""}
 
     def data_cache(self, dataset: str) -> str:
-        return data_cache(dataset, self.fingerprints[dataset])
+        return data_cache(self.wf.results_dir, dataset, self.fingerprints[dataset])
 
     def shifted_data(self, dataset: str) -> str | None:
         """`dataset`'s shifted test set (None when shifts are off)."""
-        return shifted_data(dataset, self.fingerprints[dataset], self.shift_suite) if self.wf.shifts else None
+        return (shifted_data(self.wf.results_dir, dataset, self.fingerprints[dataset], self.shift_suite)
+                if self.wf.shifts else None)
 
     def study_runs(self, dataset: str, model: str) -> list[RunPlan]:
         return [r for r in self.runs if (r.dataset, model_slug(r.model)) == (dataset, model_slug(model))]
@@ -200,7 +205,7 @@ class WorkflowPlan:
         """Every study's shift evaluation (none when shifts are off)."""
         if not self.wf.shifts:
             return []
-        return [shift_table(d, m, self.definition_ids[d, m], self.shift_evaluation(d, m))
+        return [shift_table(self.wf.results_dir, d, m, self.definition_ids[d, m], self.shift_evaluation(d, m))
                 for d in self.wf.datasets for m in self.wf.models]
 
     @property

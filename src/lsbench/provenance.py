@@ -23,7 +23,17 @@ import yaml
 RUN_PACKAGES = ("torchvision", "numpy", "pandas", "pyarrow", "lsbench")
 
 
+def lsbench_version() -> str:
+    """The running code's version (lsbench.__version__, the one source), not the installed
+    metadata's, which an editable install leaves stale until it is reinstalled."""
+    from lsbench import __version__
+
+    return __version__
+
+
 def package_version(name: str) -> str:
+    if name == "lsbench":
+        return lsbench_version()
     try:
         return importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
@@ -87,4 +97,4 @@ def workflow_provenance(config: dict | None, source_dir: Path | None) -> dict[st
     return {"config_yaml": "" if config is None else yaml.safe_dump(config, sort_keys=True),
             "git_commit": "unknown" if source_dir is None else git_commit(source_dir),
             "snakemake": package_version("snakemake"),
-            "lsbench": package_version("lsbench")}
+            "lsbench": lsbench_version()}

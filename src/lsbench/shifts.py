@@ -434,6 +434,14 @@ def apply_shift(name: str, images: np.ndarray, severity: int, seed: int) -> np.n
     return np.rint(np.clip(out, 0, 1) * 255).astype(np.uint8)
 
 
+def suite_order(names) -> list[str]:
+    """`names` (any iterable of shift names, "none" left out) in the suite's order, names that are
+    not in the suite (tables of another lsbench) after them, sorted: the order of every figure,
+    table and finding over shifts."""
+    present = {n for n in names if n != "none"}
+    return [s for s in SHIFTS if s in present] + sorted(present - set(SHIFTS))
+
+
 def shift_subset(n_test: int, images: int) -> np.ndarray:
     """Indices (sorted, int64) of the `images` test images every shift is applied to, of `n_test`:
     drawn once from SHIFT_SEED (all of them when `images` >= n_test)."""

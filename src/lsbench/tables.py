@@ -83,8 +83,15 @@ def read_table(path: Path, name: str) -> pd.DataFrame:
         raise TablesError(f"{path}: missing (a results directory holds {', '.join(f'{t}.parquet' for t in io.PUBLISHED)})")
     try:
         df = pd.read_parquet(path)
+        version, written_by = io.schema_version(path)
     except Exception as exc:  # pyarrow raises ArrowInvalid, OSError and others for a broken file
         raise TablesError(f"{path}: not a readable parquet file ({type(exc).__name__}: {exc})") from exc
+    if version not in io.SCHEMA_VERSIONS:
+        from lsbench import __version__
+
+        raise TablesError(f"{path}: table schema version {version} (written by lsbench {written_by}); lsbench "
+                          f"{__version__} reads versions {', '.join(map(str, io.SCHEMA_VERSIONS))}: install the "
+                          f"lsbench that wrote it, or a later one")
     df = from_epsilon_key(df)
     missing = [c for c in COLUMNS[name] if c not in df.columns]
     if missing:

@@ -4,7 +4,8 @@ import shlex
 
 from lsbench.config import model_from_slug, or_exit
 from lsbench.datasets import get_dataset
-from lsbench.plan import WorkflowPlan, run_dir
+from lsbench.plan import WorkflowPlan
+from snakemake.sourcecache import LocalSourceFile
 
 
 # A dataset is a registry name; a model slug has no "/" (see lsbench.config.model_slug); a
@@ -22,6 +23,33 @@ wildcard_constraints:
     evaluation=r"[0-9a-f]{16}",
 
 
+# One run's directory under results_dir, as lsbench.plan.run_dir writes it.
+RUN = "runs/{dataset}/{model}/{definition}/seed{seed}/{method}/p{param}"
+
+
+def results_path(path):
+    # A file under the config's results_dir; the config forbids braces in it, so the only
+    # wildcards are the rule's own.
+    return os.path.join(LSB.results_dir, path)
+
+
+def report_path(path):
+    return os.path.join(LSB.report_dir, path)
+
+
+# The rules' conda env, beside this folder (a local checkout, or a remote module's source).
+ENV_FILE = workflow.current_basedir.join("../envs/lsbench.yaml")
+
+
+def get_conda_env(wildcards):
+    # Snakemake formats the env file's path with the job's wildcards, so braces in a local
+    # checkout's path ("re{p}o") are doubled to survive.
+    if isinstance(ENV_FILE, LocalSourceFile):
+        path = ENV_FILE.get_path_or_uri(secret_free=True)
+        return path.replace("{", "{{").replace("}", "}}")
+    return ENV_FILE
+
+
 class Untracked:
     """A param whose change must rerun nothing: train's options that choose how a run executes,
     not what it computes (device, keeping the checkpoint), what collect records or checks (a
@@ -37,13 +65,6 @@ class Untracked:
         return self.text
 
 
-def get_conda_env(wildcards):
-    # Snakemake formats the env file's path with the job's wildcards, so braces in the checkout's
-    # path ("re{p}o") must be doubled to survive; hence an absolute path from a function.
-    path = os.path.join(workflow.basedir, "workflow", "envs", "lsbench.yaml")
-    return path.replace("{", "{{").replace("}", "}}")
-
-
 def get_plan(lsb):
     # Every run's definition and path, the data fingerprinted and the models' code hashed once:
     # a dataset that is not where data_root says, or a model that cannot be found, stops here.
@@ -51,27 +72,8 @@ def get_plan(lsb):
     return or_exit(WorkflowPlan, lsb, hidden_paths=(workflow.basedir,))
 
 
-def get_run_dirs(plan):
-    return [run.run_dir for run in plan.runs]
-
-
 def get_run_tables(plan, table):
-    return [f"{d}/{table}.parquet" for d in get_run_dirs(plan)]
-
-
-def get_wildcard_run_dir(wildcards):
-    return Untracked(
-        shlex.quote(
-            run_dir(
-                wildcards.dataset,
-                model_from_slug(wildcards.model),
-                wildcards.definition,
-                wildcards.seed,
-                wildcards.method,
-                wildcards.param,
-            )
-        )
-    )
+    return [f"{run.run_dir}/{table}.parquet" for run in plan.runs]
 
 
 def get_model_name(wildcards):
@@ -86,25 +88,22 @@ def get_validation_size(lsb):
 
 
 def get_train_inputs(plan):
-    # The dataset's cache, and its OOD set's when it has one.
+    # The dataset's cache, and its OOD set's when it has one (else an empty list: `--ood-data=`).
     def train_inputs(wildcards):
         ood = plan.wf.ood_set(wildcards.dataset)
-        data = {"data": plan.data_cache(wildcards.dataset)}
-        return {**data, "ood": plan.data_cache(ood)} if ood else data
+        return {
+            "data": plan.data_cache(wildcards.dataset),
+            "ood": plan.data_cache(ood) if ood else [],
+        }
 
     return train_inputs
 
 
-def get_ood_args(plan):
-    def ood_args(wildcards):
-        ood = plan.wf.ood_set(wildcards.dataset)
-        return (
-            f"--ood-set {ood} --ood-data {shlex.quote(plan.data_cache(ood))}"
-            if ood
-            else ""
-        )
+def get_ood_set(plan):
+    def ood_set(wildcards):
+        return plan.wf.ood_set(wildcards.dataset) or ""
 
-    return ood_args
+    return ood_set
 
 
 def get_data_root_arg(lsb):
@@ -160,9 +159,17 @@ def get_train_mem_mb(lsb):
     return mem_mb
 
 
-def get_train_gpus(lsb):
-    # The SLURM plugin turns `gpu: 1` into `--gpus=1`.
-    return 1 if lsb.train.device == "cuda" else 0
+def get_gpu_resources(lsb):
+    # `gpu` only for a job that uses one: the Kubernetes executor refuses `gpu` without
+    # `gpu_manufacturer`, even gpu=0. With device cuda each train job asks for one GPU, which the
+    # SLURM plugin submits as `--gpus=1` (its own allocation: CUDA_VISIBLE_DEVICES names that GPU).
+    return {"gpu": 1} if lsb.train.device == "cuda" else {}
+
+
+def get_train_group(lsb):
+    # CPU train jobs go 4 to an sbatch submission (profiles/slurm); a group asks for the sum of its
+    # jobs' resources and does not bind its jobs to separate GPUs, so GPU jobs are not grouped.
+    return None if lsb.train.device == "cuda" else "train"
 
 
 def get_shift_inputs(plan):
@@ -179,14 +186,6 @@ def get_shift_inputs(plan):
         }
 
     return shift_inputs
-
-
-def get_study_run_dirs(plan):
-    def run_dirs(wildcards):
-        runs = plan.study_runs(wildcards.dataset, model_from_slug(wildcards.model))
-        return Untracked(" ".join(shlex.quote(r.run_dir) for r in runs))
-
-    return run_dirs
 
 
 def get_shift_runtime(plan):
@@ -210,20 +209,17 @@ def get_shift_data_mem_mb(lsb):
     return mem_mb
 
 
-def get_shift_collect_inputs(plan):
-    # collect's inputs from the shift stage: none when shifts are off.
-    if not plan.wf.shifts:
-        return {}
-    data = [plan.shifted_data(d) for d in plan.wf.datasets]
-    return {"shift": plan.shift_tables(), "shifted_data": data}
+def get_shifted_data(plan):
+    # Every dataset's shifted test set: none when shifts are off.
+    return [plan.shifted_data(d) for d in plan.wf.datasets] if plan.wf.shifts else []
 
 
 def get_shift_collect_outputs(plan):
     if not plan.wf.shifts:
         return {}
     return {
-        "shift": "results/shift.parquet",
-        "shift_gallery": "results/shift_gallery.parquet",
+        "shift": results_path("shift.parquet"),
+        "shift_gallery": results_path("shift_gallery.parquet"),
     }
 
 
@@ -236,14 +232,6 @@ def get_collect_args(config, plan, source_dir):
                 f"--config-json {shlex.quote(json.dumps(config, sort_keys=True))}",
                 f"--model-code-json {shlex.quote(json.dumps(plan.model_sha256))}",
                 f"--source-dir {shlex.quote(str(source_dir))}",
-                *(f"--data-summary {shlex.quote(p)}" for p in plan.data_summaries()),
-                *(f"--shift-table {shlex.quote(p)}" for p in plan.shift_tables()),
-                *(
-                    f"--shifted-data {shlex.quote(plan.shifted_data(d))}"
-                    for d in plan.wf.datasets
-                    if plan.wf.shifts
-                ),
-                *(shlex.quote(d) for d in get_run_dirs(plan)),
             ]
         )
     )

@@ -2,10 +2,10 @@ rule prepare_data:
     # No file inputs: the data's content is the fingerprint in the cache's name (lsbench.plan), so
     # data replaced in place reruns, and the same files reached by another path do not.
     output:
-        data="results/data/{dataset}-{fingerprint}.npz",
-        summary="results/data/{dataset}-{fingerprint}.json",
+        data=results_path("data/{dataset}-{fingerprint}.npz"),
+        summary=results_path("data/{dataset}-{fingerprint}.json"),
     log:
-        "results/logs/prepare_data/{dataset}-{fingerprint}.log",
+        results_path("logs/prepare_data/{dataset}-{fingerprint}.log"),
     conda:
         get_conda_env
     threads: 1

@@ -1,16 +1,19 @@
 rule report:
     input:
-        rules.collect.output,
+        tables=rules.collect.output,
+        runs=rules.collect.output.runs,
     output:
-        html=report("report/index.html", category="Report"),
-        findings="report/findings.json",
+        html=report(report_path("index.html"), category="Report"),
+        findings=report_path("findings.json"),
         # Paper-ready copies of every figure (SVG, PDF, CSV) and table (CSV, LaTeX), named in the page.
-        figures=directory("report/figures"),
-        tables=directory("report/tables"),
+        figures=directory(report_path("figures")),
+        tables=directory(report_path("tables")),
     log:
-        "results/logs/report.log",
+        results_path("logs/report.log"),
+    localrule: True
     conda:
         get_conda_env
     threads: 1
+    # The tables are read from the folder of runs.parquet (collect's outputs).
     shell:
-        "lsbench report results -o {output.html} > {log} 2>&1"
+        'lsbench report "$(dirname {input.runs:q})" -o {output.html:q} > {log:q} 2>&1'

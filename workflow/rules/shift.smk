@@ -4,13 +4,13 @@
 # shifts reruns these jobs only.
 rule shift_data:
     input:
-        data="results/data/{dataset}-{fingerprint}.npz",
+        data=results_path("data/{dataset}-{fingerprint}.npz"),
     output:
-        "results/data/shifted/{dataset}-{fingerprint}-{suite}.npz",
+        results_path("data/shifted/{dataset}-{fingerprint}-{suite}.npz"),
     log:
-        "results/logs/shift_data/{dataset}-{fingerprint}-{suite}.log",
+        results_path("logs/shift_data/{dataset}-{fingerprint}-{suite}.log"),
     benchmark:
-        "results/benchmarks/shift_data/{dataset}-{fingerprint}-{suite}.tsv"
+        results_path("benchmarks/shift_data/{dataset}-{fingerprint}-{suite}.tsv")
     conda:
         get_conda_env
     threads: 1
@@ -29,21 +29,25 @@ rule evaluate_shifts:
     input:
         unpack(get_shift_inputs(PLAN)),
     output:
-        "results/shift/{dataset}/{model}/{definition}/{evaluation}.parquet",
+        results_path("shift/{dataset}/{model}/{definition}/{evaluation}.parquet"),
     log:
-        "results/logs/evaluate_shifts/{dataset}/{model}/{definition}/{evaluation}.log",
+        results_path(
+            "logs/evaluate_shifts/{dataset}/{model}/{definition}/{evaluation}.log"
+        ),
     benchmark:
-        "results/benchmarks/evaluate_shifts/{dataset}/{model}/{definition}/{evaluation}.tsv"
+        results_path(
+            "benchmarks/evaluate_shifts/{dataset}/{model}/{definition}/{evaluation}.tsv"
+        )
     conda:
         get_conda_env
     threads: LSB.train.threads
     resources:
+        **get_gpu_resources(LSB),
         mem_mb=get_train_mem_mb(LSB),
         runtime=get_shift_runtime(PLAN),
-        gpu=get_train_gpus(LSB),
     params:
-        run_dirs=get_study_run_dirs(PLAN),
         execution=Untracked(f"--device {LSB.train.device}"),
+    # Each run is the folder of its model.pt.
     shell:
         "lsbench evaluate-shifts --data {input.data:q} --shifted {input.shifted:q} --out {output:q}"
-        " --threads {threads} {params.execution} {params.run_dirs} > {log:q} 2>&1"
+        " --threads {threads} {params.execution} {input.models:q} > {log:q} 2>&1"
