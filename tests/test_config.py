@@ -248,3 +248,13 @@ def test_shifts_all_a_name_and_null():
     for value, expected in (("all", tuple(SHIFTS)), ("rotation", ("rotation",)), ("null", ()),
                             (["fog", "rotation"], ("rotation", "fog"))):
         assert shift_list(validate_config({**base, "shifts": value}, load_schema())["shifts"]) == expected
+
+
+@pytest.mark.parametrize("value,needle", [("", "an empty path"), (" ", "an empty path"),
+                                          ("res{ul}ts", "braces would be read as wildcards"), (None, "not a path")])
+def test_output_dirs_are_non_empty_paths_without_braces(value, needle):
+    import re
+
+    for key in ("results_dir", "report_dir"):
+        with pytest.raises(ConfigError, match=re.escape(f"config key {key!r} = {value!r}: {needle}")):
+            validate_config({**base(), key: value}, SCHEMA)

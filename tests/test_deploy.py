@@ -39,10 +39,11 @@ use rule * from lsbench as lsbench_*
     return root
 
 
-def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    # No workflow profile: the user's project has none of lsbench's.
-    return subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "--directory", str(workdir), *args],
-                          capture_output=True, text=True, timeout=900)
+def snakemake(project: Path, *args: str) -> subprocess.CompletedProcess:
+    # Run in the project, as its user would: Snakemake finds the project's Snakefile there (and no
+    # workflow profile: the project has none of lsbench's).
+    return subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", *args],
+                          capture_output=True, text=True, timeout=900, cwd=project)
 
 
 def check_results(results: Path, report: Path) -> None:
@@ -60,7 +61,7 @@ def test_module_import_with_a_prefix_runs_the_grid_under_it(tmp_path):
     project = user_project(tmp_path / "project")
     run = snakemake(project)
     assert run.returncode == 0, run.stderr[-4000:]
-    assert "localrules directive" not in run.stderr
+    assert "localrules directive" not in run.stderr and "workflow specific profile" not in run.stderr
     # Every file under the prefix: nothing beside the project's own files and Snakemake's folder.
     assert sorted(p.name for p in project.iterdir()) == [".snakemake", "Snakefile", "config", "lsb"]
     check_results(project / "lsb" / "results", project / "lsb" / "report")

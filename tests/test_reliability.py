@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -104,8 +105,8 @@ def test_two_runs_give_identical_results(tmp_path):
         assert (first / "results" / f"{table}.parquet").read_bytes() == (second / "results" / f"{table}.parquet").read_bytes()
 
 
-def half_write(self, path, **kwargs):
-    """A writer killed half-way: some bytes land, then it fails."""
+def half_write(table, path, **kwargs):
+    """pyarrow's writer killed half-way: some bytes land, then it fails."""
     Path(path).write_bytes(b"PAR1 half a file")
     raise OSError("disk full")
 
@@ -113,7 +114,7 @@ def half_write(self, path, **kwargs):
 def test_failed_write_leaves_no_file(tmp_path, monkeypatch):
     target = tmp_path / "out" / "metrics.parquet"
     target.parent.mkdir()
-    monkeypatch.setattr(pd.DataFrame, "to_parquet", half_write)
+    monkeypatch.setattr(pq, "write_table", half_write)
     with pytest.raises(OSError, match="disk full"):
         io.write_parquet(pd.DataFrame({"a": [1]}), target)
     assert not target.exists() and list(target.parent.iterdir()) == []
@@ -123,7 +124,7 @@ def test_existing_file_survives_a_failed_rewrite(tmp_path, monkeypatch):
     target = tmp_path / "metrics.parquet"
     io.write_parquet(pd.DataFrame({"a": [1]}), target)
     before = target.read_bytes()
-    monkeypatch.setattr(pd.DataFrame, "to_parquet", half_write)
+    monkeypatch.setattr(pq, "write_table", half_write)
     with pytest.raises(OSError, match="disk full"):
         io.write_parquet(pd.DataFrame({"a": [2]}), target)
     assert target.read_bytes() == before

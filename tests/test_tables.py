@@ -303,3 +303,6 @@ def test_every_schema_version_lsbench_wrote_is_read_and_a_later_one_is_named(res
                                                   io.VERSION_KEY: b"9.0.0"}), path)
     err = report_error(results, tmp_path, capsys)
     assert "metrics.parquet: table schema version 99 (written by lsbench 9.0.0)" in err and "reads versions 1, 2" in err
+    pq.write_table(table.replace_schema_metadata({**unstamped, io.SCHEMA_VERSION_KEY: b"banana"}), path)
+    err = report_error(results, tmp_path, capsys)
+    assert "lsbench.schema_version = 'banana' in its metadata is not a schema version" in err

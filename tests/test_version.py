@@ -36,3 +36,17 @@ def test_every_cli_option_has_help():
             if not isinstance(action, argparse._HelpAction) and not action.help:
                 missing.append(f"{sub.prog} {'/'.join(action.option_strings) or action.dest}")
     assert not missing, missing
+
+
+def test_a_workflow_of_another_version_than_the_imported_lsbench_stops(tmp_path):
+    import pytest
+
+    from lsbench.config import ConfigError
+    from lsbench.provenance import check_workflow_version
+
+    check_workflow_version(str(REPO / "workflow"))  # this checkout: the same version
+    check_workflow_version(str(tmp_path / "workflow"))  # no source beside it (a remote module): nothing to check
+    (tmp_path / "src" / "lsbench").mkdir(parents=True)
+    (tmp_path / "src" / "lsbench" / "__init__.py").write_text('__version__ = "9.9.9"\n')
+    with pytest.raises(ConfigError, match=r"is lsbench 9\.9\.9, but Python imports lsbench " + re.escape(__version__)):
+        check_workflow_version(str(tmp_path / "workflow"))

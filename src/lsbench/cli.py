@@ -76,7 +76,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=defaults.device, help="auto, cpu or cuda (default: %(default)s)")
     p.add_argument("--threads", default=str(defaults.threads), help="torch threads (default: %(default)s)")
     p.add_argument("--validation-size", default=str(defaults.validation_size),
-                   help="training images held out to fit a temperature (0: none), or a fraction in (0, 1)")
+                   help="training images held out to fit a temperature (0: none), or a fraction in (0, 1) "
+                        "(default: %(default)s; the workflow's default is 5000)")
     p.add_argument("--ood-set", default=None, help="dataset whose test images are the out-of-distribution set "
                    "(empty: none)")
     p.add_argument("--ood-data", default=None, help="its cache from prepare-data (empty: none)")
@@ -126,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "seeded subset of a dataset's test images")
     p.add_argument("--dataset", required=True, help="dataset name (config key datasets)")
     p.add_argument("--data", type=Path, required=True, help="the dataset's cache from prepare-data")
-    p.add_argument("--images", default="2000", help="test images to shift (config key shift_images)")
+    p.add_argument("--images", default="2000", help="test images to shift (config key shift_images; default: "
+                   "%(default)s)")
     p.add_argument("--out", type=Path, required=True, help="the .npz file to write")
     p.add_argument("shifts", nargs="+", help="shift names (lsbench.shifts.SHIFTS; config key shifts), or all")
     p = sub.add_parser("evaluate-shifts", help="evaluate runs' final models on a shifted test set (no training)")
@@ -134,13 +136,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shifted", type=Path, default=None, help="the shifted test set from shift-data (without it: "
                    "the unshifted subset only)")
     p.add_argument("--out", type=Path, required=True, help="the .parquet file to write")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda (config key device)")
-    p.add_argument("--threads", default="1", help="torch threads (config key threads)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (config key device; default: %(default)s)")
+    p.add_argument("--threads", default="1", help="torch threads (config key threads; default: %(default)s)")
     p.add_argument("run_dirs", type=Path, nargs="+", help="run directories (train's --out-dir) of one dataset, "
                    "each holding model.pt, runs.parquet and calibrated.parquet, or a file in each (its model.pt)")
     p = sub.add_parser("report", help="render the HTML report from a results directory")
     p.add_argument("results_dir", type=Path, help="directory with the parquet files written by collect")
-    p.add_argument("-o", "--out", default="report/index.html", help="the HTML file to write")
+    p.add_argument("-o", "--out", default="report/index.html", help="the HTML file to write (default: "
+                   "%(default)s); findings.json, figures/ and tables/ go beside it")
     p = sub.add_parser("compare-findings", help="the claims of two findings.json side by side (e.g. the same grid "
                        "on AVX2 and AVX-512 kernels), as a Markdown table")
     p.add_argument("a", type=Path, help="findings.json of the first grid")

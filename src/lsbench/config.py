@@ -394,8 +394,9 @@ def validate_config(raw: Mapping[str, Any], schema: Mapping[str, Any],
     # `methods` is checked by its registry (`method_errors`: names, types and ranges, item by item);
     # the schema's own messages for it would say less.
     errors = (yaml_number_errors(config, list(yaml_files))
-              or [message for path, message in schema_errors(config, schema) if path[:1] not in (("methods",), ("shifts",))]
-              + shift_errors(config.get("shifts")))
+              or [message for path, message in schema_errors(config, schema)
+                  if path[:1] not in (("methods",), ("shifts",), *((k,) for k in OUTPUT_DIR_KEYS))]
+              + shift_errors(config.get("shifts")) + output_dir_errors(config))
     if not errors:
         sources = [*((str(f), _top_keys(f)) for f in yaml_files), ("--config", set(override_keys or ()))]
         config, errors = resolve_methods(config, sources)
@@ -540,6 +541,25 @@ def shift_errors(value: object, key: str = "shifts") -> list[str]:
             errors.append(f"config key '{key}[{i}]' = {name!r}: unknown shift. {allowed}")
         elif name in value[:i]:
             errors.append(f"config key '{key}[{i}]' = {name!r}: a repeated shift. {allowed}")
+    return errors
+
+
+OUTPUT_DIR_KEYS = ("results_dir", "report_dir")
+
+
+def output_dir_errors(config: Mapping[str, Any]) -> list[str]:
+    """results_dir and report_dir: non-empty paths without braces (Snakemake would read a brace as
+    a wildcard in every output under them); the schema's own message is a regular expression."""
+    allowed = "Allowed: a folder, relative to the working directory or absolute, without { or }"
+    errors = []
+    for key in OUTPUT_DIR_KEYS:
+        value = config.get(key)
+        if not isinstance(value, str):
+            errors.append(f"config key {key!r} = {value!r}: not a path. {allowed}")
+        elif not value.strip():
+            errors.append(f"config key {key!r} = {value!r}: an empty path. {allowed}")
+        elif "{" in value or "}" in value:
+            errors.append(f"config key {key!r} = {value!r}: braces would be read as wildcards. {allowed}")
     return errors
 
 

@@ -31,6 +31,28 @@ def lsbench_version() -> str:
     return __version__
 
 
+def check_workflow_version(workflow_dir: str) -> None:
+    """ConfigError when the lsbench that Python imports is not the version of the workflow in
+    `workflow_dir` (a checkout's workflow/ folder, whose ../src/lsbench/__init__.py says its
+    version): a project importing a workflow of one version with another installed would run the
+    rules of one and the code of the other. Nothing to check for a remote workflow."""
+    import re
+
+    init = Path(workflow_dir).parent / "src" / "lsbench" / "__init__.py"
+    try:
+        found = re.search(r'^__version__ = "([^"]+)"', init.read_text(encoding="utf-8"), re.M)
+    except OSError:
+        return
+    from lsbench import __file__ as installed, __version__
+
+    if found and found.group(1) != __version__:
+        from lsbench.config import ConfigError
+
+        raise ConfigError(f"the workflow in {workflow_dir} is lsbench {found.group(1)}, but Python imports lsbench "
+                          f"{__version__} from {Path(installed).parent}: install the workflow's version (pip install "
+                          f"-e '{Path(workflow_dir).parent}[train]', or lsbench[train]=={found.group(1)})")
+
+
 def package_version(name: str) -> str:
     if name == "lsbench":
         return lsbench_version()

@@ -86,6 +86,9 @@ def read_table(path: Path, name: str) -> pd.DataFrame:
         version, written_by = io.schema_version(path)
     except Exception as exc:  # pyarrow raises ArrowInvalid, OSError and others for a broken file
         raise TablesError(f"{path}: not a readable parquet file ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(version, int) or version < 1:
+        raise TablesError(f"{path}: lsbench.schema_version = {version!r} in its metadata is not a schema version "
+                          f"(a positive integer): the file was changed after lsbench wrote it")
     if version not in io.SCHEMA_VERSIONS:
         from lsbench import __version__
 

@@ -35,7 +35,7 @@ rule train:
         ood_set=get_ood_set(PLAN),
         execution=get_execution_options(LSB),
     # The run's directory is its outputs' folder; the log gets everything, the terminal one line
-    # per epoch (lsbench train --progress), which a pipe writes whole even when jobs run at once.
+    # per epoch (lsbench train --log), each in one write, so jobs running at once do not garble it.
     shell:
         "lsbench train --dataset {wildcards.dataset} --model {params.model:q} --data {input.data:q}"
         ' --out-dir "$(dirname {output.runs:q})" --seed {wildcards.seed}'
