@@ -108,6 +108,7 @@ def test_two_gpu_train_jobs_run_at_once_each_on_its_own_gpu(cluster, tmp_path):
     train = [line for line in log.splitlines() if "sbatch call" in line and "rule_train" in line]
     # One sbatch per GPU job, each asking for one GPU (not a group summing them).
     assert len(train) == 2 and all("--gpus=1" in line and "group" not in line for line in train), train
+    print("\n".join(train), gpu_log.read_text(), sep="\n")  # shown with pytest -s
     events = [line.split() for line in gpu_log.read_text().splitlines()]
     starts = {e[2]: (float(e[1]), e[3]) for e in events if e[0] == "start"}
     ends = {e[2]: float(e[1]) for e in events if e[0] == "end"}
