@@ -258,3 +258,9 @@ def test_output_dirs_are_non_empty_paths_without_braces(value, needle):
     for key in ("results_dir", "report_dir"):
         with pytest.raises(ConfigError, match=re.escape(f"config key {key!r} = {value!r}: {needle}")):
             validate_config({**base(), key: value}, SCHEMA)
+
+
+def test_output_dirs_are_normalised_so_plan_and_rules_name_the_same_files():
+    # "results/" would give the plan "results//runs/..." against the rules' "results/runs/...".
+    wf = to_workflow_config(validate_config({**base(), "results_dir": "res/", "report_dir": "./rep/"}, SCHEMA))
+    assert (wf.results_dir, wf.report_dir) == ("res", "rep")

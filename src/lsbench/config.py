@@ -13,6 +13,7 @@ same schema (`validate_options`), with the same messages. The module imports no 
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -518,8 +519,9 @@ def to_workflow_config(config: Mapping[str, Any]) -> WorkflowConfig:
         ood={d: (config.get("ood") or {}).get(d) for d in config["datasets"]},
         shifts=shift_list(config.get("shifts")),
         shift_images=int(config.get("shift_images", 2000)),
-        results_dir=config.get("results_dir", "results"),
-        report_dir=config.get("report_dir", "report"),
+        # Normalised ("results/" -> "results"): the plan's paths must be the rules' patterns.
+        results_dir=os.path.normpath(config.get("results_dir", "results")),
+        report_dir=os.path.normpath(config.get("report_dir", "report")),
     )
 
 
