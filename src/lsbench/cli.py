@@ -30,24 +30,20 @@ TRAIN_OPTIONS = {"--dataset": "datasets[]", "--model": "models[]", "--seed": "se
 _LOG_FILE = None
 
 
-def log(message: str) -> None:
-    stream = _LOG_FILE or sys.stderr
+def _write(stream, message: str) -> None:
     stream.write(message + "\n")
     stream.flush()
 
 
+def log(message: str) -> None:
+    _write(_LOG_FILE or sys.stderr, message)
+
+
 def progress(message: str) -> None:
-    """A line for the terminal (one per epoch of training), also in the log file."""
+    """A line for the terminal (one per epoch of training; errors too), also in the log file."""
     if _LOG_FILE is not None:
-        log(message)
-    sys.stderr.write(message + "\n")
-    sys.stderr.flush()
-
-
-def error(message: str) -> None:
-    if _LOG_FILE is not None:
-        log(message)
-    sys.stderr.write(message + "\n")
+        _write(_LOG_FILE, message)
+    _write(sys.stderr, message)
 
 
 def run_dirs(paths: list[Path]) -> list[Path]:
@@ -275,15 +271,15 @@ def main(argv: list[str] | None = None) -> int:
             _LOG_FILE = open(args.log, "w", encoding="utf-8")
         run(args)
     except (DataError, ConfigError, CollectError, TablesError) as exc:
-        error(f"lsbench {args.command}: error: {exc}")
+        progress(f"lsbench {args.command}: error: {exc}")
         return 1
     except OSError as exc:  # FileNotFoundError, IsADirectoryError, a full disk (ENOSPC), ...
-        error(f"lsbench {args.command}: error: {describe_os_error(exc)}")
+        progress(f"lsbench {args.command}: error: {describe_os_error(exc)}")
         return 1
     except ModuleNotFoundError as exc:
         if exc.name not in ("torch", "torchvision", "label_relaxation"):
             raise
-        error(f"lsbench {args.command}: error: needs {exc.name}, which the base install leaves out: {TRAIN_EXTRA}")
+        progress(f"lsbench {args.command}: error: needs {exc.name}, which the base install leaves out: {TRAIN_EXTRA}")
         return 1
     except BaseException:
         if _LOG_FILE is not None:  # the traceback in the job's log too, not only on the terminal

@@ -502,7 +502,7 @@ def validate_options(options: Mapping[str, tuple[str, Any]], schema: Mapping[str
 
 
 def to_workflow_config(config: Mapping[str, Any]) -> WorkflowConfig:
-    """Freeze an already validated config mapping."""
+    """Freeze an already validated config mapping (`validate_config`: every key present)."""
     sizes = config["validation_size"]
     per_dataset = {d: (sizes.get(d, 0) if isinstance(sizes, Mapping) else sizes) for d in config["datasets"]}
     train = TrainConfig(epochs=config["epochs"], batch_size=config["batch_size"], lr=float(config["lr"]),
@@ -516,12 +516,12 @@ def to_workflow_config(config: Mapping[str, Any]) -> WorkflowConfig:
         validation_sizes=per_dataset,
         data_root=config["data_root"],
         keep_checkpoints=bool(config["keep_checkpoints"]),
-        ood={d: (config.get("ood") or {}).get(d) for d in config["datasets"]},
-        shifts=shift_list(config.get("shifts")),
-        shift_images=int(config.get("shift_images", 2000)),
+        ood={d: (config["ood"] or {}).get(d) for d in config["datasets"]},
+        shifts=shift_list(config["shifts"]),
+        shift_images=int(config["shift_images"]),
         # Normalised ("results/" -> "results"): the plan's paths must be the rules' patterns.
-        results_dir=os.path.normpath(config.get("results_dir", "results")),
-        report_dir=os.path.normpath(config.get("report_dir", "report")),
+        results_dir=os.path.normpath(config["results_dir"]),
+        report_dir=os.path.normpath(config["report_dir"]),
     )
 
 

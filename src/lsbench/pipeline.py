@@ -8,6 +8,7 @@ from __future__ import annotations
 import io as _bytes_io
 import json
 import time
+from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
@@ -153,7 +154,8 @@ def train_one(dataset: str, model: str, data_path: Path, run_dir: Path, seed: in
               ood: tuple[str, Path] | None = None, progress: Log | None = None) -> None:
     """Train one (dataset, model, method, param, seed) run, checkpointing every epoch; write its
     tables. Each epoch's line (run, epoch, train loss, test NLL, accuracy, ECE) goes to `progress`
-    when given (the terminal, with the rest in a log file), else to `log`. (method, param) must be a run as `lsbench.methods.variant` gives it (a neutral value is
+    when given (the terminal, with the rest in a log file), else to `log`. (method, param) must be a
+    run as `lsbench.methods.variant` gives it (a neutral value is
     cross-entropy's run).
 
     `ood`: (name, cache file) of the out-of-distribution set whose test images the final model is
@@ -290,7 +292,7 @@ def evaluate_shifts(run_dirs: list[Path], data_path: Path, shifted_path: Path | 
     from lsbench.train import configure_cpu, predict_logits, resolve_device, to_inputs, to_numpy
 
     started = time.perf_counter()
-    repeated = sorted({str(d) for d in run_dirs if list(map(str, run_dirs)).count(str(d)) > 1})
+    repeated = sorted(d for d, n in Counter(map(str, run_dirs)).items() if n > 1)
     if repeated:
         raise ConfigError(f"run directory {repeated[0]} is given more than once: each run is evaluated once")
     for d in map(Path, run_dirs):
