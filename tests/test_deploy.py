@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from conftest import REPO
+from conftest import HUNG_S, REPO
 from lsbench.config import load_schema
 from lsbench.tables import read_tables
 
@@ -43,7 +43,7 @@ def snakemake(project: Path, *args: str) -> subprocess.CompletedProcess:
     # Run in the project, as its user would: Snakemake finds the project's Snakefile there (and no
     # workflow profile: the project has none of lsbench's).
     return subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", *args],
-                          capture_output=True, text=True, timeout=900, cwd=project)
+                          capture_output=True, text=True, timeout=HUNG_S, cwd=project)
 
 
 def check_results(results: Path, report: Path) -> None:
