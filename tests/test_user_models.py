@@ -221,3 +221,16 @@ def test_a_models_code_digest_does_not_depend_on_its_folder(tmp_path, monkeypatc
         digests.append(model_code_sha256("lsbench_sib_nets:small"))
         monkeypatch.undo()
     assert digests[0] == digests[1]
+
+
+def test_a_model_module_that_does_not_parse_is_planned_and_its_job_says_why(tmp_path, monkeypatch):
+    from lsbench.plan import model_code_sha256
+
+    path = tmp_path / "lsbench_broken_nets.py"
+    path.write_bytes(b"import lsbench_sib_layers\ndef small(:\n    return '\xff'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    digest = model_code_sha256("lsbench_broken_nets:small")  # the plan does not stop on it
+    path.write_bytes(path.read_bytes() + b"# edited\n")
+    assert len(digest) == 16 and model_code_sha256("lsbench_broken_nets:small") != digest
+    with pytest.raises(ConfigError, match="importing 'lsbench_broken_nets' failed: SyntaxError"):
+        build_model("lsbench_broken_nets:small", (1, 8, 8), 10, 0)

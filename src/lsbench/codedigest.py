@@ -29,6 +29,7 @@ import sys
 import sysconfig
 from dataclasses import dataclass, field
 from importlib.machinery import ModuleSpec, PathFinder
+from importlib.util import decode_source
 from pathlib import Path
 from typing import Iterable
 
@@ -42,7 +43,8 @@ def code_digest(roots: Iterable[tuple[str, str | None]], search_path: list[str],
     and `extra` (strings such as an entry's parameter range). Files count by content and module
     name, not by path: the same code reached through another folder has the same digest."""
     parts = [f"{label}\0{text}" for label, text in sorted(code_parts(roots, search_path, skip).items())]
-    return hashlib.sha256("\0\0".join([*parts, *extra]).encode()).hexdigest()[:DIGEST_CHARS]
+    text = "\0\0".join([*parts, *extra])
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:DIGEST_CHARS]
 
 
 def code_parts(roots: Iterable[tuple[str, str | None]], search_path: list[str],
@@ -174,8 +176,13 @@ class _Walk:
 
     def _parse(self, module: str, spec: ModuleSpec) -> _Module:
         if module not in self._parsed:
-            source = _source_file(spec).read_text(encoding="utf-8")
-            tree = ast.parse(source)
+            raw = _source_file(spec).read_bytes()
+            try:
+                source = decode_source(raw)  # as Python reads it: a coding cookie, else UTF-8
+                tree = ast.parse(source)
+            except (SyntaxError, UnicodeDecodeError, ValueError):
+                # The job's import will say what is wrong; the plan counts the bytes as they are.
+                source, tree = raw.decode("utf-8", "surrogateescape"), ast.Module(body=[], type_ignores=[])
             package = module if spec.submodule_search_locations else module.rpartition(".")[0]
             definitions: dict[str, ast.stmt] = {}
             imports: dict[str, tuple[str, str | None]] = {}
