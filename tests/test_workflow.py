@@ -468,8 +468,11 @@ def small(input_shape, num_classes):
 def test_editing_a_user_models_code_reruns_its_runs(tmp_path):
     wd = workflow_dir(tmp_path / "user", datasets=["digits"], models=["lsbench_wf_nets:small"], seeds=[0],
                       epsilons=[0.0], epochs=1, validation_size=0.1)
-    (wd / "lsbench_wf_nets.py").write_text(USER_NETS)
-    env = {**os.environ, "PYTHONPATH": str(wd)}
+    # The factory's module imports a sibling module of the same folder (not a package).
+    nets = USER_NETS + "\nfrom lsbench_wf_layers import WIDTH  # noqa: E402\n"
+    (wd / "lsbench_wf_nets.py").write_text(nets)
+    (wd / "lsbench_wf_layers.py").write_text("WIDTH = 16\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(wd), os.environ.get("PYTHONPATH")) if p)}
 
     def run(*args):
         return subprocess.run(snakemake_cmd(wd, "--cores", "2", *args), capture_output=True, text=True,
@@ -478,7 +481,9 @@ def test_editing_a_user_models_code_reruns_its_runs(tmp_path):
     first = run()
     assert first.returncode == 0, output(first)[-3000:]
     assert "Nothing to be done" in output(run("-n"))
-    (wd / "lsbench_wf_nets.py").write_text(USER_NETS.replace("16", "64").replace("nn.ReLU()", "nn.Tanh()"))
+    (wd / "lsbench_wf_layers.py").write_text("WIDTH = 16  # edited: an edit of the model's code\n")
+    assert jobs(run("-n")).get("train") == 1
+    (wd / "lsbench_wf_nets.py").write_text(nets.replace("16", "64").replace("nn.ReLU()", "nn.Tanh()"))
     assert jobs(run("-n")).get("train") == 1
     assert run().returncode == 0
     runs = read(wd, "runs")
