@@ -110,7 +110,7 @@ def changed(before: dict, after: dict, axis: str) -> set[str]:
 def test_adding_a_method_changes_no_existing_runs_digest(lsbench_copy):
     before = lsbench_copy()
     poly1 = "def _poly1(logits, target, eps):\n    return _cross_entropy(logits, target, 0.0) + eps * MBLS_MARGIN\n"
-    entry = 'Method("poly1", "Poly-1", "Leng et al. 2022", _poly1, Param("epsilon", "ε", -1.0)),\n    '
+    entry = 'Method("poly1", "Poly-1", "Leng et al. 2022", _poly1, Param("epsilon", "ε", -1.0), bench_param=1.0),\n    '
     after = lsbench_copy("methods.py", "def _mixup(", f"{poly1}\n\ndef _mixup(",
                          "methods.py", '    Method("mixup",', f'    {entry}Method("mixup",')
     assert "poly1" in after["methods"] and "poly1" not in before["methods"]
