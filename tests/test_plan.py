@@ -1,6 +1,7 @@
 """lsbench.plan: what the workflow will run, worked out before any job."""
 
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -70,3 +71,13 @@ def test_the_objectives_digest_follows_the_objectives_not_the_registrys_other_co
     monkeypatch.undo()
     monkeypatch.setattr(methods, "MBLS_MARGIN", 5.0)
     assert objective_code_sha256() != before
+
+
+def test_a_shift_evaluation_is_named_by_the_runs_definitions_not_their_paths(tmp_path):
+    """Renaming results_dir, or spelling it absolute, re-evaluates no shift; a run's definition does."""
+    spellings = ("results", "renamed", str(tmp_path / "results"), "results/")
+    plans = [plan_of(tmp_path, shifts=["rotation"], results_dir=r)() for r in spellings]
+    names = [[Path(t).relative_to(Path(r)) for t in p.shift_tables()] for p, r in zip(plans, spellings)]
+    assert all(n == names[0] for n in names) and len(names[0]) == 1
+    other = [plan_of(tmp_path, shifts=["rotation"], **cfg)() for cfg in ({"seeds": [0, 7]}, {"lr": 0.002})]
+    assert all(Path(p.shift_tables()[0]).name != names[0][0].name for p in other)

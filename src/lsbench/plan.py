@@ -199,7 +199,11 @@ class WorkflowPlan:
         return [r for r in self.runs if (r.dataset, model_slug(r.model)) == (dataset, model_slug(model))]
 
     def shift_evaluation(self, dataset: str, model: str) -> str:
-        return _digest({"suite": self.shift_suite, "runs": [r.run_dir for r in self.study_runs(dataset, model)]})
+        """A digest of what a study's shift evaluation computes from: the suite and each run's
+        definition, seed, method and parameter; not their paths, so another spelling of
+        results_dir (renamed, absolute) finds the evaluation it already has."""
+        runs = [[r.definition, r.seed, r.method, format_param(r.param)] for r in self.study_runs(dataset, model)]
+        return _digest({"suite": self.shift_suite, "runs": runs})
 
     def shift_tables(self) -> list[str]:
         """Every study's shift evaluation (none when shifts are off)."""
