@@ -79,5 +79,6 @@ def test_a_shift_evaluation_is_named_by_the_runs_definitions_not_their_paths(tmp
     plans = [plan_of(tmp_path, shifts=["rotation"], results_dir=r)() for r in spellings]
     names = [[Path(t).relative_to(Path(r)) for t in p.shift_tables()] for p, r in zip(plans, spellings)]
     assert all(n == names[0] for n in names) and len(names[0]) == 1
+    assert len({p.grid_id for p in plans}) == 1  # the published tables' grid, too
     other = [plan_of(tmp_path, shifts=["rotation"], **cfg)() for cfg in ({"seeds": [0, 7]}, {"lr": 0.002})]
-    assert all(Path(p.shift_tables()[0]).name != names[0][0].name for p in other)
+    assert all(Path(p.shift_tables()[0]).name != names[0][0].name and p.grid_id != plans[0].grid_id for p in other)
