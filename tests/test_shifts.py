@@ -226,6 +226,16 @@ def test_bad_evaluation_inputs_are_named(tiny_dataset_file, tmp_path):
         evaluate([tmp_path / "nope"])
     with pytest.raises(ConfigError, match="is given more than once"):
         evaluate([run, run])
+    # The clean rows are checked against the run's own predictions: a table without them is named.
+    import pandas as pd
+
+    predictions = pd.read_parquet(run / "predictions.parquet")
+    for damaged, reason in ((predictions.iloc[1:], "does not hold the run's predictions of the test images"),
+                            (predictions.drop(columns="logit_3"), r"not the run's predictions \(need columns index"),
+                            (predictions.assign(logit_10=0.0), "holds logits of another number of classes than 10")):
+        damaged.to_parquet(run / "predictions.parquet")
+        with pytest.raises(DataError, match=f"run/predictions.parquet: {reason}"):
+            evaluate([run])
 
 
 def test_the_docs_list_every_shift_with_its_constants():

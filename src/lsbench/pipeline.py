@@ -372,7 +372,7 @@ def evaluate_shifts(run_dirs: list[Path], model: str, data_path: Path, shifted_p
             return to_numpy(predict_logits(net, to_inputs(images, spec.mean, spec.std, where)))
 
         clean = logits_of(data.test_images[index])
-        check_clean_logits(key, run_dir, clean, recorded_logits(run_dir, index, labels),
+        check_clean_logits(key, run_dir, clean, recorded_logits(run_dir, index, labels, len(data.class_names)),
                            lambda: logits_of(data.test_images[index]))
         rows = [{"shift": io.NO_SHIFT, "severity": 0, "n_images": len(index), "temperature": temperature,
                  **m.shift_metrics(clean, labels, temperature)}]
@@ -388,12 +388,21 @@ def evaluate_shifts(run_dirs: list[Path], model: str, data_path: Path, shifted_p
     log(f"{len(frames)} runs in {time.perf_counter() - started:.2f} s -> {out_path}")
 
 
-def recorded_logits(run_dir: Path, index: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """The run's own final logits (N, C) float32 of test images `index` (N,), from its
-    predictions.parquet; DataError naming the file when it lacks one of them or gives another label."""
+def recorded_logits(run_dir: Path, index: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """The run's own final logits (N, num_classes) float32 of test images `index` (N,), from its
+    predictions.parquet (only its index, label and logit columns are read); DataError naming the
+    file when it lacks one of those columns or images, or gives another label."""
+    import pyarrow.parquet as pq
+
     path = run_dir / "predictions.parquet"
-    p = pd.read_parquet(path)
-    columns = sorted((c for c in p if c.startswith("logit_")), key=lambda c: int(c.split("_", 1)[1]))
+    columns = [f"logit_{c}" for c in range(num_classes)]
+    try:
+        p = pd.read_parquet(path, columns=["index", "label", *columns])
+    except Exception as exc:  # noqa: BLE001 - a damaged or foreign file: name it, as a missing column
+        raise DataError(f"{path}: not the run's predictions (need columns index, label, logit_0 .. "
+                        f"logit_{num_classes - 1}; {type(exc).__name__}); retrain the run") from exc
+    if [n for n in pq.read_schema(path).names if n.startswith("logit_")] != columns:
+        raise DataError(f"{path}: holds logits of another number of classes than {num_classes}; retrain the run")
     p = p.drop_duplicates("index").set_index("index")
     if not pd.Index(index).isin(p.index).all() or not np.array_equal(p.loc[index, "label"].to_numpy(), labels):
         raise DataError(f"{path}: does not hold the run's predictions of the test images evaluated (an image "
