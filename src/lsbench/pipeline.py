@@ -235,7 +235,7 @@ def load_model(path: Path, name: str, input_shape: tuple[int, int, int], num_cla
         raise
     except Exception as exc:  # noqa: BLE001 - a damaged file, another torch: name the file
         raise ConfigError(f"{path}: not a readable model file ({type(exc).__name__}: {exc})") from exc
-    if not isinstance(blob, dict) or blob.get("format") != MODEL_FORMAT or not isinstance(blob.get("state_dict"), dict):
+    if not (isinstance(blob, dict) and blob.get("format") == MODEL_FORMAT and isinstance(blob.get("state_dict"), dict)):
         raise ConfigError(f"{path}: not an lsbench model file of format {MODEL_FORMAT} (retrain the run)")
     found, shape, classes = (blob.get(k) for k in ("model", "input_shape", "num_classes"))
     # Types first: an == on a tensor read from the file is not a bool.
