@@ -107,7 +107,7 @@ def _start_munged() -> int:
     raise RuntimeError("munged did not start")
 
 
-def wait_for_idle_node(timeout: float = 60) -> None:
+def wait_for_idle_node(timeout: float = 600) -> None:
     deadline = time.time() + timeout
     state = ""
     while time.time() < deadline:

@@ -363,6 +363,6 @@ def test_the_hint_does_not_point_at_another_datasets_folder(tmp_path):
 def test_data_changed_since_planning_is_a_data_error(tmp_path):
     # The workflow plans with each dataset's fingerprint; files that changed since stop the job
     # with the data error (it was a NameError: DataError was not imported).
-    with pytest.raises(DataError, match="its files changed since the workflow was planned"):
+    with pytest.raises(DataError, match="its files or the code that decodes them changed since the workflow was"):
         prepare_data("digits", None, tmp_path / "digits.npz", lambda message: None, "not-the-fingerprint")
     assert not (tmp_path / "digits.npz").exists()

@@ -2,6 +2,7 @@
 importing project's config only; every key it leaves out takes the schema's default), the same
 under a storage provider (snakemake-storage-plugin-fs), and the workflow catalog's layout."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from conftest import REPO
+from conftest import HUNG_S, REPO
 from lsbench.config import load_schema
 from lsbench.tables import read_tables
 
@@ -43,7 +44,7 @@ def snakemake(project: Path, *args: str) -> subprocess.CompletedProcess:
     # Run in the project, as its user would: Snakemake finds the project's Snakefile there (and no
     # workflow profile: the project has none of lsbench's).
     return subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", *args],
-                          capture_output=True, text=True, timeout=900, cwd=project)
+                          capture_output=True, text=True, timeout=HUNG_S, cwd=project)
 
 
 def check_results(results: Path, report: Path) -> None:
@@ -125,3 +126,25 @@ def test_published_tables_carry_their_schema_version(tmp_path):
     assert io.schema_version(tmp_path / "t.parquet")[0] == io.SCHEMA_VERSION
     df.to_parquet(tmp_path / "old.parquet")  # as lsbench before 0.3.0 wrote it
     assert io.schema_version(tmp_path / "old.parquet") == (1, "before 0.3.0")
+
+
+def test_the_root_snakefile_and_config_are_the_workflows_own(tmp_path):
+    """The design card's top-level Snakefile and config.yaml hold no second copy of anything: the
+    Snakefile includes workflow/Snakefile, config.yaml links config/config.yaml, and a dry run from
+    the root plans exactly the jobs of the catalog layout's Snakefile (plus the root's target)."""
+    assert (REPO / "config.yaml").is_symlink() and (REPO / "config.yaml").resolve() == REPO / "config" / "config.yaml"
+    from conftest import workflow_dir
+
+    wd = workflow_dir(tmp_path / "wd", datasets=["digits"], models=["linear"], seeds=[0], epochs=1,
+                      validation_size=0.1)
+
+    def planned(snakefile: Path) -> dict[str, int]:
+        run = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--snakefile", str(snakefile),
+                              "--directory", str(wd)], capture_output=True, text=True, timeout=HUNG_S)
+        assert run.returncode == 0, run.stdout + run.stderr
+        jobs = (re.match(r"^(\w+)\s+(\d+)$", line.strip()) for line in run.stdout.splitlines())
+        return {m.group(1): int(m.group(2)) for m in jobs if m and m.group(1) != "total"}
+
+    root, catalog = planned(REPO / "Snakefile"), planned(REPO / "workflow" / "Snakefile")
+    assert root.pop("default") == 1 and catalog.pop("all") == 1
+    assert root == catalog and catalog["train"] >= 1

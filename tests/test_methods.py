@@ -239,3 +239,39 @@ def test_both_keys_in_one_file_names_the_file(tmp_path):
     f.write_text("epsilons: [0.1]\nmethods: {focal: [1.0]}\n")
     with pytest.raises(ConfigError, match=rf"both given \(in {f}\)"):
         validate_config({**BASE, "epsilons": [0.1], "methods": {"focal": [1.0]}}, load_schema(), yaml_files=[f])
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_every_allowed_name_and_value_fits_the_workflows_path_patterns(name):
+    """A run's path carries its method and parameter (lsbench.plan.run_dir) and the workflow's
+    wildcard constraints are these patterns: a value the registry allows must always match, or the
+    job is never found (a MissingInputException in rule collect)."""
+    import math
+    import re
+
+    from lsbench.methods import NAME_PATTERN, PARAM_PATTERN, format_param
+
+    m = METHODS[name]
+    assert re.fullmatch(NAME_PATTERN, name)
+    if m.param is None:
+        return
+    p = m.param
+    candidates = [p.low, p.high, p.neutral or 0.0, 5e-324, 1e-300, 1e-5, 0.1, 1 - 1e-16, 123456789.0, 1e300,
+                  -0.0, -1e-300, -0.5, -1e300, math.nextafter(p.low, math.inf)]
+    allowed = [v for v in candidates if math.isfinite(v) and p.allows(v)]
+    assert allowed
+    for value in allowed:
+        assert re.fullmatch(PARAM_PATTERN, format_param(value)), (name, value)
+    for value in (-0.5, -1e-300, -1e300):  # negative values too, for a method that allows them
+        assert re.fullmatch(PARAM_PATTERN, format_param(value))
+
+
+def test_a_method_is_checked_when_it_is_registered():
+    from lsbench.methods import Method, Param, _cross_entropy
+
+    with pytest.raises(ValueError, match=r"method name 'Poly-1': a run's path needs"):
+        Method("Poly-1", "poly-1", "Leng et al. 2022", _cross_entropy, Param("epsilon", "ε", -1.0), bench_param=1.0)
+    with pytest.raises(ValueError, match="bench_param 5.0 must be an allowed value"):
+        Method("poly1", "poly-1", "Leng et al. 2022", _cross_entropy, Param("epsilon", "ε", -1.0, 1.0), bench_param=5.0)
+    assert Method("poly1", "poly-1", "Leng et al. 2022", _cross_entropy, Param("epsilon", "ε", -1.0),
+                  bench_param=-0.5).name == "poly1"

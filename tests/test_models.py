@@ -1,5 +1,6 @@
 """The model registry: every built-in model on every dataset shape, and a user's factory."""
 
+import re
 import sys
 import textwrap
 
@@ -74,6 +75,25 @@ def test_registry_and_schema_agree():
     datasets = schema["properties"]["datasets"]["items"]["enum"]
     assert models == list(MODELS) and sorted(datasets) == sorted(DATASETS)
     assert schema["properties"]["validation_size"]["oneOf"][1]["propertyNames"]["enum"] == datasets
+
+
+def test_the_schema_lists_no_registry_by_hand():
+    """Datasets, shifts and methods are filled in from their registries when the schema loads: the
+    file itself names none of them, so adding an entry cannot leave the schema behind."""
+    from lsbench.config import SCHEMA_PATH
+    from lsbench.methods import METHODS
+    from lsbench.shifts import SHIFTS
+
+    # Default values may name entries; no other line of the file may.
+    lines = [line for line in SCHEMA_PATH.read_text().splitlines() if not line.strip().startswith("default:")]
+    for name in [*DATASETS, *SHIFTS]:
+        assert not [line for line in lines if re.search(rf"(?<![a-z_]){name}(?![a-z_])", line)], name
+    assert "focal" not in "".join(lines)  # the methods' list (epsilons' description names label_smoothing)
+    schema = load_schema()
+    shifts = schema["properties"]["shifts"]["anyOf"][2]["items"]
+    assert shifts["enum"] == list(SHIFTS) and shifts["description"].endswith(", ".join(SHIFTS))
+    assert ", ".join(METHODS) in schema["properties"]["methods"]["description"]
+    assert schema["properties"]["ood"]["additionalProperties"]["enum"] == [*DATASETS, None]
 
 
 def write_user_module(tmp_path, body: str, name: str = "my_lsbench_models") -> str:

@@ -1,12 +1,13 @@
 """lsbench.plan: what the workflow will run, worked out before any job."""
 
+import os
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import REPO
+from conftest import REPO, write_tiny_root
 from lsbench.config import ConfigError, load_schema, to_workflow_config, validate_config
 from lsbench.data import DataError
 from lsbench.plan import WorkflowPlan, model_code_sha256, model_search_path
@@ -50,27 +51,111 @@ def test_a_definition_changes_with_what_defines_the_runs_only(tmp_path):
     assert a.runs[0].run_dir.startswith("results/runs/digits/mlp/") and sys.modules  # paths relative to the workdir
 
 
-def test_the_objectives_digest_follows_the_objectives_not_the_registrys_other_code(monkeypatch):
-    from lsbench import methods
-    from lsbench.plan import objective_code_sha256
+# Each entry's code digest, computed by a fresh Python on a copy of lsbench (the digests read source
+# files, as the workflow does when the Snakefile is read): method -> digest, model -> digest,
+# dataset -> decoder digest, and the run directories of a small grid.
+DIGESTS = """
+import json
+from lsbench import plan
+from lsbench.config import load_schema, to_workflow_config, validate_config
+from lsbench.datasets import DATASETS
+from lsbench.methods import METHODS
+from pathlib import Path
+from lsbench.codedigest import builtin_registry
 
-    before = objective_code_sha256()
+MODELS = builtin_registry(Path(plan.__file__).parent / "models.py", "MODELS")  # without importing torch
 
-    def method_errors(methods_, key="methods"):  # validation code: no run's numbers depend on it
-        return []
+wf = to_workflow_config(validate_config({"datasets": ["fashion_mnist"], "data_root": "data", "models": ["mlp"],
+                                         "seeds": [0], "ood": None, "validation_size": 0.1, "shifts": None,
+                                         "methods": {"label_smoothing": [0.1], "focal": [1.0]}},
+                                        load_schema()))
+print(json.dumps({"methods": {m: plan.method_code_sha256(m) for m in METHODS},
+                  "models": {m: plan.model_code_sha256(m) for m in MODELS},
+                  "datasets": {d: plan.decoder_code_sha256(d) for d in DATASETS},
+                  "runs": {r.method: r.run_dir for r in plan.WorkflowPlan(wf).runs}}))
+"""
 
-    monkeypatch.setattr(methods, "method_errors", method_errors)
-    assert objective_code_sha256() == before
 
-    def _focal(logits, target, gamma, gamma_of=None):  # an objective's code: every run reruns
-        return logits.sum() * 0
+@pytest.fixture(scope="module")
+def lsbench_copy(tmp_path_factory):
+    """Digests of a copy of lsbench's source after an edit: edit(file, old, new, ...) -> DIGESTS' record."""
+    import json
+    import shutil
+    import subprocess
 
-    _focal.__module__ = methods.__name__  # as if edited in place
-    monkeypatch.setattr(methods, "_focal", _focal)
-    assert objective_code_sha256() != before
-    monkeypatch.undo()
-    monkeypatch.setattr(methods, "MBLS_MARGIN", 5.0)
-    assert objective_code_sha256() != before
+    memo: dict[tuple[str, ...], dict] = {}
+
+    def digests(*edits: str) -> dict:
+        if edits in memo:
+            return memo[edits]
+        root = tmp_path_factory.mktemp("src")
+        write_tiny_root(root / "data", n_train=20, n_test=10)
+        shutil.copytree(REPO / "src" / "lsbench", root / "lsbench")
+        for file, old, new in zip(edits[::3], edits[1::3], edits[2::3]):
+            path = root / "lsbench" / file
+            assert path.read_text().count(old) == 1, old
+            path.write_text(path.read_text().replace(old, new))
+        out = subprocess.run([sys.executable, "-c", DIGESTS], env={**os.environ, "PYTHONPATH": str(root)},
+                             capture_output=True, text=True, cwd=root)
+        assert out.returncode == 0, out.stderr
+        memo[edits] = json.loads(out.stdout)
+        return memo[edits]
+
+    return digests
+
+
+def changed(before: dict, after: dict, axis: str) -> set[str]:
+    return {k for k in before[axis] if before[axis][k] != after[axis].get(k)}
+
+
+def test_adding_a_method_changes_no_existing_runs_digest(lsbench_copy):
+    before = lsbench_copy()
+    poly1 = "def _poly1(logits, target, eps):\n    return _cross_entropy(logits, target, 0.0) + eps * MBLS_MARGIN\n"
+    entry = 'Method("poly1", "Poly-1", "Leng et al. 2022", _poly1, Param("epsilon", "ε", -1.0)),\n    '
+    after = lsbench_copy("methods.py", "def _mixup(", f"{poly1}\n\ndef _mixup(",
+                         "methods.py", '    Method("mixup",', f'    {entry}Method("mixup",')
+    assert "poly1" in after["methods"] and "poly1" not in before["methods"]
+    assert changed(before, after, "methods") == set() and after["runs"] == before["runs"]
+    assert changed(before, after, "models") == set() and changed(before, after, "datasets") == set()
+
+
+def test_editing_one_objective_changes_the_digest_of_the_methods_that_compute_with_it_only(lsbench_copy):
+    before = lsbench_copy()
+    focal = lsbench_copy("methods.py", "return (-(1 - pt) ** g * log_pt).mean()",
+                         "return -((1 - pt) ** g * log_pt).mean()")
+    assert changed(before, focal, "methods") == {"focal", "focal_adaptive"}  # FLSD-53 calls _focal
+    assert focal["runs"]["focal"] != before["runs"]["focal"]
+    assert {m: r for m, r in focal["runs"].items() if m != "focal"} == \
+        {m: r for m, r in before["runs"].items() if m != "focal"}
+    margin = lsbench_copy("methods.py", "MBLS_MARGIN = 10.0", "MBLS_MARGIN = 5.0")
+    assert changed(before, margin, "methods") == {"margin_ls"}
+    # Mixup trains on cross-entropy: an edit of it retrains both; the registry's validation, neither.
+    ce = lsbench_copy("methods.py", "return F.cross_entropy(logits, target)\n\n\ndef _label_smoothing",
+                      "return F.cross_entropy(logits, target, reduction=\"mean\")\n\n\ndef _label_smoothing",
+                      "methods.py", "errors = []\n", "errors: list[str] = []\n")
+    assert changed(before, ce, "methods") == {"cross_entropy", "mixup"}
+    param = lsbench_copy("methods.py", 'Param("gamma", "γ", 0.0, neutral=0.0)',
+                         'Param("gamma", "γ", 0.0, 10.0, neutral=0.0)')
+    assert changed(before, param, "methods") == {"focal"}
+
+
+def test_editing_one_model_or_one_dataset_reader_changes_its_own_digest_only(lsbench_copy):
+    before = lsbench_copy()
+    lenet = lsbench_copy("models.py", "nn.Conv2d(6, 16, 5, padding=pad)", "nn.Conv2d(6, 16, 3, padding=pad)")
+    assert changed(before, lenet, "models") == {"lenet"}
+    mlp = lsbench_copy("mlp.py", "for layer in self.layers:", "for layer in list(self.layers):")
+    assert changed(before, mlp, "models") == {"linear", "mlp"} and changed(before, mlp, "methods") == set()
+    cifar = lsbench_copy("data.py", "def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:",
+                         "def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:  # edited")
+    assert changed(before, cifar, "datasets") == {"cifar10"} and cifar["runs"] == before["runs"]
+    digits = lsbench_copy("data.py", "DIGITS_SPLIT_SEED = 0", "DIGITS_SPLIT_SEED = 1")
+    assert changed(before, digits, "datasets") == {"digits"} and digits["runs"] == before["runs"]
+    # The grid's Fashion-MNIST is read by the IDX reader: its cache and every run move.
+    idx = lsbench_copy("data.py", "size = math.prod(shape)", "size = int(math.prod(shape))")
+    assert changed(before, idx, "datasets") == {"fashion_mnist", "mnist", "kmnist"}
+    assert all(idx["runs"][m] != before["runs"][m] for m in before["runs"])
+    checks = lsbench_copy("data.py", "def check_split(", "def check_split(  # every reader's output is checked\n")
+    assert changed(before, checks, "datasets") == set(before["datasets"])
 
 
 def test_a_shift_evaluation_is_named_by_the_runs_definitions_not_their_paths(tmp_path):

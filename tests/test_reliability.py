@@ -18,7 +18,7 @@ from lsbench.report import render
 from lsbench.tables import Tables, read_tables
 
 import conftest
-from conftest import run_file, write_tiny_root
+from conftest import HUNG_S, run_file, write_tiny_root
 
 
 def workflow_dir(root: Path, **overrides) -> Path:
@@ -34,7 +34,7 @@ def snakemake_cmd(workdir: Path, *args: str) -> list[str]:
 
 
 def run_ok(workdir: Path, *args: str) -> None:
-    run = subprocess.run(snakemake_cmd(workdir, *args), capture_output=True, text=True, timeout=600)
+    run = subprocess.run(snakemake_cmd(workdir, *args), capture_output=True, text=True, timeout=HUNG_S)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
 
 
@@ -62,7 +62,7 @@ def test_kill_minus_9_mid_run_then_rerun_resumes_exactly(tmp_path):
     killed = workflow_dir(tmp_path / "killed", epochs=6)
     # The tables are the target (collect's outputs): the report adds nothing to what is compared.
     proc = subprocess.Popen(snakemake_cmd(killed, TABLES), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
+    deadline = time.time() + HUNG_S
     while checkpoint_epoch(run_file(killed, "checkpoint.pt", eps="0.0")) < 2 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
     ckpt = run_file(killed, "checkpoint.pt", eps="0.0")
@@ -71,7 +71,7 @@ def test_kill_minus_9_mid_run_then_rerun_resumes_exactly(tmp_path):
     assert pids, "no running train job to kill"
     for pid in pids:
         os.kill(pid, signal.SIGKILL)
-    proc.wait(timeout=120)
+    proc.wait(timeout=HUNG_S)
     assert proc.returncode != 0  # the workflow saw its job die
     metrics = run_file(killed, "metrics.parquet", eps="0.0")
     assert not metrics.exists()
@@ -175,7 +175,7 @@ def test_a_full_disk_is_one_line_naming_the_file(tmp_path):
     # SIGXFSZ, so the write fails with EFBIG instead of killing the process.
     run = subprocess.run(["bash", "-c", 'ulimit -f 100; exec "$0" -m lsbench prepare-data --dataset fashion_mnist '
                           '--data-root "$1" --out "$2"', sys.executable, str(root), str(out)],
-                         capture_output=True, text=True, timeout=120)
+                         capture_output=True, text=True, timeout=HUNG_S)
     assert run.returncode == 1
     err = run.stderr.strip().splitlines()
     assert err == [f"lsbench prepare-data: error: {out}: File too large"], err
@@ -187,7 +187,7 @@ def test_kill_minus_9_during_collect_then_rerun_rebuilds_the_tables(tmp_path):
     run_ok(wd)  # a finished run with its report, as in the bug report; then collect is redone and killed
     proc = subprocess.Popen(snakemake_cmd(wd, "--forcerun", "collect"), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    deadline, pids = time.time() + 300, []
+    deadline, pids = time.time() + HUNG_S, []
     while not pids and proc.poll() is None and time.time() < deadline:
         pids = job_pids("lsbench collect --out-dir results", wd)
         time.sleep(0.02)
@@ -195,10 +195,10 @@ def test_kill_minus_9_during_collect_then_rerun_rebuilds_the_tables(tmp_path):
     time.sleep(0.3)  # collect is importing pandas or writing the tables now
     for pid in pids:
         os.kill(pid, signal.SIGKILL)
-    assert proc.wait(timeout=300) != 0  # the workflow saw its job die
+    assert proc.wait(timeout=HUNG_S) != 0  # the workflow saw its job die
     run_ok(wd)  # no --forcerun: the missing tables alone must bring collect back
     for table in io.PUBLISHED:
         assert (wd / "results" / f"{table}.parquet").exists(), table
     assert len(read_tables(wd / "results").runs) == 1  # whole, consistent tables
-    dry = subprocess.run(snakemake_cmd(wd, "-n"), capture_output=True, text=True, timeout=300)
+    dry = subprocess.run(snakemake_cmd(wd, "-n"), capture_output=True, text=True, timeout=HUNG_S)
     assert "Nothing to be done" in dry.stdout + dry.stderr

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 import slurm_cluster
-from conftest import REPO, snakemake_cmd, workflow_dir
+from conftest import HUNG_S, REPO, snakemake_cmd, workflow_dir
 from lsbench.io import RESULT_TABLES
 
 GRID = ["seeds=[0,1]", "epsilons=[0.0,0.2]", "epochs=2", "batch_size=32"]
@@ -37,7 +37,7 @@ def make_workdir(root: Path) -> Path:
 
 def snakemake(workdir: Path, *args: str, config: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     cmd = snakemake_cmd(workdir, *args, "--config", *GRID, *config)
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=HUNG_S)
 
 
 def test_slurm_results_equal_local_results(cluster, tmp_path):
@@ -102,7 +102,7 @@ def test_two_gpu_train_jobs_run_at_once_each_on_its_own_gpu(cluster, tmp_path):
            "LSBENCH_REAL": shutil.which("lsbench")}
     cmd = snakemake_cmd(workdir, "--profile", str(REPO / "profiles" / "slurm"), "--verbose", *TEST_ONLY,
                         "--config", "seeds=[0]", "epsilons=[0.0,0.1]", "epochs=1", "device=cuda")
-    run = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=HUNG_S, env=env)
     log = run.stdout + run.stderr
     assert run.returncode == 0, log[-5000:]
     train = [line for line in log.splitlines() if "sbatch call" in line and "rule_train" in line]

@@ -306,3 +306,30 @@ def test_every_schema_version_lsbench_wrote_is_read_and_a_later_one_is_named(res
     pq.write_table(table.replace_schema_metadata({**unstamped, io.SCHEMA_VERSION_KEY: b"banana"}), path)
     err = report_error(results, tmp_path, capsys)
     assert "lsbench.schema_version = 'banana' in its metadata is not a schema version" in err
+
+
+@pytest.mark.parametrize("table", ["metrics", "calibrated", "runs", "ood", "shift"])
+def test_a_computed_column_that_is_not_declared_or_the_reverse_is_an_error_naming_it(table):
+    """pandas' from_records(columns=...) drops an undeclared key and fills a missing one with NaN: a
+    new metric would vanish from the published table without a word."""
+    from lsbench import io
+
+    key = io.RunKey("digits", "mlp", "cross_entropy", 0.0, 0)
+    columns = {"metrics": io.METRIC_COLUMNS, "calibrated": io.CALIBRATED_COLUMNS, "runs": io.RUN_COLUMNS,
+               "ood": io.OOD_COLUMNS, "shift": io.SHIFT_COLUMNS}[table]
+    record = {c: 0.0 for c in columns if c not in io.KEY}
+    write = {"metrics": lambda r: io.metrics_frame(key, [r]),
+             "calibrated": lambda r: io.row_frame(key, r, io.CALIBRATED_COLUMNS),
+             "runs": lambda r: io.row_frame(key, r, io.RUN_COLUMNS),
+             "ood": lambda r: io.ood_frame(key, "mnist", {"msp": {k: v for k, v in r.items()
+                                                                  if k not in ("ood_set", "score")}}),
+             "shift": lambda r: io.shift_frame(key, [r])}[table]
+    if table == "metrics":
+        record.update(diverged=False, divergence="")
+    assert len(write(record)) == 1  # exactly the declared columns: written
+    with pytest.raises(io.UndeclaredColumnError, match=rf"table {table}: computed but not declared in lsbench.io: "
+                                                        r"\['new_metric'\]; declared but not computed: none"):
+        write({**record, "new_metric": 1.0})
+    dropped = sorted(set(columns) - set(io.KEY) - {"ood_set", "score"})[0]
+    with pytest.raises(io.UndeclaredColumnError, match=rf"declared but not computed: \['{dropped}'\]"):
+        write({k: v for k, v in record.items() if k != dropped})

@@ -221,3 +221,78 @@ def test_a_model_random_at_test_time_passes_the_shift_stages_check(tmp_path, tin
     train_run(tiny_dataset_file, tmp_path / "mc", epsilon=0.0, cfg=cfg, model=f"{nets}:mc_dropout")
     clean = evaluate_clean(tmp_path / "mc", f"{nets}:mc_dropout", tiny_dataset_file)
     assert clean["n_images"] == 64 and 0 <= clean["accuracy"] <= 1
+
+
+SIBLINGS = {  # a factory module importing a sibling file, which imports a package of the same folder
+    "lsbench_sib_nets.py": "import yaml\nimport torch\nfrom lsbench_sib_layers import WIDTH\n\n\n"
+                           "def small(input_shape, num_classes):\n"
+                           "    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(WIDTH),\n"
+                           "                               torch.nn.Linear(WIDTH, num_classes))\n",
+    "lsbench_sib_layers.py": "def width():\n    from lsbench_sib_pkg.deep import DEPTH  # imported late\n"
+                             "    return 8 * DEPTH\n\n\nWIDTH = width()\n",
+    "lsbench_sib_pkg/__init__.py": "",
+    "lsbench_sib_pkg/deep.py": "from . import consts\n\nDEPTH = consts.N\n",
+    "lsbench_sib_pkg/consts.py": "N = 2\n",
+    "lsbench_sib_pkg/unused.py": "N = 3\n",
+    "lsbench_sib_other.py": "def other(input_shape, num_classes):\n    raise NotImplementedError\n",
+}
+
+
+def write_siblings(folder):
+    for name, text in SIBLINGS.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text)
+
+
+def test_a_models_code_is_its_module_and_every_module_of_the_users_folders_it_imports(tmp_path, monkeypatch):
+    from lsbench.codedigest import code_parts
+    from lsbench.plan import model_code_sha256, model_search_path
+
+    write_siblings(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    model = "lsbench_sib_nets:small"
+    before = model_code_sha256(model)
+    assert sorted(code_parts([("lsbench_sib_nets", None)], model_search_path())) == [
+        "lsbench_sib_layers", "lsbench_sib_nets", "lsbench_sib_pkg", "lsbench_sib_pkg.consts", "lsbench_sib_pkg.deep"]
+    for name in SIBLINGS:  # an edit of any module it imports, directly or not, is an edit of the model
+        path = tmp_path / name
+        path.write_text(SIBLINGS[name] + "# edited\n")
+        imported = name not in ("lsbench_sib_pkg/unused.py", "lsbench_sib_other.py")
+        assert (model_code_sha256(model) != before) == imported, name
+        path.write_text(SIBLINGS[name])
+    assert model_code_sha256(model) == before
+    # As a training job finds it, imported (torch and yaml, installed packages, are not its code).
+    import importlib
+
+    try:
+        importlib.import_module("lsbench_sib_nets")
+        assert model_code_sha256(model) == before
+    finally:
+        for name in [m for m in sys.modules if m.startswith("lsbench_sib_")]:
+            del sys.modules[name]
+
+
+def test_a_models_code_digest_does_not_depend_on_its_folder(tmp_path, monkeypatch):
+    from lsbench.plan import model_code_sha256
+
+    digests = []
+    for folder in (tmp_path / "a", tmp_path / "elsewhere" / "b"):
+        folder.mkdir(parents=True)
+        write_siblings(folder)
+        monkeypatch.syspath_prepend(str(folder))
+        digests.append(model_code_sha256("lsbench_sib_nets:small"))
+        monkeypatch.undo()
+    assert digests[0] == digests[1]
+
+
+def test_a_model_module_that_does_not_parse_is_planned_and_its_job_says_why(tmp_path, monkeypatch):
+    from lsbench.plan import model_code_sha256
+
+    path = tmp_path / "lsbench_broken_nets.py"
+    path.write_bytes(b"import lsbench_sib_layers\ndef small(:\n    return '\xff'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    digest = model_code_sha256("lsbench_broken_nets:small")  # the plan does not stop on it
+    path.write_bytes(path.read_bytes() + b"# edited\n")
+    assert len(digest) == 16 and model_code_sha256("lsbench_broken_nets:small") != digest
+    with pytest.raises(ConfigError, match="importing 'lsbench_broken_nets' failed: SyntaxError"):
+        build_model("lsbench_broken_nets:small", (1, 8, 8), 10, 0)

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import LAYOUT, REPO, copy_config, run_file, snakemake_cmd, workflow_dir, write_tiny_idx
+from conftest import HUNG_S, LAYOUT, REPO, copy_config, run_file, snakemake_cmd, workflow_dir, write_tiny_idx
 
 GRID = ["datasets=[fashion_mnist,digits]", "models=[mlp,lenet]", "seeds=[0,1]", "epsilons=[0.0,0.2]",
         "epochs=2", "batch_size=32", "validation_size={fashion_mnist: 32, digits: 0.1}",
@@ -24,7 +24,7 @@ STUDIES = {("fashion_mnist", "mlp"), ("fashion_mnist", "lenet"), ("digits", "mlp
 
 def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(snakemake_cmd(workdir, "--cores", "2", *args), capture_output=True, text=True,
-                          timeout=900)
+                          timeout=HUNG_S)
 
 
 def output(run: subprocess.CompletedProcess) -> str:
@@ -250,7 +250,7 @@ def test_a_shift_change_reevaluates_and_never_retrains(workdir, tmp_path):
     # One severity constant of one shift edited: the suite's hash, so every shifted set, changes.
     env = _src_copy(tmp_path, lambda t: t.replace("(0.4, 0.3, 0.2, 0.1, 0.05)", "(0.4, 0.3, 0.2, 0.1, 0.06)"))
     edited = subprocess.run(snakemake_cmd(workdir, "--cores", "2", "-n", "--config", *GRID), capture_output=True,
-                            text=True, timeout=600, env=env)
+                            text=True, timeout=HUNG_S, env=env)
     counts = jobs(edited)
     assert counts.get("shift_data") == 2 and counts.get("evaluate_shifts") == 4, output(edited)[-2000:]
     assert "train" not in counts
@@ -468,17 +468,22 @@ def small(input_shape, num_classes):
 def test_editing_a_user_models_code_reruns_its_runs(tmp_path):
     wd = workflow_dir(tmp_path / "user", datasets=["digits"], models=["lsbench_wf_nets:small"], seeds=[0],
                       epsilons=[0.0], epochs=1, validation_size=0.1)
-    (wd / "lsbench_wf_nets.py").write_text(USER_NETS)
-    env = {**os.environ, "PYTHONPATH": str(wd)}
+    # The factory's module imports a sibling module of the same folder (not a package).
+    nets = USER_NETS + "\nfrom lsbench_wf_layers import WIDTH  # noqa: E402\n"
+    (wd / "lsbench_wf_nets.py").write_text(nets)
+    (wd / "lsbench_wf_layers.py").write_text("WIDTH = 16\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(wd), os.environ.get("PYTHONPATH")) if p)}
 
     def run(*args):
         return subprocess.run(snakemake_cmd(wd, "--cores", "2", *args), capture_output=True, text=True,
-                              timeout=600, env=env)
+                              timeout=HUNG_S, env=env)
 
     first = run()
     assert first.returncode == 0, output(first)[-3000:]
     assert "Nothing to be done" in output(run("-n"))
-    (wd / "lsbench_wf_nets.py").write_text(USER_NETS.replace("16", "64").replace("nn.ReLU()", "nn.Tanh()"))
+    (wd / "lsbench_wf_layers.py").write_text("WIDTH = 16  # edited: an edit of the model's code\n")
+    assert jobs(run("-n")).get("train") == 1
+    (wd / "lsbench_wf_nets.py").write_text(nets.replace("16", "64").replace("nn.ReLU()", "nn.Tanh()"))
     assert jobs(run("-n")).get("train") == 1
     assert run().returncode == 0
     runs = read(wd, "runs")
@@ -521,6 +526,6 @@ def test_braces_and_spaces_in_paths(tmp_path):
     (wd / "data").rename(wd / "d a{t}a")
     cmd = [a if a != str(REPO / "workflow" / "Snakefile") else str(checkout / "workflow" / "Snakefile") for a in snakemake_cmd(wd)]
     run = subprocess.run([*cmd, "--cores", "2", "--config", "data_root=d a{t}a"], capture_output=True, text=True,
-                         timeout=600)
+                         timeout=HUNG_S)
     assert run.returncode == 0, output(run)[-3000:]
     assert len(read(wd, "runs")) == 1 and len(read(wd, "shift")) == 1 + 5

@@ -13,7 +13,7 @@ Loops, each evaluating the test set after every epoch with the same metric code 
 - seed notebook (MLP on 28x28 grey images only): the notebook as written, a torchvision-style
   Dataset doing PIL + ToTensor + Normalize per sample, a DataLoader (shuffle), plain Adam.
 `--methods all` runs the lsbench and idiomatic pair once per training method (each at a typical
-setting, `BENCH_PARAMS`) and prints a table of s/epoch per method. The loops run interleaved, one
+setting, each `Method.bench_param`) and prints a table of s/epoch per method. The loops run interleaved, one
 epoch each in turn, so that the host's speed drifting over minutes
 (shared machines do) falls on all of them; the first epoch of each is not timed. Denormal
 flushing is process-wide: on for lsbench and the idiomatic loop (a setting any loop can use),
@@ -70,12 +70,6 @@ def idiomatic_model(name: str, shape: tuple[int, int, int], num_classes: int, se
             linear.bias.copy_(dense.bias)
         seq += [linear] + ([nn.ReLU()] if i < len(layers) - 1 else [])
     return nn.Sequential(*seq)
-
-
-# A typical setting of each method for `--methods all` (the speed of a step hardly depends on it).
-BENCH_PARAMS = {"cross_entropy": None, "label_smoothing": 0.1, "focal": 3.0, "focal_adaptive": None,
-                "confidence_penalty": 0.1, "margin_ls": 0.1, "label_relaxation": 0.1, "logit_norm": 0.04,
-                "mixup": 0.2}
 
 
 def idiomatic_epochs(model: nn.Module, data: DeviceData, method: str, param: float, cfg: TrainConfig,
@@ -326,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--epsilon", type=float, default=0.1, help="label smoothing's epsilon (one method)")
     p.add_argument("--methods", default=None, help="'all': every training method at a typical setting "
-                   "(BENCH_PARAMS), lsbench against the idiomatic loop each, in one run")
+                   "(each Method's bench_param), lsbench against the idiomatic loop each, in one run")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train-size", type=int, default=None, help="use the first N training images")
     p.add_argument("--test-size", type=int, default=None, help="use the first N test images")
@@ -335,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.methods not in (None, "all"):
         p.error(f"--methods {args.methods!r}: only 'all' (or leave it out for one method, --epsilon)")
     if args.methods == "all":
-        results = [run(args, name, BENCH_PARAMS[name]) for name in METHODS]
+        results = [run(args, name, m.bench_param) for name, m in METHODS.items()]
         print(f"machine: {json.dumps(results[0]['machine'])}\n{args.dataset} x {args.model}, "
               f"{results[0]['n_train']} train images, {args.threads} thread(s)\n{methods_table(results)}", flush=True)
         payload: Any = results

@@ -142,6 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("results_dir", type=Path, help="directory with the parquet files written by collect")
     p.add_argument("-o", "--out", default="report/index.html", help="the HTML file to write (default: "
                    "%(default)s); findings.json, figures/ and tables/ go beside it")
+    p = sub.add_parser("docs", help="rewrite the docs' tables of datasets, models, methods and shifts from the "
+                       "registries (lsbench.docs_tables)")
+    p.add_argument("--root", type=Path, default=Path("."), help="the repository's root (default: .)")
+    p.add_argument("--check", action="store_true", help="change nothing; exit 1 naming each stale file")
     p = sub.add_parser("compare-findings", help="the claims of two findings.json side by side (e.g. the same grid "
                        "on AVX2 and AVX-512 kernels), as a Markdown table")
     p.add_argument("a", type=Path, help="findings.json of the first grid")
@@ -250,6 +254,13 @@ def run(args: argparse.Namespace) -> None:
                                     f"{Path(args.out) / 'index.html'}", args.out.rstrip("/" + os.sep))
         write_report(args.results_dir, Path(args.out))
         log(f"wrote {args.out}")
+    elif args.command == "docs":
+        from lsbench.docs_tables import update
+
+        stale = update(args.root, check=args.check)
+        if args.check and stale:
+            raise ConfigError(f"generated tables are stale in {', '.join(stale)}: run `lsbench docs` and commit")
+        log(f"{'stale' if args.check else 'rewrote'}: {', '.join(stale) or 'none'}")
     elif args.command == "compare-findings":
         from lsbench.report import claims_differ, compare_findings_markdown, read_findings
 

@@ -88,9 +88,40 @@ class WorkflowConfig:
         return TrainConfig(**{**self.train.__dict__, "validation_size": self.validation_sizes[dataset]})
 
 
+def registry_names() -> dict[str, list]:
+    """The names each registry holds, as the schema's `x-registry` refers to them."""
+    from lsbench.datasets import DATASETS
+    from lsbench.methods import METHODS
+    from lsbench.shifts import SHIFTS
+
+    return {"datasets": list(DATASETS), "datasets-or-null": [*DATASETS, None], "shifts": list(SHIFTS),
+            "methods": list(METHODS)}
+
+
 def load_schema(path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
+    """The config's JSON schema with the registries' names filled in: every `{"x-registry": R}`
+    becomes `{"enum": names of R}` and every "{R}" in a description the names, comma-separated.
+
+    Raises:
+        KeyError: the schema names a registry that `registry_names` does not know.
+    """
     with open(path, encoding="utf-8") as f:
-        return yaml.safe_load(f)
+        schema = yaml.safe_load(f)
+    names = registry_names()
+
+    def fill(node: Any) -> Any:
+        if isinstance(node, dict):
+            node = {k: fill(v) for k, v in node.items()}
+            if "x-registry" in node:
+                node["enum"] = names[node.pop("x-registry")]
+            if isinstance(node.get("description"), str):
+                for registry, values in names.items():
+                    node["description"] = node["description"].replace(
+                        "{" + registry + "}", ", ".join(str(v) for v in values if v is not None))
+            return node
+        return [fill(v) for v in node] if isinstance(node, list) else node
+
+    return fill(schema)
 
 
 def is_factory_path(name: str) -> bool:

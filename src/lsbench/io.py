@@ -148,25 +148,57 @@ def atomic_write_bytes(payload: bytes, path: Path) -> None:
         tmp.write_bytes(payload)
 
 
+class UndeclaredColumnError(ValueError):
+    """A computed value that its table does not declare, or a declared column nothing computed."""
+
+
+def declared_records(records: list[dict[str, Any]], columns: list[str], table: str) -> list[dict[str, Any]]:
+    """`records` unchanged when each has exactly the table's declared `columns`.
+
+    pandas' `from_records(columns=...)` drops a key it was not given and fills a missing one with
+    NaN: a metric computed but not declared here would vanish from the published table, and one
+    declared but no longer computed would become a column of NaN.
+
+    Raises:
+        UndeclaredColumnError: naming the table and the columns on either side.
+    """
+    declared = set(columns)
+    for record in records:
+        extra, missing = sorted(set(record) - declared), sorted(declared - set(record))
+        if extra or missing:
+            raise UndeclaredColumnError(
+                f"table {table}: computed but not declared in lsbench.io: {extra or 'none'}; "
+                f"declared but not computed: {missing or 'none'}")
+    return records
+
+
 def metrics_frame(key: RunKey, records: list[dict[str, Any]]) -> pd.DataFrame:
-    df = pd.DataFrame.from_records([{**key.columns(), **r} for r in records], columns=METRIC_COLUMNS)
+    records = declared_records([{**key.columns(), **r} for r in records], METRIC_COLUMNS, "metrics")
+    df = pd.DataFrame.from_records(records, columns=METRIC_COLUMNS)
     return df.astype({"seed": "int64", "param": "float64", "epoch": "int64", "diverged": "bool",
                       "divergence": "str"})
 
 
 def reliability_frame(key: RunKey, table: dict[str, list]) -> pd.DataFrame:
+    declared_records([{**key.columns(), **table}], RELIABILITY_COLUMNS, "reliability")
     return pd.DataFrame({**{k: [v] * len(table["bin"]) for k, v in key.columns().items()}, **table})[RELIABILITY_COLUMNS]
 
 
 def row_frame(key: RunKey, record: dict[str, Any], columns: list[str] | None = None) -> pd.DataFrame:
-    """One row keyed by the run: a run's calibrated, runs or environment record."""
-    return pd.DataFrame([{**key.columns(), **record}], columns=columns)
+    """One row keyed by the run: a run's calibrated, runs or environment record. With `columns`,
+    the record must have exactly those (UndeclaredColumnError otherwise); the environment record's
+    columns are whatever the job found (no declared layout)."""
+    row = {**key.columns(), **record}
+    if columns is not None:
+        declared_records([row], columns, "calibrated" if columns is CALIBRATED_COLUMNS else "runs")
+    return pd.DataFrame([row], columns=columns)
 
 
 def ood_frame(key: RunKey, ood_set: str, rows: dict[str, dict[str, float]]) -> pd.DataFrame:
     """{score: {auroc, aupr_in, aupr_out, fpr95}} -> one row per score; no rows (typed columns) when
     `rows` is empty."""
-    records = [{**key.columns(), "ood_set": ood_set, "score": score, **values} for score, values in rows.items()]
+    records = declared_records([{**key.columns(), "ood_set": ood_set, "score": score, **values}
+                                for score, values in rows.items()], OOD_COLUMNS, "ood")
     return pd.DataFrame.from_records(records, columns=OOD_COLUMNS).astype(
         {"dataset": "str", "model": "str", "method": "str", "param": "float64", "seed": "int64", "ood_set": "str",
          "score": "str",
@@ -202,7 +234,8 @@ def predictions_frame(key: RunKey, labels: np.ndarray, logits: np.ndarray, probs
 
 def shift_frame(key: RunKey, rows: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per (shift, severity) of a run: `SHIFT_COLUMNS`."""
-    df = pd.DataFrame.from_records([{**key.columns(), **r} for r in rows], columns=SHIFT_COLUMNS)
+    records = declared_records([{**key.columns(), **r} for r in rows], SHIFT_COLUMNS, "shift")
+    df = pd.DataFrame.from_records(records, columns=SHIFT_COLUMNS)
     return df.astype({"seed": "int64", "param": "float64", "severity": "int64", "n_images": "int64",
                       "shift": "str"})
 

@@ -23,6 +23,7 @@ report read the registry without the training stack.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
@@ -31,6 +32,11 @@ if TYPE_CHECKING:
 
 # The one baseline run's method name; every method's neutral value maps to it.
 CROSS_ENTROPY = "cross_entropy"
+# A method's name and a parameter value as they stand in a run's path (`lsbench.plan.run_dir`); the
+# workflow's wildcard constraints are these patterns, so every name and value a Method allows must
+# match them (checked when the Method is made, and by a test over each range's edges).
+NAME_PATTERN = r"[a-z][a-z0-9_]*"
+PARAM_PATTERN = r"-?\d[0-9.e+-]*"
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,16 @@ class Method:
     param: Param | None = None
     fixed: dict[str, str] = field(default_factory=dict)  # hyperparameter -> "value (source)"
     mix: Callable[..., tuple["torch.Tensor", "torch.Tensor"]] | None = None
+    # A typical setting for `lsbench-bench --methods all` (a step's speed hardly depends on it).
+    bench_param: float | None = None
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(NAME_PATTERN, self.name):
+            raise ValueError(f"method name {self.name!r}: a run's path needs {NAME_PATTERN}")
+        if (self.param is None) != (self.bench_param is None) or (
+                self.param is not None and not self.param.allows(self.bench_param)):
+            raise ValueError(f"method {self.name!r}: bench_param {self.bench_param!r} must be an allowed "
+                             f"value of its parameter (None for a method without one)")
 
     def label(self, param: float) -> str:
         """How the report names a run of this method: "label smoothing ε = 0.05", "FLSD-53"."""
@@ -188,21 +204,22 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method(CROSS_ENTROPY, "cross-entropy", "the baseline: torch.nn.functional.cross_entropy", _cross_entropy),
     Method("label_smoothing", "label smoothing",
            "Szegedy et al. 2016, 'Rethinking the Inception architecture'; torch's CrossEntropyLoss(label_smoothing)",
-           _label_smoothing, Param("epsilon", "ε", 0.0, 1.0, neutral=0.0)),
+           _label_smoothing, Param("epsilon", "ε", 0.0, 1.0, neutral=0.0), bench_param=0.1),
     Method("focal", "focal loss", "Lin et al. 2017; for calibration, Mukhoti et al. 2020",
-           _focal, Param("gamma", "γ", 0.0, neutral=0.0)),
+           _focal, Param("gamma", "γ", 0.0, neutral=0.0), bench_param=3.0),
     Method("focal_adaptive", "FLSD-53", "Mukhoti et al. 2020 (sample-dependent focal loss)", _focal_adaptive,
            fixed={"gamma": "5 if p_y < 0.2 else 3 (Mukhoti et al. 2020, FLSD-53)"}),
     Method("confidence_penalty", "confidence penalty", "Pereyra et al. 2017: CE - beta * H(p)",
-           _confidence_penalty, Param("beta", "β", 0.0, neutral=0.0)),
+           _confidence_penalty, Param("beta", "β", 0.0, neutral=0.0), bench_param=0.1),
     Method("margin_ls", "margin-based LS", "Liu et al. 2022 (MbLS)", _margin_ls, Param("lambda", "λ", 0.0, neutral=0.0),
-           fixed={"margin": f"{MBLS_MARGIN:g} (Liu et al. 2022)"}),
+           fixed={"margin": f"{MBLS_MARGIN:g} (Liu et al. 2022)"}, bench_param=0.1),
     Method("label_relaxation", "label relaxation", "Lienen & Hüllermeier 2021; the label-relaxation package",
-           _label_relaxation, Param("alpha", "α", 0.0, 1.0, neutral=0.0)),
+           _label_relaxation, Param("alpha", "α", 0.0, 1.0, neutral=0.0), bench_param=0.1),
     Method("logit_norm", "LogitNorm", "Wei et al. 2022: CE of logits / (tau * ||logits||)", _logit_norm,
-           Param("tau", "τ", 0.0, low_open=True), fixed={"eps": f"{LOGIT_NORM_EPS:g} (Wei et al.'s code)"}),
+           Param("tau", "τ", 0.0, low_open=True), fixed={"eps": f"{LOGIT_NORM_EPS:g} (Wei et al.'s code)"},
+           bench_param=0.04),
     Method("mixup", "mixup", "Zhang et al. 2018; on calibration, Thulasidasan et al. 2019", _cross_entropy,
-           Param("alpha", "α", 0.0, neutral=0.0), mix=_mixup),
+           Param("alpha", "α", 0.0, neutral=0.0), mix=_mixup, bench_param=0.2),
 )}
 
 

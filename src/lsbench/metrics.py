@@ -114,7 +114,8 @@ def mce_from_bins(count: np.ndarray, conf_sum: np.ndarray, correct_sum: np.ndarr
 
 
 def adaptive_ece(confidences: np.ndarray, correct: np.ndarray, n_bins: int = N_BINS) -> float:
-    """Equal-mass ECE (Nixon et al. 2019): bins of (nearly) equal count, weighted as for ECE.
+    """AdaECE, top-label ECE over equal-mass bins (Mukhoti et al. 2020; not Nixon et al. 2019's
+    class-wise ACE): bins of (nearly) equal count, weighted as for ECE.
 
     A confidence's bin is floor(r * n_bins / N), r being the rank of the first sample with that
     confidence in ascending order. Equal confidences therefore always share a bin, and the result
@@ -222,7 +223,7 @@ def selective_metrics(conf: np.ndarray, correct: np.ndarray) -> dict[str, float]
 
 
 def aurc(scores: np.ndarray, correct: np.ndarray) -> float:
-    """Area under the risk-coverage curve (Geifman & El-Yaniv 2017; Geifman et al. 2019).
+    """Area under the risk-coverage curve (Geifman, Uziel & El-Yaniv, ICLR 2019).
 
     Samples are accepted in descending order of `scores` (N,), and samples with equal scores are
     accepted together: with groups g of n_g samples at distinct scores c_g,
@@ -252,7 +253,7 @@ def aurc(scores: np.ndarray, correct: np.ndarray) -> float:
 
 def ideal_aurc(correct: np.ndarray) -> float:
     """The AURC of the ideal ranking (every right prediction before every wrong one, no ties):
-    (1/N) sum_{i=N-E+1..N} (i - (N - E)) / i for N samples with E errors (Geifman et al. 2019).
+    (1/N) sum_{i=N-E+1..N} (i - (N - E)) / i for N samples with E errors (Geifman, Uziel & El-Yaniv, ICLR 2019).
 
     >>> round(ideal_aurc(np.array([1, 0, 1])), 4)  # i = 3: (3 - 2) / 3, over N = 3
     0.1111

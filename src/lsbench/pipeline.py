@@ -50,8 +50,8 @@ def prepare_data(dataset: str, data_root: str | None, out_path: Path, log: Log,
     spec = get_dataset(dataset)
     found = data_fingerprint(dataset, data_root)
     if fingerprint is not None and found != fingerprint:
-        raise DataError(f"{dataset}: its files changed since the workflow was planned (fingerprint {found}, "
-                        f"planned {fingerprint}); run snakemake again")
+        raise DataError(f"{dataset}: its files or the code that decodes them changed since the workflow was "
+                        f"planned (fingerprint {found}, planned {fingerprint}); run snakemake again")
     data = resolve_dataset(spec, data_root, Path(out_path).parent / "download")
     save_data(data, Path(out_path))
     summary = {"dataset": dataset, "fingerprint": found, **data.summary()}

@@ -1,11 +1,13 @@
 """What the workflow will run, worked out once when the Snakefile is read: every run's definition
 and the paths that carry it. No torch, and no user code is imported here.
 
-A run's directory carries a digest of everything that defines its numbers besides its seed, method
-and parameter (`WorkflowPlan.definition`): the training hyperparameters, the content of its data
-and of its OOD data (`data_fingerprint`: the bytes of the files a dataset is read from), the code
-of its model (`model_code_sha256`) and of the methods' objectives (`objective_code_sha256`). A
-dataset's cache carries its fingerprint the same way. So whatever exists at a path was made from
+A run's directory carries a digest of everything that defines its numbers besides its seed and
+parameter (`WorkflowPlan.run_definition`): the training hyperparameters, the content of its data
+and of its OOD data and the code that decodes them (`data_fingerprint`), the code of its model
+(`model_code_sha256`) and of its method (`method_code_sha256`). Each entry's code digest covers
+that entry's code only (`lsbench.codedigest`): adding a method, or editing another method, model or
+dataset reader, leaves a run's directory as it is. A dataset's cache carries its fingerprint the
+same way. So whatever exists at a path was made from
 that definition, whether or not Snakemake's metadata (`.snakemake/`) is
 still there: a changed config key, data file or model trains new runs at new paths, and the same
 content reached another way (a relative or an absolute data_root, a copy of the files elsewhere)
@@ -19,24 +21,23 @@ import json
 import os
 import sys
 from dataclasses import dataclass
-from importlib.machinery import PathFinder
 from pathlib import Path
 
+from lsbench.codedigest import DIGEST_CHARS, builtin_registry, code_digest
 from lsbench.config import ConfigError, WorkflowConfig, is_factory_path, model_slug
 from lsbench.methods import format_param
 from lsbench.data import DataError, files_sha256
 from lsbench.datasets import get_dataset, source_files
 
-DIGEST_CHARS = 16  # 64 bits of sha256: no two definitions of one study meet by chance
-# The built-in models' code: the registry and the MLP's module.
-BUILTIN_MODEL_FILES = ("models.py", "mlp.py")
 
 
 def data_fingerprint(dataset: str, data_root: str | None) -> str:
-    """The first `DIGEST_CHARS` hex digits of `files_sha256` over the files `dataset` will be read
-    from (`lsbench.datasets.source_files`): their content, not their paths or dates. DataError
-    (naming the folder) when data_root does not hold the dataset."""
-    return files_sha256(source_files(get_dataset(dataset), data_root))[:DIGEST_CHARS]
+    """`DIGEST_CHARS` hex digits of what a dataset's cache is made from: `files_sha256` over the
+    files `dataset` will be read from (`lsbench.datasets.source_files`: their content, not their
+    paths or dates) and the code that decodes them (`decoder_code_sha256`). DataError (naming the
+    folder) when data_root does not hold the dataset."""
+    files = files_sha256(source_files(get_dataset(dataset), data_root))
+    return _digest({"files": files, "decoder": decoder_code_sha256(dataset)})
 
 
 def model_search_path(hidden: tuple[str, ...] = ()) -> list[str]:
@@ -47,61 +48,57 @@ def model_search_path(hidden: tuple[str, ...] = ()) -> list[str]:
     return [os.getcwd(), *(p for p in sys.path if p and os.path.abspath(p) not in hide)]
 
 
-def model_code_files(name: str, hidden: tuple[str, ...] = ()) -> list[Path]:
-    """The files whose content is a model's code: for a built-in model lsbench's `models.py` and
-    `mlp.py`; for a user's "package.module:function", every .py file under the top-level package's
-    directory (`package/**/*.py`), or the one file of a top-level module (`module.py`). Found where
-    a training job imports it (`model_search_path(hidden)`) without importing anything; ConfigError
-    naming the module when it is not there."""
-    if not is_factory_path(name):
-        here = Path(__file__).parent
-        return [here / f for f in BUILTIN_MODEL_FILES]
-    top = name.partition(":")[0].split(".")[0]
-    # The module as imported, where it is (a training job); else found where the job will look.
-    module = sys.modules.get(top)
-    spec = getattr(module, "__spec__", None) or PathFinder.find_spec(top, model_search_path(hidden))
-    if spec is None or (spec.origin is None and not spec.submodule_search_locations):
-        raise ConfigError(f"model {name!r}: cannot find module {top!r} in the working directory or on "
-                          "PYTHONPATH; the training jobs import it from there")
-    if spec.submodule_search_locations:
-        return sorted(p for d in spec.submodule_search_locations for p in Path(d).rglob("*.py"))
-    return [Path(spec.origin)]
-
-
 def model_code_sha256(name: str, hidden: tuple[str, ...] = ()) -> str:
-    """sha256 (first `DIGEST_CHARS` hex digits) over `model_code_files(name, hidden)`: each file's
-    name relative to their common folder and its bytes. Comments count too: any edit reruns."""
-    files = model_code_files(name, hidden)
-    base = Path(os.path.commonpath([f.parent for f in files]))
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(str(path.relative_to(base)).encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()[:DIGEST_CHARS]
-
-
-def objective_code_sha256() -> str:
-    """sha256 (first `DIGEST_CHARS` hex digits) of what the methods' objectives compute with: the
-    source of `lsbench.methods`' private functions (every `Method.loss` and `Method.mix`, and the
-    helpers they call), its numeric constants (MbLS's margin, LogitNorm's eps), each entry's
-    parameter (range, neutral value) and functions, and the installed `label-relaxation` version.
-    Editing an objective reruns every run; editing the registry's validation, labels or docstrings
-    reruns none. Without importing torch."""
-    import inspect
-    from importlib import metadata
-
-    from lsbench import methods
-
-    members = sorted(vars(methods).items())
-    parts = [inspect.getsource(f) for n, f in members
-             if n.startswith("_") and inspect.isfunction(f) and f.__module__ == methods.__name__]
-    parts += [f"{n}={v!r}" for n, v in members if n.isupper() and isinstance(v, (int, float))]
-    parts += [repr((m.name, m.param, m.loss.__name__, m.mix.__name__ if m.mix else None))
-              for m in methods.METHODS.values()]
+    """The digest (`lsbench.codedigest.code_digest`, `DIGEST_CHARS` hex digits) of a model's code:
+    for a built-in model its builder in `lsbench.models` and the lsbench code it names (LeNet's
+    class; the MLP's classes in `lsbench.mlp`), not the other models'; for a user's
+    "package.module:function", the factory's module and every module of the user's own folders it
+    imports, directly or transitively (a sibling file, a package's other modules, their
+    `__init__.py`). Found where a training job imports it (`model_search_path(hidden)`) without
+    importing anything; ConfigError naming the module when it is not there."""
+    search = model_search_path(hidden)
+    if not is_factory_path(name):
+        builders = builtin_registry(Path(__file__).parent / "models.py", "MODELS")
+        if name not in builders:
+            raise ConfigError(f"model {name!r} is not one of {', '.join(builders)}, "
+                              "nor a 'package.module:function' path")
+        return code_digest([("lsbench.models", builders[name])], search)
+    module = name.partition(":")[0]
     try:
-        parts.append(f"label-relaxation {metadata.version('label-relaxation')}")
-    except metadata.PackageNotFoundError:
-        parts.append("label-relaxation absent")
-    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:DIGEST_CHARS]
+        return code_digest([(module, None)], search)
+    except LookupError:
+        raise ConfigError(f"model {name!r}: cannot find module {module!r} in the working directory or on "
+                          "PYTHONPATH; the training jobs import it from there") from None
+
+
+def method_code_sha256(method: str) -> str:
+    """The digest (`DIGEST_CHARS` hex digits) of what one method computes with: its objective
+    (`Method.loss`) and batch mixing (`Method.mix`) and the helpers and constants of lsbench they
+    use (FLSD-53's `_focal`, MbLS's margin), and its parameter's range and neutral value. Adding a
+    method or editing another leaves it as it is; KeyError for an unknown method. No torch."""
+    from lsbench.methods import get_method
+
+    entry = get_method(method)
+    roots = [(f.__module__, f.__name__) for f in (entry.loss, entry.mix) if f is not None]
+    return code_digest(roots, model_search_path(), extra=[repr((entry.name, entry.param))])
+
+
+# `decode` dispatches on the layout to every reader; a dataset counts its own reader only.
+DECODE_DISPATCH = frozenset({"_DECODERS", "load_digits_split"})
+
+
+def decoder_code_sha256(dataset: str) -> str:
+    """The digest (`DIGEST_CHARS` hex digits) of the code that turns `dataset`'s files into its
+    cache: `lsbench.datasets.decode` (the checks), the reader of its layout (IDX, CIFAR pickles,
+    scikit-learn's digits) and the lsbench code they use, and its registry entry (shape, classes,
+    normalisation). Editing another layout's reader leaves it as it is. No torch."""
+    from lsbench import datasets
+    from lsbench.data import load_digits_split
+
+    spec = get_dataset(dataset)
+    reader = load_digits_split if spec.layout == "digits" else datasets._DECODERS[spec.layout]
+    roots = [("lsbench.datasets", "decode"), (reader.__module__, reader.__name__)]
+    return code_digest(roots, model_search_path(), skip=DECODE_DISPATCH, extra=[repr(spec)])
 
 
 def _digest(value: object) -> str:
@@ -166,9 +163,9 @@ class WorkflowPlan:
         needed = sorted(set(wf.datasets) | {wf.ood_set(d) for d in wf.datasets if wf.ood_set(d)})
         self.fingerprints = {d: data_fingerprint(d, wf.data_root) for d in needed}
         self.model_sha256 = {m: model_code_sha256(m, hidden_paths) for m in wf.models}
-        self.objective_sha256 = objective_code_sha256()
+        self.method_sha256 = {method: method_code_sha256(method) for method in sorted({v[0] for v in wf.variants})}
         self.definition_ids = {(d, m): _digest(self.definition(d, m)) for d in wf.datasets for m in wf.models}
-        self.runs = [RunPlan(d, m, method, param, s, self.definition_ids[d, m], wf.results_dir)
+        self.runs = [RunPlan(d, m, method, param, s, self.run_definition(d, m, method), wf.results_dir)
                      for d in wf.datasets for m in wf.models for s in wf.seeds for method, param in wf.variants]
         # What a shifted test set depends on besides its dataset's data: the shifts' code (their
         # constants) and names, the subset's size and seed; an evaluation adds the runs evaluated.
@@ -179,13 +176,20 @@ class WorkflowPlan:
                                      "seed": SHIFT_SEED}) if wf.shifts else "")
 
     def definition(self, dataset: str, model: str) -> dict:
-        """What defines the numbers of (dataset, model)'s runs besides seed, method and parameter."""
+        """What defines the numbers of (dataset, model)'s runs besides seed, method and parameter:
+        the study's definition, whose digest names its shift evaluations."""
         train, ood = self.wf.train_config(dataset), self.wf.ood_set(dataset)
         return {"dataset": dataset, "data": self.fingerprints[dataset], "model": model,
-                "model_code": self.model_sha256[model], "objective_code": self.objective_sha256,
-                "epochs": train.epochs, "batch_size": train.batch_size,
+                "model_code": self.model_sha256[model], "epochs": train.epochs, "batch_size": train.batch_size,
                 "lr": float(train.lr), "validation_size": train.validation_size,
                 "ood_set": ood or "", "ood_data": self.fingerprints[ood] if ood else ""}
+
+    def run_definition(self, dataset: str, model: str, method: str) -> str:
+        """The digest in the directory of (dataset, model)'s runs of `method`: the study's
+        definition and that method's code (`method_code_sha256`), so editing one method's
+        objective retrains its runs only."""
+        return _digest({**self.definition(dataset, model), "method": method,
+                        "method_code": self.method_sha256[method]})
 
     def data_cache(self, dataset: str) -> str:
         return data_cache(self.wf.results_dir, dataset, self.fingerprints[dataset])

@@ -1,24 +1,31 @@
 import json
 import os
+import re
 import shlex
 
 from lsbench.config import model_from_slug, or_exit
-from lsbench.datasets import get_dataset
+from lsbench.datasets import DATASETS, get_dataset
+from lsbench.methods import METHODS, PARAM_PATTERN
 from lsbench.plan import WorkflowPlan
 from snakemake.sourcecache import LocalSourceFile
 
 
-# A dataset is a registry name; a model slug has no "/" (see lsbench.config.model_slug); a
-# definition and a data fingerprint are hex digests (lsbench.plan); a seed is digits; a method is
-# a registry name (lsbench.methods); a parameter is a float's repr ("0.05", "1e-05").
+def one_of(names):
+    # A wildcard that matches exactly a registry's names.
+    return "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
+
+
+# A dataset and a method are registry names; a model slug has no "/" (see
+# lsbench.config.model_slug); a definition and a data fingerprint are hex digests (lsbench.plan);
+# a seed is digits; a parameter is a float's repr ("0.05", "1e-05", "-0.5": lsbench.methods).
 wildcard_constraints:
-    dataset=r"[a-z0-9_]+",
+    dataset=one_of(DATASETS),
     model=r"[A-Za-z0-9_.\-]+",
     definition=r"[0-9a-f]{16}",
     fingerprint=r"[0-9a-f]{16}",
     seed=r"\d+",
-    method=r"[a-z_]+",
-    param=r"\d[0-9.e+-]*",
+    method=one_of(METHODS),
+    param=PARAM_PATTERN,
     suite=r"[0-9a-f]{16}",
     evaluation=r"[0-9a-f]{16}",
 
