@@ -166,7 +166,7 @@ def report_results(tmp_path_factory) -> Path:
     shifted = root / "shifted.npz"
     shift_data("fashion_mnist", data, shifts, shifted, 40, lambda m: None)
     shift_tables = [root / "shift.parquet"]
-    evaluate_shifts(runs, data, shifted, shift_tables[0], "cpu", 1, lambda m: None)
+    evaluate_shifts(runs, "mlp", data, shifted, shift_tables[0], "cpu", 1, lambda m: None)
     config = {**yaml.safe_load((REPO / "config" / "config.yaml").read_text()), "seeds": [0, 1], "epsilons": [0.0, 0.3],
               "epochs": 2, "batch_size": 32, "validation_size": 32, "device": "cpu", "data_root": str(root / "data"),
               "shifts": shifts, "shift_images": 40}

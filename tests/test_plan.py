@@ -2,6 +2,7 @@
 
 import os
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -155,3 +156,14 @@ def test_editing_one_model_or_one_dataset_reader_changes_its_own_digest_only(lsb
     assert all(idx["runs"][m] != before["runs"][m] for m in before["runs"])
     checks = lsbench_copy("data.py", "def check_split(", "def check_split(  # every reader's output is checked\n")
     assert changed(before, checks, "datasets") == set(before["datasets"])
+
+
+def test_a_shift_evaluation_is_named_by_the_runs_definitions_not_their_paths(tmp_path):
+    """Renaming results_dir, or spelling it absolute, re-evaluates no shift; a run's definition does."""
+    spellings = ("results", "renamed", str(tmp_path / "results"), "results/")
+    plans = [plan_of(tmp_path, shifts=["rotation"], results_dir=r)() for r in spellings]
+    names = [[Path(t).relative_to(Path(r)) for t in p.shift_tables()] for p, r in zip(plans, spellings)]
+    assert all(n == names[0] for n in names) and len(names[0]) == 1
+    assert len({p.grid_id for p in plans}) == 1  # the published tables' grid, too
+    other = [plan_of(tmp_path, shifts=["rotation"], **cfg)() for cfg in ({"seeds": [0, 7]}, {"lr": 0.002})]
+    assert all(Path(p.shift_tables()[0]).name != names[0][0].name and p.grid_id != plans[0].grid_id for p in other)

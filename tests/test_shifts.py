@@ -146,7 +146,7 @@ def test_the_evaluation_reproduces_the_runs_own_numbers_and_trains_nothing(tiny_
     shifted = tmp_path / "rotation.npz"
     shift_data("fashion_mnist", tiny_dataset_file, ["rotation"], shifted, 10**6, lambda m: None)
     out = tmp_path / "shift.parquet"
-    evaluate_shifts([run], tiny_dataset_file, shifted, out, "cpu", 1, lambda m: None)
+    evaluate_shifts([run], "mlp", tiny_dataset_file, shifted, out, "cpu", 1, lambda m: None)
     assert {p.name: p.read_bytes() for p in run.iterdir()} == before
     table = pd.read_parquet(out)
     assert len(table) == 1 + 5 and list(table["severity"]) == [0, 1, 2, 3, 4, 5]
@@ -169,10 +169,42 @@ def test_an_evaluation_without_a_model_names_the_file(tiny_dataset_file, tmp_pat
     train_run(tiny_dataset_file, run, 0, 0.0)
     (run / "model.pt").write_bytes(b"not a model")
     with pytest.raises(ConfigError, match="model.pt: not a readable model file"):
-        evaluate_shifts([run], tiny_dataset_file, None, tmp_path / "s.parquet", "cpu", 1, lambda m: None)
+        evaluate_shifts([run], "mlp", tiny_dataset_file, None, tmp_path / "s.parquet", "cpu", 1, lambda m: None)
     (run / "model.pt").unlink()
     with pytest.raises(FileNotFoundError):
-        evaluate_shifts([run], tiny_dataset_file, None, tmp_path / "s.parquet", "cpu", 1, lambda m: None)
+        evaluate_shifts([run], "mlp", tiny_dataset_file, None, tmp_path / "s.parquet", "cpu", 1, lambda m: None)
+
+
+def test_nothing_read_from_a_model_file_decides_which_code_runs(tiny_dataset_file, tmp_path):
+    """The model built is the run's definition (the workflow's --model); a model.pt naming another
+    model, shape or class count is refused by name before anything is built."""
+    import torch
+
+    from conftest import train_run
+    from lsbench.config import ConfigError
+    from lsbench.pipeline import evaluate_shifts
+
+    run, marker = tmp_path / "run", tmp_path / "pwned"
+    train_run(tiny_dataset_file, run, 0, 0.0, model="linear")
+    weights = torch.load(run / "model.pt", weights_only=True)
+
+    def evaluate(model="linear"):
+        evaluate_shifts([run], model, tiny_dataset_file, None, tmp_path / "s.parquet", "cpu", 1, lambda m: None)
+
+    for tampered in ({"model": "subprocess:call", "input_shape": ["touch", str(marker)], "num_classes": 0},
+                     {"model": "mlp"}, {"input_shape": [1, 8, 8]}, {"num_classes": 10.0},
+                     {"num_classes": torch.tensor([10, 10])}):
+        torch.save({**weights, **tampered}, run / "model.pt")
+        with pytest.raises(ConfigError, match=r"run/model.pt: names model .* the run is model 'linear' for input "
+                                              r"\[1, 28, 28\] and 10 classes"):
+            evaluate()
+        assert not marker.exists()
+    torch.save(weights, run / "model.pt")
+    with pytest.raises(ConfigError, match=r"run/runs.parquet: a run of model 'linear'; this evaluation is of model "
+                                          "'mlp'"):
+        evaluate("mlp")
+    evaluate()
+    assert (tmp_path / "s.parquet").is_file() and not marker.exists()
 
 
 def test_bad_evaluation_inputs_are_named(tiny_dataset_file, tmp_path):
@@ -186,7 +218,7 @@ def test_bad_evaluation_inputs_are_named(tiny_dataset_file, tmp_path):
     train_run(tiny_dataset_file, run, 0, 0.0)
 
     def evaluate(run_dirs, shifted=None):
-        evaluate_shifts(run_dirs, tiny_dataset_file, shifted, tmp_path / "s.parquet", "cpu", 1, lambda m: None)
+        evaluate_shifts(run_dirs, "mlp", tiny_dataset_file, shifted, tmp_path / "s.parquet", "cpu", 1, lambda m: None)
 
     with pytest.raises(DataError, match=r"bad.npz: not a shifted test set \(an .npz file written by lsbench shift-data\)$"):
         evaluate([run], tmp_path / "bad.npz")
@@ -194,6 +226,16 @@ def test_bad_evaluation_inputs_are_named(tiny_dataset_file, tmp_path):
         evaluate([tmp_path / "nope"])
     with pytest.raises(ConfigError, match="is given more than once"):
         evaluate([run, run])
+    # The clean rows are checked against the run's own predictions: a table without them is named.
+    import pandas as pd
+
+    predictions = pd.read_parquet(run / "predictions.parquet")
+    for damaged, reason in ((predictions.iloc[1:], "does not hold the run's predictions of the test images"),
+                            (predictions.drop(columns="logit_3"), r"not the run's predictions \(need columns index"),
+                            (predictions.assign(logit_10=0.0), "holds logits of another number of classes than 10")):
+        damaged.to_parquet(run / "predictions.parquet")
+        with pytest.raises(DataError, match=f"run/predictions.parquet: {reason}"):
+            evaluate([run])
 
 
 def test_the_docs_list_every_shift_with_its_constants():

@@ -89,6 +89,29 @@ NETS = """
     def batchnorm(input_shape, num_classes):
         return nn.Sequential(nn.Flatten(), nn.Linear(int(np.prod(input_shape)), 16), nn.BatchNorm1d(16), nn.ReLU(),
                              nn.Linear(16, num_classes))
+
+
+    class Projected(nn.Module):
+        # A fixed random projection outside the state dict (a non-persistent buffer): only the
+        # generator it is drawn from brings it back.
+        def __init__(self, in_features, num_classes, generator=None):
+            super().__init__()
+            projection = torch.randn(in_features, 64, generator=generator)
+            self.register_buffer("projection", projection, persistent=False)
+            self.fc = nn.Linear(64, num_classes)
+
+        def forward(self, x):
+            return self.fc(torch.relu(x.flatten(1) @ self.projection))
+
+
+    def projected(input_shape, num_classes):
+        return Projected(int(np.prod(input_shape)), num_classes)
+
+
+    def unseeded(input_shape, num_classes):
+        # Draws from a generator of its own, seeded by the OS: no seed brings the projection back.
+        generator = torch.Generator().manual_seed(int.from_bytes(__import__("os").urandom(4), "little"))
+        return Projected(int(np.prod(input_shape)), num_classes, generator)
 """
 
 
@@ -159,6 +182,45 @@ def test_the_runs_table_records_the_models_code(tmp_path, tiny_dataset_file, net
 def test_a_training_step_that_fails_names_the_model(tmp_path, tiny_dataset_file, nets):
     with pytest.raises(ConfigError, match=f"model '{nets}:zeroes_its_input': a training step on a batch of shape"):
         train_run(tiny_dataset_file, tmp_path / "run", model=f"{nets}:zeroes_its_input", cfg=CFG)
+
+
+def evaluate_clean(run_dir, model, data_file):
+    """The run's final model on the whole clean test set (no shifts): shift.parquet's one row."""
+    from lsbench.pipeline import evaluate_shifts
+
+    out = run_dir.parent / f"{run_dir.name}-shift.parquet"
+    evaluate_shifts([run_dir], model, data_file, None, out, "cpu", 1, lambda m: None)
+    return pd.read_parquet(out).iloc[0]
+
+
+def test_the_shift_stage_rebuilds_a_model_with_its_runs_own_seed(tmp_path, tiny_dataset_file, nets):
+    """A random part outside the state dict is the one the run trained with: the clean row of
+    seed 1 is its own final numbers (it was seed 0's projection under seed 1's read-out)."""
+    cfg = TrainConfig(epochs=1, batch_size=32, device="cpu", validation_size=32)
+    train_run(tiny_dataset_file, tmp_path / "s1", seed=1, epsilon=0.0, cfg=cfg, model=f"{nets}:projected")
+    clean, final = evaluate_clean(tmp_path / "s1", f"{nets}:projected", tiny_dataset_file), \
+        tables(tmp_path / "s1")["metrics"].iloc[-1]
+    assert clean["seed"] == 1 and clean["n_images"] == 64
+    for metric in ("accuracy", "test_nll", "ece"):
+        assert clean[metric] == final[metric], metric
+
+
+def test_a_model_that_does_not_come_back_as_it_trained_stops_the_shift_stage(tmp_path, tiny_dataset_file, nets):
+    from lsbench.config import ConfigError
+
+    cfg = TrainConfig(epochs=1, batch_size=32, device="cpu", validation_size=32)
+    train_run(tiny_dataset_file, tmp_path / "run", epsilon=0.0, cfg=cfg, model=f"{nets}:unseeded")
+    with pytest.raises(ConfigError, match=rf"^model '{nets}:unseeded': the final model of seed 0 \(.*run\), rebuilt "
+                                          "from model.pt, does not give the run's own predictions.parquet on the 64 "
+                                          "clean images"):
+        evaluate_clean(tmp_path / "run", f"{nets}:unseeded", tiny_dataset_file)
+
+
+def test_a_model_random_at_test_time_passes_the_shift_stages_check(tmp_path, tiny_dataset_file, nets):
+    cfg = TrainConfig(epochs=1, batch_size=32, device="cpu", validation_size=32)
+    train_run(tiny_dataset_file, tmp_path / "mc", epsilon=0.0, cfg=cfg, model=f"{nets}:mc_dropout")
+    clean = evaluate_clean(tmp_path / "mc", f"{nets}:mc_dropout", tiny_dataset_file)
+    assert clean["n_images"] == 64 and 0 <= clean["accuracy"] <= 1
 
 
 SIBLINGS = {  # a factory module importing a sibling file, which imports a package of the same folder

@@ -128,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="the .npz file to write")
     p.add_argument("shifts", nargs="+", help="shift names (lsbench.shifts.SHIFTS; config key shifts), or all")
     p = sub.add_parser("evaluate-shifts", help="evaluate runs' final models on a shifted test set (no training)")
+    p.add_argument("--model", required=True, help="the runs' model as the workflow defines it: a name or "
+                   "'package.module:function' (config key models); it is what is built, and model.pt must name it")
     p.add_argument("--data", type=Path, required=True, help="the runs' dataset cache from prepare-data")
     p.add_argument("--shifted", type=Path, default=None, help="the shifted test set from shift-data (without it: "
                    "the unshifted subset only)")
@@ -235,8 +237,13 @@ def run(args: argparse.Namespace) -> None:
         v = validate_options({"--dataset": ("datasets[]", args.dataset), "--images": ("shift_images", args.images)})
         pipeline.shift_data(v["--dataset"], args.data, list(shift_list(names)), args.out, v["--images"], log)
     elif args.command == "evaluate-shifts":
-        v = validate_options({"--device": ("device", args.device), "--threads": ("threads", args.threads)})
-        pipeline.evaluate_shifts(run_dirs(args.run_dirs), args.data, args.shifted, args.out, v["--device"], v["--threads"], log)
+        # A user's model is imported from where train imported it (the working directory first).
+        if os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())
+        v = validate_options({"--model": ("models[]", args.model), "--device": ("device", args.device),
+                              "--threads": ("threads", args.threads)})
+        pipeline.evaluate_shifts(run_dirs(args.run_dirs), v["--model"], args.data, args.shifted, args.out,
+                                 v["--device"], v["--threads"], log)
     elif args.command == "report":
         from lsbench.report import write_report
 

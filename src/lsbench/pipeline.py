@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io as _bytes_io
 import json
+import math
 import time
 from collections import Counter
 from dataclasses import asdict
@@ -214,9 +215,16 @@ def save_model(model: Any, name: str, input_shape: tuple[int, int, int], num_cla
                      "num_classes": num_classes, "state_dict": model.state_dict()}, path)
 
 
-def load_model(path: Path, device: Any) -> Any:
-    """The model `save_model` wrote, in eval mode on `device`; ConfigError naming the file when it
-    is not a model file of this format (unreadable, another format, weights that do not fit)."""
+def load_model(path: Path, name: str, input_shape: tuple[int, int, int], num_classes: int, seed: int,
+               device: Any) -> Any:
+    """A run's final model, in eval mode on `device`: model `name` built as training built it
+    (`lsbench.models.build_model` for images `input_shape` (C, H, W), `num_classes` classes, seeded
+    with the run's `seed`, so a random part outside the state dict, such as a non-persistent buffer,
+    is the run's own), then the weights of `path` (`save_model`'s file) loaded into it.
+
+    What to build comes from the run's definition (the workflow's model name, the dataset's shape),
+    never from the file: it holds weights and is refused, naming it (ConfigError), when it names
+    another model, shape or class count, is unreadable, of another format, or its weights do not fit."""
     import torch
 
     from lsbench.models import build_model
@@ -227,14 +235,31 @@ def load_model(path: Path, device: Any) -> Any:
         raise
     except Exception as exc:  # noqa: BLE001 - a damaged file, another torch: name the file
         raise ConfigError(f"{path}: not a readable model file ({type(exc).__name__}: {exc})") from exc
-    if not isinstance(blob, dict) or blob.get("format") != MODEL_FORMAT:
+    if not (isinstance(blob, dict) and blob.get("format") == MODEL_FORMAT and isinstance(blob.get("state_dict"), dict)):
         raise ConfigError(f"{path}: not an lsbench model file of format {MODEL_FORMAT} (retrain the run)")
-    model = build_model(blob["model"], tuple(blob["input_shape"]), int(blob["num_classes"]), 0)
+    found, shape, classes = (blob.get(k) for k in ("model", "input_shape", "num_classes"))
+    # Types first: an == on a tensor read from the file is not a bool.
+    agrees = (isinstance(found, str) and found == name and isinstance(shape, list)
+              and all(type(d) is int for d in shape) and shape == list(input_shape)
+              and type(classes) is int and classes == num_classes)
+    if not agrees:
+        raise ConfigError(f"{path}: names model {_shown(found)} for input {_shown(shape)} and "
+                          f"{_shown(classes)} classes; the run is model {name!r} for input {list(input_shape)} "
+                          f"and {num_classes} classes (a model file of another run, or not lsbench's: retrain the run)")
+    model = build_model(name, tuple(input_shape), num_classes, seed)
     try:
         model.load_state_dict(blob["state_dict"])
-    except (RuntimeError, KeyError) as exc:  # the model's code changed shape since
-        raise ConfigError(f"{path}: its weights do not fit model {blob['model']!r} as its code is now ({exc})") from exc
+    except (RuntimeError, KeyError, TypeError) as exc:  # the model's code changed shape since
+        raise ConfigError(f"{path}: its weights do not fit model {name!r} as its code is now ({exc})") from exc
     return model.to(device).eval()
+
+
+def _shown(value: Any) -> str:
+    """A value read from a file, for a message: its repr when plain, else its type (a tensor's repr
+    could be huge, and an == on it is not a bool)."""
+    plain = isinstance(value, (str, int, float, type(None))) or (
+        isinstance(value, list) and all(isinstance(v, (str, int, float)) for v in value))
+    return repr(value)[:80] if plain else f"a {type(value).__name__}"
 
 
 def shift_data(dataset: str, data_path: Path, shifts: list[str], out_path: Path, images: int, log: Log) -> None:
@@ -280,13 +305,29 @@ def read_shifted(path: Path) -> dict[str, np.ndarray]:
         raise DataError(f"{path}: not a shifted test set (an .npz file written by lsbench shift-data)") from exc
 
 
-def evaluate_shifts(run_dirs: list[Path], data_path: Path, shifted_path: Path | None, out_path: Path, device: str,
-                    threads: int, log: Log) -> None:
-    """Each run's final model (run_dir/model.pt; runs of one dataset) on the clean test subset
+# How far a rebuilt model's clean logits may be from its predictions.parquet, relative to the
+# largest recorded logit (at least 1): float32 kernels on another device or with another batch size
+# differ by about 1e-6 of it; a model rebuilt from another seed or other weights by far more.
+CLEAN_LOGIT_TOLERANCE = 1e-3
+# A model random at test time (MC dropout) is checked against the spread of two of its own
+# evaluations instead: its recorded probabilities may be this many times as far (mean total
+# variation per image), plus CLEAN_LOGIT_TOLERANCE, as a second evaluation is from the first.
+RANDOM_MODEL_SPREAD = 3.0
+
+
+def evaluate_shifts(run_dirs: list[Path], model: str, data_path: Path, shifted_path: Path | None, out_path: Path,
+                    device: str, threads: int, log: Log) -> None:
+    """Each run's final model (run_dir/model.pt; runs of one dataset and of model `model`, the
+    workflow's name for it: a registry name or "package.module:function") on the clean test subset
     (shift "none", severity 0) and under every shift of `shifted_path` (`shift_data`'s file) at
     severities 1..5: one row each of `io.SHIFT_COLUMNS` in `out_path` (.parquet). ece_ts and nll_ts
     use the temperature each run fitted on its clean held-out images (its calibrated.parquet).
-    Never trains. One job for a study's runs: torch, the data and the shifted images load once."""
+    Never trains. One job for a study's runs: torch, the data and the shifted images load once.
+
+    Each model is rebuilt as its run built it (`load_model`: `model`, the run's seed), and its clean
+    logits must be the run's own (predictions.parquet, the same images; `check_clean_logits`):
+    ConfigError naming the model otherwise, and for a run of another model; DataError naming the
+    file for a run that is not finished or was trained on other data."""
     from lsbench import metrics as m
     from lsbench.shifts import SEVERITIES
     from lsbench.train import configure_cpu, predict_logits, resolve_device, to_inputs, to_numpy
@@ -296,7 +337,7 @@ def evaluate_shifts(run_dirs: list[Path], data_path: Path, shifted_path: Path | 
     if repeated:
         raise ConfigError(f"run directory {repeated[0]} is given more than once: each run is evaluated once")
     for d in map(Path, run_dirs):
-        for name in ("runs.parquet", "calibrated.parquet"):
+        for name in ("runs.parquet", "calibrated.parquet", "predictions.parquet"):
             if not (d / name).is_file():
                 raise DataError(f"{d / name}: missing; {d} is not a finished run (train it first: lsbench train "
                                 f"--out-dir {d})")
@@ -309,6 +350,9 @@ def evaluate_shifts(run_dirs: list[Path], data_path: Path, shifted_path: Path | 
         at = time.perf_counter()
         row = pd.read_parquet(run_dir / "runs.parquet").iloc[0]
         key = io.RunKey(row["dataset"], row["model"], row["method"], float(row["param"]), int(row["seed"]))
+        if key.model != model:
+            raise ConfigError(f"{run_dir / 'runs.parquet'}: a run of model {key.model!r}; this evaluation is of "
+                              f"model {model!r} (give the runs of one model)")
         spec = get_dataset(key.dataset)
         if data is None:
             data = load_data(Path(data_path), spec)
@@ -320,25 +364,96 @@ def evaluate_shifts(run_dirs: list[Path], data_path: Path, shifted_path: Path | 
         if data.sha256 != row["data_sha256"]:
             raise DataError(f"{data_path}: holds {key.dataset} data {data.sha256[:12]}…, run {run_dir} was trained on "
                             f"{row['data_sha256'][:12]}…")
-        model = load_model(run_dir / io.MODEL_FILE, where)
+        net = load_model(run_dir / io.MODEL_FILE, model, tuple(int(d) for d in data.image_shape),
+                         len(data.class_names), key.seed, where)
         temperature = float(pd.read_parquet(run_dir / "calibrated.parquet")["temperature"].iloc[0])
 
-        def scored(images: np.ndarray) -> dict[str, float]:
-            logits = to_numpy(predict_logits(model, to_inputs(images, spec.mean, spec.std, where)))
-            return m.shift_metrics(logits, labels, temperature)
+        def logits_of(images: np.ndarray) -> np.ndarray:
+            return to_numpy(predict_logits(net, to_inputs(images, spec.mean, spec.std, where)))
 
+        clean = logits_of(data.test_images[index])
+        check_clean_logits(key, run_dir, clean, recorded_logits(run_dir, index, labels, len(data.class_names)),
+                           lambda: logits_of(data.test_images[index]))
         rows = [{"shift": io.NO_SHIFT, "severity": 0, "n_images": len(index), "temperature": temperature,
-                 **scored(data.test_images[index])}]
+                 **m.shift_metrics(clean, labels, temperature)}]
         for name, per_severity in zip(*((shifted["shifts"], shifted["images"]) if shifted is not None else ((), ()))):
             for severity, images in zip(SEVERITIES, per_severity):
                 rows.append({"shift": str(name), "severity": severity, "n_images": len(index),
-                             "temperature": temperature, **scored(images)})
+                             "temperature": temperature, **m.shift_metrics(logits_of(images), labels, temperature)})
         frames.append(io.shift_frame(key, rows))
         log(f"({i + 1}/{len(run_dirs)}) {key.dataset} {key.model} {variant_label(key.method, key.param)} seed "
             f"{key.seed}: {len(rows)} (shift, severity) evaluations of {len(index)} images in "
             f"{time.perf_counter() - at:.2f} s")
     io.write_parquet(pd.concat(frames, ignore_index=True), Path(out_path))
     log(f"{len(frames)} runs in {time.perf_counter() - started:.2f} s -> {out_path}")
+
+
+def recorded_logits(run_dir: Path, index: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """The run's own final logits (N, num_classes) float32 of test images `index` (N,), from its
+    predictions.parquet (only its index, label and logit columns are read); DataError naming the
+    file when it lacks one of those columns or images, or gives another label."""
+    import pyarrow.parquet as pq
+
+    path = run_dir / "predictions.parquet"
+    columns = [f"logit_{c}" for c in range(num_classes)]
+    try:
+        p = pd.read_parquet(path, columns=["index", "label", *columns])
+    except Exception as exc:  # noqa: BLE001 - a damaged or foreign file: name it, as a missing column
+        raise DataError(f"{path}: not the run's predictions (need columns index, label, logit_0 .. "
+                        f"logit_{num_classes - 1}; {type(exc).__name__}); retrain the run") from exc
+    if [n for n in pq.read_schema(path).names if n.startswith("logit_")] != columns:
+        raise DataError(f"{path}: holds logits of another number of classes than {num_classes}; retrain the run")
+    p = p.drop_duplicates("index").set_index("index")
+    if not pd.Index(index).isin(p.index).all() or not np.array_equal(p.loc[index, "label"].to_numpy(), labels):
+        raise DataError(f"{path}: does not hold the run's predictions of the test images evaluated (an image "
+                        "missing or another label); retrain the run")
+    return p.loc[index, columns].to_numpy(dtype=np.float32)
+
+
+def _logit_gap(found: np.ndarray, recorded: np.ndarray) -> float:
+    """max |found - recorded| / max(1, max |recorded|) over finite entries; inf when the arrays'
+    shapes or their non-finite entries (a diverged run's NaN) differ."""
+    if found.shape != recorded.shape:
+        return math.inf
+    finite = np.isfinite(recorded)
+    if not np.array_equal(finite, np.isfinite(found)) or not np.array_equal(found[~finite], recorded[~finite],
+                                                                             equal_nan=True):
+        return math.inf
+    if not finite.any():
+        return 0.0
+    scale = max(1.0, float(np.abs(recorded[finite]).max()))
+    return float(np.abs(found[finite].astype(np.float64) - recorded[finite]).max()) / scale
+
+
+def _mean_total_variation(a: np.ndarray, b: np.ndarray) -> float:
+    """The mean over images of half the L1 distance between softmax(a) and softmax(b), in [0, 1]."""
+    from scipy.special import softmax
+
+    pa, pb = softmax(a.astype(np.float64), axis=1), softmax(b.astype(np.float64), axis=1)
+    return float(np.abs(pa - pb).sum(axis=1).mean() / 2)
+
+
+def check_clean_logits(key: io.RunKey, run_dir: Path, clean: np.ndarray, recorded: np.ndarray,
+                       again: Callable[[], np.ndarray]) -> None:
+    """ConfigError naming the model unless a rebuilt model's clean logits (N, C) are the run's own
+    `recorded` ones (predictions.parquet, the same images) within CLEAN_LOGIT_TOLERANCE. `again`
+    evaluates the same images once more: a model whose second evaluation differs is random at test
+    time (MC dropout), and passes when its recorded probabilities are within RANDOM_MODEL_SPREAD
+    times the two evaluations' spread. A mismatch means the model did not come back as it trained:
+    built from another seed, a random part its factory draws outside the state dict, other weights."""
+    gap = _logit_gap(clean, recorded)
+    if gap <= CLEAN_LOGIT_TOLERANCE:
+        return
+    second = again()
+    if math.isfinite(gap) and _logit_gap(second, clean) > CLEAN_LOGIT_TOLERANCE:
+        spread = _mean_total_variation(clean, second)
+        if _mean_total_variation(clean, recorded) <= RANDOM_MODEL_SPREAD * spread + CLEAN_LOGIT_TOLERANCE:
+            return
+    same = float(np.mean(np.argmax(clean, axis=1) == np.argmax(recorded, axis=1)))
+    raise ConfigError(f"model {key.model!r}: the final model of seed {key.seed} ({run_dir}), rebuilt from model.pt, "
+                      f"does not give the run's own predictions.parquet on the {len(clean)} clean images (logits "
+                      f"differ by {gap:.3g} of their scale, the same top label for {same:.1%}): it does not come back "
+                      "as it trained (its factory draws outside the seeded generators, or model.pt is another run's)")
 
 
 def shift_gallery(shifted_paths: list[Path]) -> pd.DataFrame:

@@ -203,7 +203,11 @@ class WorkflowPlan:
         return [r for r in self.runs if (r.dataset, model_slug(r.model)) == (dataset, model_slug(model))]
 
     def shift_evaluation(self, dataset: str, model: str) -> str:
-        return _digest({"suite": self.shift_suite, "runs": [r.run_dir for r in self.study_runs(dataset, model)]})
+        """A digest of what a study's shift evaluation computes from: the suite and each run's
+        definition, seed, method and parameter; not their paths, so another spelling of
+        results_dir (renamed, absolute) finds the evaluation it already has."""
+        runs = [[r.definition, r.seed, r.method, format_param(r.param)] for r in self.study_runs(dataset, model)]
+        return _digest({"suite": self.shift_suite, "runs": runs})
 
     def shift_tables(self) -> list[str]:
         """Every study's shift evaluation (none when shifts are off)."""
@@ -217,8 +221,11 @@ class WorkflowPlan:
         """A digest of the run directories and data caches the published tables are collected
         from: collect writes `results/grid-<grid_id>.json`, so a grid whose tables are not the
         ones in results/ has no such file and is collected again, even without Snakemake's
-        metadata (a file Snakemake sees missing is the one trigger that needs none)."""
-        return _digest([[run.run_dir for run in self.runs], self.data_summaries(), self.shift_tables()])
+        metadata (a file Snakemake sees missing is the one trigger that needs none). The paths are
+        taken relative to results_dir, where each names its content by digests: the grid-<id>.json
+        moves with its tables, so a renamed or absolute results_dir collects nothing again."""
+        paths = [[run.run_dir for run in self.runs], self.data_summaries(), self.shift_tables()]
+        return _digest([[os.path.relpath(p, self.wf.results_dir) for p in group] for group in paths])
 
     def data_summaries(self) -> list[str]:
         """The summary (.json) of every cache a run reads: the grid's datasets and their OOD sets."""

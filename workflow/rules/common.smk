@@ -180,13 +180,14 @@ def get_train_group(lsb):
 
 
 def get_shift_inputs(plan):
-    # A study's final models and clean tables (each run's temperature), its dataset's cache and
-    # shifted test set.
+    # A study's final models and clean tables (each run's temperature, and its predictions, which
+    # the rebuilt models' clean logits must reproduce), its dataset's cache and shifted test set.
     def shift_inputs(wildcards):
         runs = plan.study_runs(wildcards.dataset, model_from_slug(wildcards.model))
         return {
             "models": [f"{r.run_dir}/model.pt" for r in runs],
             "calibrated": [f"{r.run_dir}/calibrated.parquet" for r in runs],
+            "predictions": [f"{r.run_dir}/predictions.parquet" for r in runs],
             "runs": [f"{r.run_dir}/runs.parquet" for r in runs],
             "data": plan.data_cache(wildcards.dataset),
             "shifted": plan.shifted_data(wildcards.dataset),

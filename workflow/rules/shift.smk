@@ -46,8 +46,11 @@ rule evaluate_shifts:
         mem_mb=get_train_mem_mb(LSB),
         runtime=get_shift_runtime(PLAN),
     params:
+        # The model to build is the run's definition, never what its model.pt names.
+        model=get_model_name,
         execution=Untracked(f"--device {LSB.train.device}"),
     # Each run is the folder of its model.pt.
     shell:
-        "lsbench evaluate-shifts --data {input.data:q} --shifted {input.shifted:q} --out {output:q}"
+        "lsbench evaluate-shifts --model {params.model:q} --data {input.data:q} --shifted {input.shifted:q}"
+        " --out {output:q}"
         " --threads {threads} {params.execution} {input.models:q} > {log:q} 2>&1"
