@@ -163,7 +163,12 @@ def test_a_shift_evaluation_is_named_by_the_runs_definitions_not_their_paths(tmp
     spellings = ("results", "renamed", str(tmp_path / "results"), "results/")
     plans = [plan_of(tmp_path, shifts=["rotation"], results_dir=r)() for r in spellings]
     names = [[Path(t).relative_to(Path(r)) for t in p.shift_tables()] for p, r in zip(plans, spellings)]
-    assert all(n == names[0] for n in names) and len(names[0]) == 1
+    assert all(n == names[0] for n in names) and len(names[0]) == len(plans[0].runs) >= 1
     assert len({p.grid_id for p in plans}) == 1  # the published tables' grid, too
-    other = [plan_of(tmp_path, shifts=["rotation"], **cfg)() for cfg in ({"seeds": [0, 7]}, {"lr": 0.002})]
-    assert all(Path(p.shift_tables()[0]).name != names[0][0].name and p.grid_id != plans[0].grid_id for p in other)
+    # One evaluation per run: another seed adds its own and re-evaluates none of the others; another
+    # learning rate is another definition, so every run is evaluated again.
+    seeds, lr = (plan_of(tmp_path, shifts=["rotation"], **cfg)() for cfg in ({"seeds": [0, 7]}, {"lr": 0.002}))
+    relative = {str(Path(t).relative_to("results")) for t in seeds.shift_tables()}
+    assert {str(n) for n in names[0] if "/seed0/" in str(n)} < relative and len(relative) == len(seeds.runs)
+    assert not {str(Path(t).relative_to("results")) for t in lr.shift_tables()} & set(map(str, names[0]))
+    assert len({seeds.grid_id, lr.grid_id, plans[0].grid_id}) == 3

@@ -213,8 +213,9 @@ def test_default_grid_has_25_train_jobs(workdir):
                     "validation_size=32", "shifts=all")
     assert run.returncode == 0, output(run)[-2000:]
     assert jobs(run)["train"] == 25  # 5 epsilons x 5 seeds
-    # The whole shift suite by default: one shifted test set per dataset, one evaluation per study.
-    assert jobs(run)["shift_data"] == 1 and jobs(run)["evaluate_shifts"] == 1
+    # The whole shift suite by default: one shifted test set per dataset, one evaluation per run
+    # (each starts as soon as its run has trained).
+    assert jobs(run)["shift_data"] == 1 and jobs(run)["evaluate_shifts"] == 25
 
 
 def test_shift_tables(workdir):
@@ -245,14 +246,14 @@ def test_a_shift_change_reevaluates_and_never_retrains(workdir, tmp_path):
     added = snakemake(workdir, "-n", "--config", *GRID[:-2], "shifts=[rotation,contrast,fog]", "shift_images=50")
     assert added.returncode == 0, output(added)[-2000:]
     counts = jobs(added)
-    assert counts.get("shift_data") == 2 and counts.get("evaluate_shifts") == 4, counts
+    assert counts.get("shift_data") == 2 and counts.get("evaluate_shifts") == 16, counts
     assert "train" not in counts and "prepare_data" not in counts
     # One severity constant of one shift edited: the suite's hash, so every shifted set, changes.
     env = _src_copy(tmp_path, lambda t: t.replace("(0.4, 0.3, 0.2, 0.1, 0.05)", "(0.4, 0.3, 0.2, 0.1, 0.06)"))
     edited = subprocess.run(snakemake_cmd(workdir, "--cores", "2", "-n", "--config", *GRID), capture_output=True,
                             text=True, timeout=HUNG_S, env=env)
     counts = jobs(edited)
-    assert counts.get("shift_data") == 2 and counts.get("evaluate_shifts") == 4, output(edited)[-2000:]
+    assert counts.get("shift_data") == 2 and counts.get("evaluate_shifts") == 16, output(edited)[-2000:]
     assert "train" not in counts
 
 

@@ -322,7 +322,8 @@ def evaluate_shifts(run_dirs: list[Path], model: str, data_path: Path, shifted_p
     (shift "none", severity 0) and under every shift of `shifted_path` (`shift_data`'s file) at
     severities 1..5: one row each of `io.SHIFT_COLUMNS` in `out_path` (.parquet). ece_ts and nll_ts
     use the temperature each run fitted on its clean held-out images (its calibrated.parquet).
-    Never trains. One job for a study's runs: torch, the data and the shifted images load once.
+    Never trains. The workflow runs one job per run; given several runs, torch, the data and the
+    shifted images load once.
 
     Each model is rebuilt as its run built it (`load_model`: `model`, the run's seed), and its clean
     logits must be the run's own (predictions.parquet, the same images; `check_clean_logits`):

@@ -138,10 +138,13 @@ def shifted_data(results: str, dataset: str, fingerprint: str, suite: str) -> st
     return f"{results}/data/shifted/{dataset}-{fingerprint}-{suite}.npz"
 
 
-def shift_table(results: str, dataset: str, model: str, definition: str, evaluation: str) -> str:
-    """<results>/shift/<dataset>/<model slug>/<definition>/<evaluation>.parquet: the final models of
-    a study's runs under the grid's shifts; `evaluation` digests the suite and the runs evaluated."""
-    return f"{results}/shift/{dataset}/{model_slug(model)}/{definition}/{evaluation}.parquet"
+def shift_table(results: str, dataset: str, model: str, definition: str, seed: int | str, method: str, param: str,
+                suite: str) -> str:
+    """<results>/shift/<dataset>/<model slug>/<definition>/seed<seed>/<method>/p<param>/<suite>.parquet:
+    one run's final model under the grid's shifts (`suite`: `WorkflowPlan.shift_suite`). The path
+    names the run by its definition, never by where its run directory is, so another spelling of
+    results_dir (renamed, absolute) finds the evaluation it already has."""
+    return f"{results}/shift/{dataset}/{model_slug(model)}/{definition}/seed{seed}/{method}/p{param}/{suite}.parquet"
 
 
 def data_cache(results: str, dataset: str, fingerprint: str) -> str:
@@ -199,22 +202,14 @@ class WorkflowPlan:
         return (shifted_data(self.wf.results_dir, dataset, self.fingerprints[dataset], self.shift_suite)
                 if self.wf.shifts else None)
 
-    def study_runs(self, dataset: str, model: str) -> list[RunPlan]:
-        return [r for r in self.runs if (r.dataset, model_slug(r.model)) == (dataset, model_slug(model))]
-
-    def shift_evaluation(self, dataset: str, model: str) -> str:
-        """A digest of what a study's shift evaluation computes from: the suite and each run's
-        definition, seed, method and parameter; not their paths, so another spelling of
-        results_dir (renamed, absolute) finds the evaluation it already has."""
-        runs = [[r.definition, r.seed, r.method, format_param(r.param)] for r in self.study_runs(dataset, model)]
-        return _digest({"suite": self.shift_suite, "runs": runs})
+    def shift_table(self, run: RunPlan) -> str:
+        """`run`'s shift evaluation: one job per run, which starts as soon as that run has trained."""
+        return shift_table(self.wf.results_dir, run.dataset, run.model, run.definition, run.seed, run.method,
+                           format_param(run.param), self.shift_suite)
 
     def shift_tables(self) -> list[str]:
-        """Every study's shift evaluation (none when shifts are off)."""
-        if not self.wf.shifts:
-            return []
-        return [shift_table(self.wf.results_dir, d, m, self.definition_ids[d, m], self.shift_evaluation(d, m))
-                for d in self.wf.datasets for m in self.wf.models]
+        """Every run's shift evaluation (none when shifts are off)."""
+        return [self.shift_table(run) for run in self.runs] if self.wf.shifts else []
 
     @property
     def grid_id(self) -> str:

@@ -27,11 +27,12 @@ wildcard_constraints:
     method=one_of(METHODS),
     param=PARAM_PATTERN,
     suite=r"[0-9a-f]{16}",
-    evaluation=r"[0-9a-f]{16}",
 
 
-# One run's directory under results_dir, as lsbench.plan.run_dir writes it.
-RUN = "runs/{dataset}/{model}/{definition}/seed{seed}/{method}/p{param}"
+# One run's directory under results_dir, as lsbench.plan.run_dir writes it, and its shift
+# evaluation's (lsbench.plan.shift_table): the same run key under shift/.
+RUN_KEY = "{dataset}/{model}/{definition}/seed{seed}/{method}/p{param}"
+RUN = f"runs/{RUN_KEY}"
 
 
 def results_path(path):
@@ -180,30 +181,20 @@ def get_train_group(lsb):
 
 
 def get_shift_inputs(plan):
-    # A study's final models and clean tables (each run's temperature, and its predictions, which
-    # the rebuilt models' clean logits must reproduce), its dataset's cache and shifted test set.
+    # One run's final model and clean tables (its temperature, and its predictions, which the
+    # rebuilt model's clean logits must reproduce), its dataset's cache and shifted test set.
     def shift_inputs(wildcards):
-        runs = plan.study_runs(wildcards.dataset, model_from_slug(wildcards.model))
+        run = results_path(RUN.format(**wildcards))
         return {
-            "models": [f"{r.run_dir}/model.pt" for r in runs],
-            "calibrated": [f"{r.run_dir}/calibrated.parquet" for r in runs],
-            "predictions": [f"{r.run_dir}/predictions.parquet" for r in runs],
-            "runs": [f"{r.run_dir}/runs.parquet" for r in runs],
+            "model": f"{run}/model.pt",
+            "calibrated": f"{run}/calibrated.parquet",
+            "predictions": f"{run}/predictions.parquet",
+            "runs": f"{run}/runs.parquet",
             "data": plan.data_cache(wildcards.dataset),
             "shifted": plan.shifted_data(wildcards.dataset),
         }
 
     return shift_inputs
-
-
-def get_shift_runtime(plan):
-    # Measured: under 10 s a run for the MLP on 2000 Fashion-MNIST images x 81 sets; 1 min a run is ample.
-    def runtime(wildcards):
-        return 10 + len(
-            plan.study_runs(wildcards.dataset, model_from_slug(wildcards.model))
-        )
-
-    return runtime
 
 
 def get_shift_data_mem_mb(lsb):
