@@ -152,3 +152,30 @@ def test_wilcoxon_ties_equal_image_count_gains():
     assert result.p_wilcoxon == pytest.approx(0.3125, abs=1e-12)
     integers = scipy_stats.wilcoxon(gain, method=scipy_stats.PermutationMethod()).pvalue
     assert result.p_wilcoxon == pytest.approx(integers, abs=1e-12)
+
+
+def test_paired_against_drops_a_pair_with_nan_before_every_test():
+    # Seed 1's ECE is NaN on the method's side: the interval, the t-test and the Wilcoxon test all
+    # use the four complete pairs (before: an interval over 4, p = NaN, Wilcoxon over 5).
+    base = [0.05, 0.06, 0.055, 0.052, 0.058]
+    mine = [0.03, np.nan, 0.031, 0.029, 0.035]
+    f = pd.DataFrame({"seed": list(range(5)) * 2, "method": ["cross_entropy"] * 5 + ["label_smoothing"] * 5,
+                      "param": [0.0] * 5 + [0.1] * 5, "diverged": False, "ece": base + mine})
+    test = paired_against(f, ("ece",), ("cross_entropy", 0.0))[("label_smoothing", 0.1)]["ece"]
+    keep = [0, 2, 3, 4]
+    a, b = np.array(mine)[keep], np.array(base)[keep]
+    assert test.difference.n == 4 and test.n_wilcoxon == 4
+    assert test.p_ttest == pytest.approx(scipy_stats.ttest_rel(a, b).pvalue)
+    assert test.p_wilcoxon == pytest.approx(scipy_stats.wilcoxon(a - b).pvalue)
+    # NaN on the baseline's side, the same.
+    assert paired_test(np.array(base), np.array(mine)).difference.n == 4
+
+
+def test_an_interval_at_another_level_by_hand():
+    from lsbench.stats import at_level
+
+    x = np.array([0.88, 0.89, 0.90, 0.87])
+    i = at_level(t_interval(x), 1 - 0.05 / 4)
+    half = scipy_stats.t.ppf(1 - 0.05 / 8, 3) * x.std(ddof=1) / 2
+    assert (i.lo, i.hi) == pytest.approx((0.885 - half, 0.885 + half))
+    assert math.isnan(at_level(t_interval(np.array([0.5])), 0.99).lo)

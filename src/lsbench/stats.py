@@ -91,6 +91,21 @@ METRIC_BOUNDS: dict[str, tuple[float, float]] = {
     "train_loss": (-math.inf, math.inf), "test_loss": (-math.inf, math.inf), "temperature": (0.0, math.inf)}
 
 
+def at_level(i: Interval, confidence: float) -> Interval:
+    """The same unclipped Student-t interval `i` (a 95 % one from `t_interval` without bounds, e.g.
+    a paired difference) at another two-sided `confidence`: its half-width scaled by
+    t(0.5 + confidence / 2, n - 1) / t(0.975, n - 1). NaN bounds stay NaN.
+
+    >>> round(at_level(t_interval(np.array([1.0, 2.0, 3.0])), 0.99).hi, 3)  # 2 + 9.925 / sqrt(3)
+    7.73
+    """
+    if i.n < 2 or math.isnan(i.lo) or math.isnan(i.hi):
+        return i
+    scale = float(stats.t.ppf(0.5 + confidence / 2, i.n - 1) / stats.t.ppf(0.5 + CONFIDENCE / 2, i.n - 1))
+    half = (i.hi - i.lo) / 2 * scale
+    return Interval(i.n, i.mean, i.mean - half, i.mean + half, i.constant)
+
+
 def metric_interval(values: np.ndarray, metric: str) -> Interval:
     """`t_interval` of a per-run metric's values over seeds, clipped to the metric's range."""
     return t_interval(values, bounds=METRIC_BOUNDS.get(metric))
@@ -136,9 +151,18 @@ def wilcoxon_p(diff: np.ndarray) -> float:
 
 
 def paired_test(values: np.ndarray, baseline: np.ndarray) -> PairedTest:
-    """Paired comparison of two equally ordered per-seed arrays: NaN p-values when n < 2 or every
-    difference is zero; no t-test (NaN, not scipy's p = 0) when every difference is the same."""
-    diff = np.asarray(values, dtype=float) - np.asarray(baseline, dtype=float)
+    """Paired comparison of two equally ordered per-seed arrays (n,) of float: NaN p-values when
+    n < 2 or every difference is zero; no t-test (NaN, not scipy's p = 0) when every difference is
+    the same. A pair with NaN on either side (a metric one run could not compute) is dropped first,
+    so the interval, the t-test and the Wilcoxon test all see the same complete pairs.
+
+    >>> paired_test(np.array([1.0, np.nan, 3.0, 4.0]), np.array([0.0, 1.0, 1.0, 3.0])).difference.n
+    3
+    """
+    values, baseline = np.asarray(values, dtype=float), np.asarray(baseline, dtype=float)
+    complete = ~(np.isnan(values) | np.isnan(baseline))
+    values, baseline = values[complete], baseline[complete]
+    diff = values - baseline
     interval = t_interval(diff)
     n_nonzero = int((np.round(diff, DIFFERENCE_DECIMALS) != 0).sum())
     if len(diff) < 2 or n_nonzero == 0:
@@ -184,7 +208,7 @@ def final_epoch_intervals(final: pd.DataFrame, metrics: tuple[str, ...]) -> dict
 def paired_against(final: pd.DataFrame, metrics: tuple[str, ...],
                    baseline: tuple[str, float]) -> dict[tuple[str, float], dict[str, PairedTest]]:
     """{(method, param): {metric: PairedTest vs the baseline run}}, pairing runs by seed (converged
-    pairs only)."""
+    pairs only; `paired_test` drops a pair whose metric is NaN on either side)."""
     ok = final[~final["diverged"]]
     base = rows_of(ok, baseline).set_index("seed")
     out: dict[tuple[str, float], dict[str, PairedTest]] = {}
