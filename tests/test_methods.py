@@ -219,8 +219,10 @@ def test_every_method_documents_its_source_and_parameter():
 
 def test_an_empty_methods_mapping_from_the_command_line_is_refused():
     # Snakemake merges `--config methods={}` into config.yaml's `methods: null` and leaves null.
-    with pytest.raises(ConfigError, match=r"'methods' = None \(from --config\): empty"):
+    with pytest.raises(ConfigError, match=r"'methods' \(from --config\) names no method") as e:
         validate_config({**BASE, "epsilons": [0.1], "methods": None}, load_schema(), override_keys={"methods"})
+    # The value is the merge's, not the user's: the message must not show "None" as if it were given.
+    assert "None" not in str(e.value) and "cross-entropy" in str(e.value)
 
 
 def test_a_method_without_a_parameter_refuses_an_empty_list_too():

@@ -459,8 +459,11 @@ def resolve_methods(config: dict[str, Any], sources: list[tuple[str, set[str]]])
     too (Snakemake's merge would otherwise leave the file's value in its place)."""
     from_command_line = bool(sources) and "methods" in sources[-1][1]
     if from_command_line and not config.get("methods"):
-        return config, [f"config key 'methods' = {config.get('methods')!r} (from --config): empty. Allowed: a mapping "
-                        "from method to its parameter values, e.g. {focal: [1.0, 3.0]}"]
+        # Not the merged value: Snakemake leaves the file's `methods: null` for `methods={}`, so
+        # quoting it would show "None", which the user never typed.
+        return config, ["config key 'methods' (from --config) names no method (an empty mapping or null). Allowed: a "
+                        "mapping from method to its parameter values, e.g. methods={focal: [1.0, 3.0]} (cross-entropy, "
+                        "the baseline, is always trained); to keep the config file's methods, leave the key out"]
     given = [k for k in METHOD_KEYS if config.get(k) is not None]
     both_in = "one source"
     if len(given) == 2:
