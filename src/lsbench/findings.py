@@ -7,8 +7,9 @@ included: when every baseline run diverged, or a table from before 0.3 has none,
 comparison and no claim of an effect is made; intervals are Student-t over seeds, paired ones over
 the seeds both runs share; p from the paired t-test, `lsbench.stats`):
 - miscalibration_direction (per run): overconfidence = mean confidence - accuracy. Over- or
-  underconfident when its one-sample t-test rejects 0 (Holm, below), "no detectable over- or
-  underconfidence" when its interval lies within ± 0.01, else "cannot tell".
+  underconfident when its one-sample t-test rejects 0 (Holm, below) and the mean lies beyond
+  ± 0.01, "no over- or underconfidence that matters" when its interval lies within ± 0.01, else
+  "cannot tell".
 - miscalibration_flip (per method): the first parameter value that is detectably underconfident
   after one (cross-entropy counting as the neutral value) that was detectably overconfident.
 - method_setting (per method): the setting chosen by the lowest mean validation NLL (`select`),
@@ -16,21 +17,24 @@ the seeds both runs share; p from the paired t-test, `lsbench.stats`):
 - accuracy_effect, aurc_effect, ood_auroc_effect (per run): paired difference against cross-entropy.
 - temperature_scaling_vs_method (per method, at its chosen setting): ECE of cross-entropy after
   temperature scaling against the method's ECE, paired by seed.
-- best_method: the lowest mean ECE among cross-entropy and every method at its chosen setting,
-  paired against label smoothing's chosen setting and against temperature scaling alone.
+- best_method: the lowest mean ECE among cross-entropy and every method at its chosen setting
+  (`rank_lowest`: on the seeds all share, at least two; a difference within the margin ranks
+  nothing), paired against label smoothing's chosen setting and against temperature scaling alone.
 - underconfident_methods, method_costs: the methods whose chosen setting ends detectably
   underconfident, and those that detectably lower accuracy or raise AURC.
 Deciding a claim (`Judge`, `_decide`): every distinct test the study's findings make (paired
 t-tests of a run against another, one-sample t-tests of overconfidence against 0) forms one family,
-and Holm's step-down procedure controls its family-wise error at ALPHA = 0.05. A claim of an effect
-("lowers", "overconfident") needs a Holm-adjusted p < 0.05; a non-effect is "no detectable
-difference" only when the 95 % interval lies within ± MARGINS[metric] (the smallest difference that
-matters), else "cannot tell" ("inconclusive"). Without an interval the sentence says the data
+and Holm's step-down procedure controls its family-wise error at ALPHA = 0.05. Each claim is
+decided on, and printed with, its t-interval at the level Holm tested it at (`holm`,
+`Claim.adjusted`: it excludes 0 exactly when the Holm-adjusted p < 0.05). A claim of an effect
+("lowers", "overconfident") needs that interval to exclude 0 and the estimate to exceed
+MARGINS[metric] (the smallest difference that matters); "no difference that matters" when the
+interval lies within ± the margin, else "cannot tell" ("inconclusive"). Without an interval the sentence says the data
 cannot tell, and why: no seed has both runs, one pair of seeds, or differences that do not vary
 over the seeds (no spread is not certainty). Each claim on a per-epoch metric is also decided on
 each seed's mean over the last LAST_EPOCHS epochs and at each of them, and says when it depends on
 the epoch (the mean over them is a member of the family; a single epoch is judged with
-Bonferroni's factor, the family's size). A temperature fitted at its search bound
+Bonferroni's level 1 - ALPHA / family size). A temperature fitted at its search bound
 (`lsbench.metrics.TEMPERATURE_BOUNDS`) in any run makes the temperature-scaling finding "cannot
 tell".
 """
@@ -49,7 +53,8 @@ from statsmodels.stats.multitest import multipletests
 from lsbench.io import KEY, METRIC_COLUMNS
 from lsbench.methods import CROSS_ENTROPY, METHODS, variant_label, variant_order
 from lsbench.metrics import TEMPERATURE_BOUNDS, temperature_at_bound
-from lsbench.stats import Interval, PairedTest, metric_interval, paired_test, rows_of, runs_in_order, t_interval
+from lsbench.stats import (METRIC_BOUNDS, Interval, PairedTest, at_level, metric_interval, paired_test, rows_of,
+                           runs_in_order, t_interval)
 from lsbench.studies import Study, by_variant
 
 Run = tuple[str, float]  # (method, param)
@@ -63,9 +68,10 @@ CORRECTION = "holm"
 # A conclusion is checked at each of the last LAST_EPOCHS epochs too (training curves move: with
 # the seed MLP, cross-entropy's ECE climbs from 0.015 to 0.059 over 20 epochs).
 LAST_EPOCHS = 5
-# The smallest difference that matters, per metric (units of the metric): a difference that is not
-# detectable is "no detectable difference" only when its 95 % interval lies within ± this margin
-# (an equivalence test, Schuirmann's TOST at 2.5 % per side); a wider interval is "cannot tell".
+# The smallest difference that matters, per metric (units of the metric): no smaller estimate is
+# claimed as an effect or ranks a run, and a difference is "no difference that matters" when its
+# Holm-level interval lies within ± this margin (an equivalence test, Schuirmann's TOST); a wider
+# interval is "cannot tell".
 # 0.005 accuracy = 50 of 10 000 test images; 0.01 of ECE or overconfidence is a third of the seed
 # MLP's ECE gap between cross-entropy and ε = 0.05.
 MARGINS = {"accuracy": 0.005, "ece": 0.005, "ece_ts": 0.005, "overconfidence": 0.01, "aurc": 0.005, "auroc": 0.01}
@@ -91,6 +97,21 @@ class Claim:
     over_last_direction: str | None = None
     over_last: PairedTest | None = None
     over_last_p_holm: float = math.nan
+    # Holm tested this claim at ALPHA / divisor (`holm`): its interval is at level 1 - ALPHA / divisor.
+    divisor: float = 1.0
+    over_last_divisor: float = 1.0
+
+    @property
+    def level(self) -> float:
+        """The confidence level of `adjusted`: 1 - ALPHA / divisor."""
+        return 1 - ALPHA / self.divisor
+
+    @property
+    def adjusted(self) -> Interval:
+        """The paired difference's t-interval at the level Holm's procedure tested it at: it
+        excludes 0 exactly when the Holm-adjusted p is below ALPHA. The interval every verdict is
+        decided on and printed with."""
+        return at_level(self.test.difference, self.level)
 
     @property
     def holds_over_epochs(self) -> bool | None:
@@ -104,16 +125,19 @@ class Claim:
         return self.over_last_direction == self.direction and opposite not in self.by_epoch.values()
 
 
-def _decide(d: Interval, p_adjusted: float, metric: str) -> str:
-    """"over"/"under" (a detectable effect: Holm-adjusted p < ALPHA), "none" (not detectable, and
-    the 95 % interval within ± MARGINS[metric]), "inconclusive" (not detectable, interval wider),
-    "unknown" (no interval: under two seeds, or no spread)."""
+def _decide(d: Interval, metric: str) -> str:
+    """The direction a difference supports, from its interval `d` at the claim's Holm level
+    (`Claim.adjusted`): "over"/"under" (a detectable effect that matters: the interval excludes 0,
+    i.e. Holm-adjusted p < ALPHA, and the estimate lies beyond ± MARGINS[metric]), "none" (the
+    interval lies within ± the margin: no difference that matters, detectable or not),
+    "inconclusive" (neither), "unknown" (no interval: under two seeds, or no spread). An effect
+    smaller than the margin is never claimed, however small its p (a 1e-6 ECE gain every seed)."""
     if d.n < 2 or math.isnan(d.lo):
         return "unknown"
-    if p_adjusted < ALPHA:
+    margin = MARGINS.get(metric, 0.0)
+    if (d.lo > 0 or d.hi < 0) and abs(d.mean) > margin:
         return "over" if d.mean > 0 else "under"
-    margin = MARGINS.get(metric)
-    return "none" if margin is not None and -margin <= d.lo and d.hi <= margin else "inconclusive"
+    return "none" if -margin <= d.lo and d.hi <= margin else "inconclusive"
 
 
 class Judge:
@@ -174,27 +198,35 @@ class Judge:
         adjusted = self.adjusted or {}
         if not math.isnan(t.p_ttest):
             self.raw[key] = t.p_ttest
-        p_holm = adjusted.get(key, (t.p_ttest, 1.0))[0]
+        p_holm, divisor = adjusted.get(key, (t.p_ttest, 1.0))
         # The mean over the last epochs is a claim of its own (the report states it): one more
         # member of the family, with its own Holm-adjusted p.
         last_key = ("mean of last epochs", *key)
         if over_last is not None and not math.isnan(over_last.p_ttest):
             self.raw[last_key] = over_last.p_ttest
-        p_last = adjusted.get(last_key, (math.nan if over_last is None else over_last.p_ttest, 1.0))[0]
-        # A single epoch is a description, not a member of the family: its p-value is multiplied by
-        # the family's size (Bonferroni), so it never claims more than the family allows.
+        p_last, last_divisor = adjusted.get(last_key, (math.nan if over_last is None else over_last.p_ttest, 1.0))
+        # A single epoch is a description, not a member of the family: it is judged on its interval
+        # at level 1 - ALPHA / family size (Bonferroni), so it never claims more than the family allows.
         m = max(self.family, 1)
 
         def single(te: PairedTest) -> str:
-            return _decide(te.difference, min(1.0, te.p_ttest * m) if not math.isnan(te.p_ttest) else math.nan, metric)
+            return _decide(at_level(te.difference, 1 - ALPHA / m), metric)
 
-        return Claim(t, metric, name, p_holm, self.family, _decide(t.difference, p_holm, metric),
+        return Claim(t, metric, name, p_holm, self.family, _decide(at_level(t.difference, 1 - ALPHA / divisor), metric),
                      {e: single(te) for e, te in by_epoch.items()},
-                     None if over_last is None else _decide(over_last.difference, p_last, metric), over_last, p_last)
+                     None if over_last is None else _decide(at_level(over_last.difference, 1 - ALPHA / last_divisor),
+                                                            metric),
+                     over_last, p_last, divisor, last_divisor)
 
 
 def holm(raw: dict[tuple, float]) -> dict[tuple, tuple[float, float]]:
-    """{test: (Holm-adjusted p, its multiplier m - rank + 1)} for raw p-values (statsmodels)."""
+    """{test: (Holm-adjusted p, divisor)} for raw p-values (statsmodels): Holm's step-down procedure
+    (Holm 1979) tests the k-th smallest of m p-values at ALPHA / (m - k + 1) and stops at the first
+    it cannot reject. `divisor` is the level each test was decided at: m - k + 1 for a rejected one,
+    m - r (r rejections) for the rest, so that the t-interval at level 1 - ALPHA / divisor
+    (`Claim.adjusted`) excludes 0 exactly when the adjusted p is below ALPHA: the Holm-consistent
+    intervals of Strassburger & Bretz (2008, Stat. Med. 27:4914), two-sided and without their
+    truncation at 0 of the rejected ones."""
     if not raw:
         return {}
     keys = list(raw)
@@ -202,7 +234,27 @@ def holm(raw: dict[tuple, float]) -> dict[tuple, tuple[float, float]]:
     adjusted = multipletests(p, alpha=ALPHA, method="holm")[1]
     rank = np.empty(len(p), int)
     rank[np.argsort(p, kind="stable")] = np.arange(len(p))
-    return {k: (float(a), float(len(p) - r)) for k, a, r in zip(keys, adjusted, rank)}
+    rejected = adjusted < ALPHA
+    accepted_divisor = len(p) - int(rejected.sum())
+    return {k: (float(a), float(len(p) - r if rej else accepted_divisor))
+            for k, a, r, rej in zip(keys, adjusted, rank, rejected)}
+
+
+def _level_text(level: float) -> str:
+    """A confidence level in percent with as many decimals as it takes to stay below 100."""
+    percent, digits = 100 * level, 2
+    while round(percent, digits) >= 100 and digits < 12:
+        digits += 1
+    return f"{percent:.{digits}f}"
+
+
+def _holm_ci(c: Claim, digits: int = 4) -> str:
+    """"-0.0208 [Holm 99.85 % CI -0.0301, -0.0115]": a claim's estimate with the interval its
+    verdict was decided on (or why it has none)."""
+    a = c.adjusted
+    if a.n < 2 or math.isnan(a.lo):
+        return f"{a.mean:+.{digits}f} ({_no_interval(a, signed=True, digits=digits)})"
+    return f"{a.mean:+.{digits}f} [Holm {_level_text(c.level)} % CI {a.lo:+.{digits}f}, {a.hi:+.{digits}f}]"
 
 
 def _ci(i: Interval, digits: int = 4) -> str:
@@ -222,9 +274,9 @@ def _no_interval(i: Interval, signed: bool = False, digits: int = 4) -> str:
             "or t-test, and no spread is not certainty")
 
 
-def _difference(d: Interval, digits: int = 4) -> str:
-    """The signed paired difference (run minus baseline) with its interval, as the tables show it."""
-    return f"difference {d.mean:+.{digits}f} [95 % CI {d.lo:+.{digits}f}, {d.hi:+.{digits}f}]"
+def _difference(c: Claim, digits: int = 4) -> str:
+    """The signed paired difference (run minus baseline) with the interval at its Holm level."""
+    return f"difference {_holm_ci(c, digits)}"
 
 
 def _test(c: Claim) -> str:
@@ -236,7 +288,7 @@ def _test(c: Claim) -> str:
 
 
 _EPOCH_WORDS = {"over": "detectably positive", "under": "detectably negative",
-                "none": "not detectable and within the margin", "inconclusive": "cannot tell", "unknown": "no interval"}
+                "none": "within the margin", "inconclusive": "cannot tell", "unknown": "no interval"}
 
 
 def _span(epochs: list[int]) -> str:
@@ -262,6 +314,16 @@ def _epochs_text(c: Claim) -> str:
             + (f"; {each}" if each else "") + ".")
 
 
+def _undecided(c: Claim) -> str:
+    """Why an "inconclusive" claim is one, in words: the interval its verdict used reaches beyond
+    the margin, and either includes 0 or lies beyond 0 by less than the margin's estimate."""
+    a = c.adjusted
+    if a.lo > 0 or a.hi < 0:
+        return (f"the difference is detectable but its estimate is within{_margin_text(c)} and its interval "
+                f"reaches beyond it")
+    return f"not detectable, and the interval is wider than{_margin_text(c)}"
+
+
 def _margin_text(c: Claim) -> str:
     margin = MARGINS.get(c.metric)
     return "" if margin is None else f" ± {margin:g}"
@@ -283,14 +345,23 @@ def _interval_fields(i: Interval) -> dict[str, Any]:
     return {"estimate": i.mean, "low": i.lo, "high": i.hi, "n": i.n}
 
 
+def _holm_fields(i: Interval, divisor: float) -> dict[str, Any]:
+    """The interval a verdict was decided on: level (percent) and bounds at 1 - ALPHA / divisor."""
+    a = at_level(i, 1 - ALPHA / divisor)
+    return {"level_holm": 100 * (1 - ALPHA / divisor), "low_holm": a.lo, "high_holm": a.hi}
+
+
 def _claim_fields(c: Claim) -> dict[str, Any]:
     """A claim's numbers under the names every record uses (docs/findings.md)."""
     return {"metric": c.metric, "margin": MARGINS.get(c.metric), **_interval_fields(c.test.difference),
+            **_holm_fields(c.test.difference, c.divisor),
             "p": c.test.p_ttest, "p_holm": c.p_holm,
             "family_size": c.family, "test": c.test_name, "direction": c.direction,
             "epochs_checked": list(c.by_epoch), "direction_by_epoch": {str(e): d for e, d in c.by_epoch.items()},
             "direction_over_last_epochs": c.over_last_direction,
             "over_last_epochs": None if c.over_last is None else {**_interval_fields(c.over_last.difference),
+                                                                  **_holm_fields(c.over_last.difference,
+                                                                                 c.over_last_divisor),
                                                                   "p": c.over_last.p_ttest,
                                                                   "p_holm": c.over_last_p_holm},
             "holds_over_epochs": c.holds_over_epochs}
@@ -325,6 +396,44 @@ def lowest(df: pd.DataFrame, runs: list[Run], column: str) -> Run:
     common = per_seed.dropna()
     means = (common if not common.empty else per_seed).mean()
     return min(((str(m), float(p)) for m, p in means.index), key=lambda r: (means[r], variant_order(*r)))
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """The run with the lowest mean of a metric among candidates, as far as the data can rank them:
+    `best` None with `why` when they cannot be ranked; `tied`, the other candidates whose mean lies
+    within the metric's margin of the lowest (not ranked against `best`); `n`, the seeds compared."""
+
+    best: Run | None
+    tied: list[Run]
+    n: int
+    why: str = ""
+
+
+def rank_lowest(df: pd.DataFrame, candidates: list[Run], column: str) -> Ranking:
+    """Rank `candidates` by their mean `column` over the seeds on which every one of them has a
+    value (never runs of different seeds against each other). No ranking of one candidate (a grid
+    of cross-entropy alone), nor on fewer than two common seeds (one seed gives no interval). A
+    difference within MARGINS[column] ranks nothing: candidates within it of the lowest mean are
+    `tied`, and when cross-entropy (BASELINE) is one of them it is `best` (no method lowers the
+    metric by a difference that matters)."""
+    candidates = list(dict.fromkeys(candidates))
+    if len(candidates) < 2:
+        return Ranking(None, [], 0, "the grid has no method besides cross-entropy, so there is nothing to rank")
+    wanted = set(candidates)
+    part = df[[r in wanted for r in zip(df["method"], df["param"].astype(float))]]
+    per_seed = part.pivot_table(index="seed", columns=["method", "param"], values=column)
+    common = per_seed.reindex(columns=pd.MultiIndex.from_tuples(candidates)).dropna()
+    if len(common) < 2:
+        where = ("no seed has a converged run of every one of them" if common.empty else
+                 f"only seed {int(common.index[0])} has a converged run of every one of them, and one seed "
+                 "gives no interval")
+        return Ranking(None, [], len(common), f"{where}, so no run is ranked against another")
+    means = {r: float(common[r].mean()) for r in candidates}
+    low = min(means.values())
+    group = [r for r in candidates if means[r] - low <= MARGINS.get(column, 0.0)]
+    best = BASELINE if BASELINE in group else min(group, key=lambda r: (means[r], variant_order(*r)))
+    return Ranking(best, [r for r in group if r != best], len(common))
 
 
 @dataclass(frozen=True)
@@ -392,19 +501,19 @@ def select(df: pd.DataFrame) -> dict[str, Selection]:
 def _effect(study: Study, id_: str, what: str, c: Claim, run: Run, up: str, down: str,
             digits: int = 4, baseline: Run = BASELINE, **extra: Any) -> dict[str, Any]:
     d, direction = c.test.difference, c.direction
-    ci = f"{d.mean:+.{digits}f} [95 % CI {d.lo:+.{digits}f}, {d.hi:+.{digits}f}]"
+    ci = _holm_ci(c, digits)
     if direction == "unknown":
         verdict = (f"cannot tell how {_name(run)} changes {what} against {_name(baseline)} "
                    f"({_no_interval(d, signed=True, digits=digits)})")
     elif direction == "none":
-        verdict = (f"no detectable difference in {what} between {_name(run)} and {_name(baseline)} "
+        verdict = (f"no difference that matters in {what} between {_name(run)} and {_name(baseline)} "
                    f"({ci}, within{_margin_text(c)}; {_test(c)})")
     elif direction == "inconclusive":
-        verdict = (f"cannot tell whether {_name(run)} changes {what} against {_name(baseline)}: not detectable, "
-                   f"but the interval is wider than{_margin_text(c)} ({ci}; {_test(c)})")
+        verdict = (f"cannot tell whether {_name(run)} changes {what} against {_name(baseline)} by more than"
+                   f"{_margin_text(c)}: {_undecided(c)} ({ci}; {_test(c)})")
     else:
         verdict = (f"{_name(run)} {up if direction == 'over' else down} {what} by {abs(d.mean):.{digits}f} against "
-                   f"{_name(baseline)} ({_difference(d, digits)}, {_test(c)})")
+                   f"{_name(baseline)} ({_difference(c, digits)}, {_test(c)})")
     return _record(study, id_, verdict + "." + _epochs_text(c), **_run_fields(run), **_run_fields(baseline, "baseline_"),
                    **_claim_fields(c), **extra)
 
@@ -417,16 +526,23 @@ def direction_findings(study: Study, df: pd.DataFrame, judge: Judge) -> list[dic
         d = directions[run] = c.direction
         words = {"over": "overconfident: mean confidence exceeds accuracy by",
                  "under": "underconfident: mean confidence falls short of accuracy by",
-                 "none": "no detectable over- or underconfidence: mean confidence minus accuracy is",
+                 "none": "no over- or underconfidence that matters: mean confidence minus accuracy is",
                  "inconclusive": "cannot tell whether over- or underconfident: mean confidence minus accuracy is",
                  "unknown": "undetermined direction of miscalibration: mean confidence minus accuracy is"}[d]
-        shown = Interval(i.n, abs(i.mean), -i.hi, -i.lo) if d == "under" else i
-        why = {"none": f", within{_margin_text(c)}", "inconclusive": f", wider than{_margin_text(c)}"}.get(d, "")
+        # The interval the verdict used (Holm level), clipped to overconfidence's range [-1, 1].
+        a, (low, high) = c.adjusted, METRIC_BOUNDS["overconfidence"]
+        a = Interval(a.n, a.mean, max(a.lo, low), min(a.hi, high), a.constant)
+        shown = Interval(a.n, abs(a.mean), -a.hi, -a.lo, a.constant) if d == "under" else a
+        why = {"none": f", within{_margin_text(c)}", "inconclusive": f"; {_undecided(c)}"}.get(d, "")
+        level = f"Holm {_level_text(c.level)} % CI"
+        shown_text = (f"{shown.mean:.4f} [{level} {shown.lo:.4f}, {shown.hi:.4f}]" if i.n >= 2 and not i.constant
+                      else _ci(shown))
+        fields = {**_claim_fields(c), **_interval_fields(i), "low_holm": a.lo, "high_holm": a.hi}
         records.append(_record(study, "miscalibration_direction",
-                               f"{_name(run)}: {words} {_ci(shown)}"
+                               f"{_name(run)}: {words} {shown_text}"
                                + (f" (t-interval over {i.n} seeds{why}; {_test(c)})." if i.n >= 2 else ".")
                                + _epochs_text(c),
-                               **_run_fields(run), **{**_claim_fields(c), **_interval_fields(i)}))
+                               **_run_fields(run), **fields))
     for method in dict.fromkeys(m for m, _ in directions if m != CROSS_ENTROPY):
         spec = METHODS[method].param
         chain = ([BASELINE] if spec is not None and spec.neutral is not None and BASELINE in directions else []) \
@@ -490,9 +606,9 @@ def temperature_finding(study: Study, df: pd.DataFrame, run: Run, judge: Judge) 
         return _record(study, "temperature_scaling_vs_method", head + tail,
                        **{**fields, "direction": "unknown"}, runs_at_bound=at_bound)
     if direction == "over":
-        tail = f"temperature scaling is better by {d.mean:.4f} ({_name(run)} minus it: {_difference(d)}, {_test(c)})."
+        tail = f"temperature scaling is better by {d.mean:.4f} ({_name(run)} minus it: {_difference(c)}, {_test(c)})."
     elif direction == "under":
-        tail = f"{_name(run)} is better by {abs(d.mean):.4f} ({_difference(d)}, {_test(c)})."
+        tail = f"{_name(run)} is better by {abs(d.mean):.4f} ({_difference(c)}, {_test(c)})."
     else:
         tail = _verdict(c) + "."
     return _record(study, "temperature_scaling_vs_method", head + tail, **fields, runs_at_bound=0)
@@ -502,13 +618,30 @@ def best_method_finding(study: Study, df: pd.DataFrame, chosen: dict[str, Select
     """The lowest mean test ECE among cross-entropy and each method's chosen setting, against
     cross-entropy, label smoothing's chosen setting and temperature scaling alone (paired tests)."""
     candidates = list(dict.fromkeys([BASELINE, *(s.chosen for s in chosen.values())]))
-    best = lowest(df, candidates, "ece")
+    # Every method's chosen setting may be cross-entropy itself (its neutral value): then it stands alone.
+    ranking = rank_lowest(df, candidates, "ece") if len(candidates) > 1 else Ranking(BASELINE, [], 0)
+    common = {"compared": [_name(r) for r in candidates],
+              "test_set_choices": [s.method for s in chosen.values() if s.test_set_choice]}
+    if ranking.best is None:
+        return _record(study, "best_method", f"no method is ranked by test ECE: {ranking.why}.", method=None,
+                       param=None, variant=NOT_RANKED, ece=math.nan, ece_low=math.nan, ece_high=math.nan,
+                       n=ranking.n, within_margin=[], not_ranked=ranking.why, **common)
+    best = ranking.best
     ece = metric_interval(rows_of(df, best)["ece"].to_numpy(), "ece")
-    parts = [f"of cross-entropy and every method at its chosen setting, {_name(best)} has the lowest mean test ECE, "
-             f"{_ci(ece)}"]
+    tied = [_name(r) for r in ranking.tied]
+    margin = f"± {MARGINS['ece']:g}"
+    if best == BASELINE and tied:
+        parts = [f"of cross-entropy and every method at its chosen setting, none has a mean test ECE lower than "
+                 f"cross-entropy's {_ci(ece)} by more than {margin} (the smallest difference that matters): "
+                 f"{', '.join(tied)} {'is' if len(tied) == 1 else 'are'} within it and not ranked"]
+    else:
+        parts = [f"of cross-entropy and every method at its chosen setting, {_name(best)} has the lowest mean "
+                 f"test ECE, {_ci(ece)}"]
+        if tied:
+            parts.append(f"{', '.join(tied)} {'is' if len(tied) == 1 else 'are'} within {margin} of it on the "
+                         f"same seeds, so the grid does not rank {'it' if len(tied) == 1 else 'them'} against it")
     fields: dict[str, Any] = {**_run_fields(best), "ece": ece.mean, "ece_low": ece.lo, "ece_high": ece.hi,
-                              "n": ece.n, "compared": [_name(r) for r in candidates],
-                              "test_set_choices": [s.method for s in chosen.values() if s.test_set_choice]}
+                              "n": ece.n, "within_margin": tied, **common}
     if best != BASELINE:
         c = judge.paired(df, best, "ece")
         fields["vs_cross_entropy"] = _claim_fields(c)
@@ -517,7 +650,7 @@ def best_method_finding(study: Study, df: pd.DataFrame, chosen: dict[str, Select
         fields["accuracy_vs_cross_entropy"] = _claim_fields(acc)
         if acc.direction in ("under", "over"):
             parts.append(f"it also {'lowers' if acc.direction == 'under' else 'raises'} accuracy "
-                         f"({_difference(acc.test.difference)}, {_test(acc)})")
+                         f"({_difference(acc)}, {_test(acc)})")
     ls = chosen.get("label_smoothing")
     if ls is not None and best != ls.chosen:
         c = judge.paired(df, best, "ece", ls.chosen)
@@ -533,22 +666,24 @@ def best_method_finding(study: Study, df: pd.DataFrame, chosen: dict[str, Select
     return _record(study, "best_method", "; ".join(parts) + ".", **fields)
 
 
+NOT_RANKED = "(not ranked)"
+
+
 def _verdict(c: Claim, whose: str = "", other: str = "") -> str:
     """A comparison's outcome in words ("lower by ...", "no detectable difference ...", "cannot
     tell ..."); `whose`/`other` name the baseline in the sentence ("lower than cross-entropy's")."""
     d, direction = c.test.difference, c.direction
-    ci = f"{d.mean:+.4f} [95 % CI {d.lo:+.4f}, {d.hi:+.4f}]"
+    ci = _holm_ci(c)
     against = f" from {other}" if other else ""
     if direction == "unknown":
         return f"the data cannot tell it{against} ({_no_interval(d, signed=True)})" if other \
             else f"cannot tell ({_no_interval(d, signed=True)})"
     if direction == "none":
-        return f"no detectable difference{against} ({ci}, within{_margin_text(c)}; {_test(c)})"
+        return f"no difference that matters{against} ({ci}, within{_margin_text(c)}; {_test(c)})"
     if direction == "inconclusive":
-        return (f"cannot tell{(' it' + against) if other else ''}: not detectable, but the interval is wider "
-                f"than{_margin_text(c)} ({ci}; {_test(c)})")
+        return (f"cannot tell{(' it' + against) if other else ''}: {_undecided(c)} ({ci}; {_test(c)})")
     than = f" than {whose}" if whose else ""
-    return f"{'lower' if direction == 'under' else 'higher'}{than} by {abs(d.mean):.4f} ({_difference(d)}, {_test(c)})"
+    return f"{'lower' if direction == 'under' else 'higher'}{than} by {abs(d.mean):.4f} ({_difference(c)}, {_test(c)})"
 
 
 def summary_findings(study: Study, records: list[dict[str, Any]], chosen: dict[str, Selection]) -> list[dict]:
@@ -602,16 +737,26 @@ def with_shift_answer(study: Study, answer: dict[str, Any], shifted: list[dict[s
     pooled = study.shift_pooled()
     top = int(pooled["severity"].max())
     at_top = pooled[pooled["severity"] == top]
-    best = lowest(at_top, runs_of(at_top), "ece")
+    ranking = rank_lowest(at_top, runs_of(at_top), "ece")
+    if ranking.best is None:
+        sentence = (f"Under distribution shift (severity {top}, pooled over the shifts), no run is ranked by ECE: "
+                    f"{ranking.why}.")
+        sentences = [*answer["sentences"], sentence]
+        return {**answer, "shift_severity": top, "shift_not_ranked": ranking.why, "sentences": sentences,
+                "text": f"{study.title}: {' '.join(sentences)}"}
+    best = ranking.best
     ece = metric_interval(rows_of(at_top, best)["ece"].to_numpy(), "ece")
     base = rows_of(at_top, BASELINE)
     fields: dict[str, Any] = {"shift_severity": top, **_run_fields(best, "shift_best_"),
-                              "shift_best_ece": _interval_fields(ece)}
+                              "shift_best_ece": _interval_fields(ece),
+                              "shift_within_margin": [_name(r) for r in ranking.tied]}
     clean = metric_interval(rows_of(pooled[pooled["severity"] == 0], best)["ece"].to_numpy(), "ece")
     fields["shift_best_ece_unshifted"] = _interval_fields(clean)
     parts = [f"Under distribution shift (severity {top}, pooled over the shifts), {_name(best)} has the lowest ECE, "
              f"{_range(fields['shift_best_ece'], signed=False)} ({_range(fields['shift_best_ece_unshifted'], signed=False)}"
-             " on the same images unshifted)"]
+             " on the same images unshifted)"
+             + (f" ({', '.join(fields['shift_within_margin'])}: within ± {MARGINS['ece']:g} of it, not ranked)"
+                if ranking.tied else "")]
     if not base.empty:
         fields["shift_baseline_ece"] = _interval_fields(metric_interval(base["ece"].to_numpy(), "ece"))
         fields["shift_temperature_scaling_ece"] = _interval_fields(metric_interval(base["ece_ts"].to_numpy(), "ece_ts"))
@@ -620,12 +765,11 @@ def with_shift_answer(study: Study, answer: dict[str, Any], shifted: list[dict[s
                                 "temperature scaling fitted on clean images")):
             rec = next((r for r in shifted if r["id"] == id_ and (r["method"], r["param"]) == best), None)
             if rec is not None:
-                fields[key] = {k: rec["by_severity"][str(top)][k] for k in ("metric", "estimate", "low", "high", "n",
-                                                                            "direction", "p_holm")}
+                fields[key] = {k: rec["by_severity"][str(top)][k] for k in CLAIM_SUMMARY}
         parts.append(f"against cross-entropy's {_range(fields['shift_baseline_ece'], signed=False)} and "
                      f"{_range(fields['shift_temperature_scaling_ece'], signed=False)} after temperature scaling "
                      "fitted on clean images")
-        claims = [f"{what}: {_range(fields[key])}{_holm_text(fields[key])} "
+        claims = [f"{what}: {_holm_range(fields[key])}{_holm_text(fields[key])} "
                   f"({'detectably lower' if fields[key]['direction'] == 'under' else 'not detectably lower'})"
                   for key, what in (("shift_best_vs_cross_entropy", "vs cross-entropy"),
                                     ("shift_best_vs_temperature_scaling", "vs temperature scaling"))
@@ -681,15 +825,14 @@ def _severity_frames(pooled: pd.DataFrame) -> dict[int, pd.DataFrame]:
 
 
 def _severity_text(claims: dict[int, Claim], lower: str, higher: str) -> str:
-    """"severity 1: +0.0123 [+0.0100, +0.0146], higher (Holm p = 0.003); 2: ..." for a
-    severity -> claim mapping. The intervals are per comparison (unadjusted), the verdicts Holm's:
-    an interval that excludes 0 can still be "cannot tell"."""
-    words = {"over": higher, "under": lower, "none": "no detectable difference", "inconclusive": "cannot tell",
+    """"1: +0.0123 [Holm 99.85 % CI +0.0100, +0.0146] higher, Holm p = 0.003; 2: ..." for a
+    severity -> claim mapping: each interval at the level its verdict was decided at (`Claim.adjusted`)."""
+    words = {"over": higher, "under": lower, "none": "no difference that matters", "inconclusive": "cannot tell",
              "unknown": "no interval"}
     parts = []
     for s, c in claims.items():
-        d = c.test.difference
-        value = f"{d.mean:+.4f} [{d.lo:+.4f}, {d.hi:+.4f}]" if d.n >= 2 and not math.isnan(d.lo) else f"{d.mean:+.4f}"
+        d = c.adjusted
+        value = _holm_ci(c) if d.n >= 2 and not math.isnan(d.lo) else f"{d.mean:+.4f}"
         holm_p = f", Holm p = {c.p_holm:.3g}" if c.direction in ("over", "under") else ""
         parts.append(f"{'clean' if s == 0 else s}: {value} {words[c.direction]}{holm_p}")
     return "; ".join(parts)
@@ -776,9 +919,9 @@ def shift_findings(study: Study, judge: Judge) -> list[dict[str, Any]]:
         helps, hurts = _severities_where(by, "under"), _severities_where(by, "over")
         clean = by.get(0)
         clean_words = ("" if clean is None else
-                       {"under": "lowers", "over": "raises", "none": "does not detectably change"}.get(
+                       {"under": "lowers", "over": "raises", "none": "does not change (by more than the margin)"}.get(
                            clean.direction, "may or may not change (cannot tell)"))
-        under = ("does not detectably change it at any severity" if not helps and not hurts else
+        under = ("does not detectably change it by more than the margin at any severity" if not helps and not hurts else
                  " and ".join(part for part in (f"lowers it {_levels(helps)}" if helps else "",
                                                 f"raises it {_levels(hurts)}" if hurts else "") if part))
         text = (f"temperature scaling fitted on clean held-out images {clean_words} {_name(run)}'s ECE on the unshifted "
@@ -801,13 +944,12 @@ def shift_findings(study: Study, judge: Judge) -> list[dict[str, Any]]:
             change = change.assign(aurc=change["aurc"] - change["aurc_clean"], method=run[0], param=run[1])
             c = judge.one_sample(change, run, "aurc", frame=f"shift AURC penalty change at severity {top}")
             at = {s: t_interval(p["aurc"].to_numpy()) for s, p in penalty.items()}  # a difference: unbounded
-            verb = {"over": "grows", "under": "shrinks", "none": "does not detectably change",
+            verb = {"over": "grows", "under": "shrinks", "none": "does not change by more than the margin",
                     "inconclusive": "may or may not change (cannot tell)", "unknown": "cannot be compared"}[c.direction]
-            d = c.test.difference
             text = (f"{_name(run)}'s AURC penalty against cross-entropy (its AURC minus cross-entropy's) is "
                     f"{at[0].mean:+.4f} [{at[0].lo:+.4f}, {at[0].hi:+.4f}] on the unshifted images and "
                     f"{at[top].mean:+.4f} [{at[top].lo:+.4f}, {at[top].hi:+.4f}] at severity {top} ({where}): it "
-                    f"{verb} under shift (change {d.mean:+.4f} [{d.lo:+.4f}, {d.hi:+.4f}], {_test(c)}).")
+                    f"{verb} under shift (change {_holm_ci(c)}, {_test(c)}).")
             records.append(_record(study, "shift_aurc_penalty", text, family=SHIFT_FAMILY, **_run_fields(run),
                                    **_run_fields(BASELINE, "baseline_"), severity=top,
                                    penalty_clean=_interval_fields(at[0]), penalty_shifted=_interval_fields(at[top]),
@@ -886,8 +1028,29 @@ def _range(fields: dict[str, Any], digits: int = 4, signed: bool = True) -> str:
     f = "+" if signed else ""
     est, lo, hi = fields["estimate"], fields["low"], fields["high"]
     if lo is None or hi is None or math.isnan(lo) or math.isnan(hi):
-        return f"{est:{f}.{digits}f} (no interval)"
+        return f"{est:{f}.{digits}f} ({_why_no_interval(fields)})"
     return f"{est:{f}.{digits}f} [{lo:{f}.{digits}f}, {hi:{f}.{digits}f}]"
+
+
+def _why_no_interval(fields: dict[str, Any]) -> str:
+    n = fields.get("n")
+    if n == 1:
+        return "one seed: no interval"
+    return "no seed to compare on" if n == 0 else "no spread over seeds: no interval"
+
+
+def _holm_range(fields: dict[str, Any], digits: int = 4) -> str:
+    """"+0.0123 [Holm 99.85 % CI +0.0100, +0.0146]" from a claim's fields: the interval its
+    direction was decided on (`_claim_fields`), or why there is none."""
+    est, lo, hi = fields["estimate"], fields.get("low_holm"), fields.get("high_holm")
+    if lo is None or hi is None or math.isnan(lo) or math.isnan(hi):
+        return f"{est:+.{digits}f} ({_why_no_interval(fields)})"
+    return f"{est:+.{digits}f} [Holm {_level_text(fields['level_holm'] / 100)} % CI {lo:+.{digits}f}, {hi:+.{digits}f}]"
+
+
+# A claim's numbers as the answer copies them (docs/findings.md, record `answer`).
+CLAIM_SUMMARY = ("metric", "estimate", "low", "high", "level_holm", "low_holm", "high_holm", "n", "direction",
+                 "p_holm")
 
 
 def _holm_text(fields: dict[str, Any]) -> str:
@@ -903,12 +1066,14 @@ def _change(fields: dict[str, Any] | None, what: str) -> str:
     d = fields["direction"]
     if d in ("over", "under"):
         return (f"{what} {'rises' if d == 'over' else 'falls'} by {abs(fields['estimate']):.4f} "
-                f"(difference {_range(fields)}{_holm_text(fields)})")
+                f"(difference {_holm_range(fields)}{_holm_text(fields)})")
     if d == "none":
-        return f"{what} does not detectably change ({_range(fields)}, within ± {MARGINS[fields['metric']]:g})"
+        return (f"{what} does not change by more than ± {MARGINS[fields['metric']]:g} "
+                f"({_holm_range(fields)}{_holm_text(fields)})")
     if d == "inconclusive":
-        return f"the data cannot tell whether {what} changes ({_range(fields)})"
-    return f"the data cannot tell how {what} changes (no interval)"
+        return (f"the data cannot tell whether {what} changes by more than ± {MARGINS[fields['metric']]:g} "
+                f"({_holm_range(fields)}{_holm_text(fields)})")
+    return f"the data cannot tell how {what} changes ({_why_no_interval(fields)})"
 
 
 def answer_finding(study: Study, df: pd.DataFrame, records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -920,34 +1085,51 @@ def answer_finding(study: Study, df: pd.DataFrame, records: list[dict[str, Any]]
         return next((r for r in records if r["id"] == id_ and all(r.get(k) == v for k, v in where.items())), None)
 
     base = get("miscalibration_direction", method=CROSS_ENTROPY, param=0.0)
-    fields: dict[str, Any] = {"baseline_overconfidence": {k: base[k] for k in ("estimate", "low", "high", "n",
+    fields: dict[str, Any] = {"baseline_overconfidence": {k: base[k] for k in ("estimate", "low", "high", "level_holm",
+                                                                                "low_holm", "high_holm", "n",
                                                                                 "direction", "p_holm")}}
     state = {"over": "overconfident", "under": "underconfident",
-             "none": "calibrated to within ± 0.01 (no detectable over- or underconfidence)",
-             "inconclusive": "miscalibrated in a direction the data cannot tell",
-             "unknown": "miscalibrated in a direction the data cannot tell (no interval)"}[base["direction"]]
+             "none": "calibrated to within ± 0.01 (no over- or underconfidence that matters)",
+             "inconclusive": "over- or underconfident by an amount the data cannot tell from 0 or from ± 0.01",
+             "unknown": "miscalibrated in a direction the data cannot tell"}[base["direction"]]
+    if base["n"] == 1:
+        value = (f"is {base['estimate']:+.4f} on its one converged seed, and one seed gives no interval and no "
+                 "test")
+    elif base["low_holm"] is None or math.isnan(base["low_holm"]):
+        value = f"is {base['estimate']:+.4f} on every seed alike, and no spread over seeds gives no interval"
+    else:
+        value = f"is {_holm_range(base)} over {base['n']} seeds{_holm_text(base)}"
     sentences = [f"Trained with cross-entropy, {study.model} on {study.title.split(' × ')[0]} is {state}: mean "
-                 f"confidence − accuracy is {_range(base)} (95 % CI over {base['n']} seeds)."]
+                 f"confidence − accuracy {value}."]
     flips = [r for r in records if r["id"] == "miscalibration_flip"]
     if flips:
         under = {r["to_variant"]: get("miscalibration_direction", method=r["method"], param=r["to_param"])
                  for r in flips}
         sentences[0] += " " + "; ".join(f"{r['to_variant'][:1].upper()}{r['to_variant'][1:]} overshoots: it "
-                                       f"makes the model underconfident ({_range(under[r['to_variant']])})"
+                                       f"makes the model underconfident ({_holm_range(under[r['to_variant']])})"
                                        for r in flips) + "."
         fields["flips"] = [{**{k: r[k] for k in ("method", "from_param", "to_param")},
-                            "overconfidence": {k: under[r["to_variant"]][k] for k in ("estimate", "low", "high", "n")}}
+                            "overconfidence": {k: under[r["to_variant"]][k] for k in ("estimate", "low", "high",
+                                                                                      "level_holm", "low_holm",
+                                                                                      "high_holm", "n")}}
                            for r in flips]
     best = get("best_method")
-    if best is None:  # no method besides cross-entropy
+    if best is None:  # no method besides cross-entropy: nothing to compare it with, not even itself
+        sentences.append("The grid trains cross-entropy alone, so no method is compared with it.")
+        return _record(study, "answer", " ".join(sentences), sentences=sentences, **fields)
+    if best["method"] is None:
+        fields["best"] = {"method": None, "param": None, "variant": best["variant"], "not_ranked": best["not_ranked"]}
+        sentences.append(f"No method is ranked by ECE: {best['not_ranked']}.")
         return _record(study, "answer", " ".join(sentences), sentences=sentences, **fields)
     ce = metric_interval(rows_of(df, BASELINE)["ece"].to_numpy(), "ece")
     fields["cross_entropy_ece"] = _interval_fields(ce)
-    fields["best"] = {k: best[k] for k in ("method", "param", "variant", "ece", "ece_low", "ece_high")}
-    ece = {"estimate": best["ece"], "low": best["ece_low"], "high": best["ece_high"]}
+    fields["best"] = {k: best[k] for k in ("method", "param", "variant", "ece", "ece_low", "ece_high", "within_margin")}
+    ece = {"estimate": best["ece"], "low": best["ece_low"], "high": best["ece_high"], "n": best["n"]}
+    tied = best["within_margin"]
     if (best["method"], best["param"]) == BASELINE:
-        sentences.append(f"No method at its chosen setting has a lower mean ECE than cross-entropy's "
-                         f"{_range(ece, signed=False)}.")
+        sentences.append(f"No method at its chosen setting has a mean ECE lower than cross-entropy's "
+                         f"{_range(ece, signed=False)} by more than ± {MARGINS['ece']:g}"
+                         + (f" ({', '.join(tied)}: within it, not ranked)" if tied else "") + ".")
     else:
         vs = best["vs_cross_entropy"]
         fields["best_vs_cross_entropy"] = vs
@@ -955,18 +1137,20 @@ def answer_finding(study: Study, df: pd.DataFrame, records: list[dict[str, Any]]
                    "not detectably lower" if vs["direction"] in ("none", "inconclusive", "unknown") else "higher")
         sentences.append(f"Of the methods at their chosen settings, {best['variant']} has the lowest ECE, "
                          f"{_range(ece, signed=False)}, {verdict} than cross-entropy's {_range(_interval_fields(ce), signed=False)} "
-                         f"(difference {_range(vs)}{_holm_text(vs)}).")
+                         f"(difference {_holm_range(vs)}{_holm_text(vs)})"
+                         + (f"; {', '.join(tied)} {'is' if len(tied) == 1 else 'are'} within ± {MARGINS['ece']:g} "
+                            "of it, not ranked against it" if tied else "") + ".")
     ts = best.get("vs_temperature_scaling")
     if ts is not None:
         fields["best_vs_temperature_scaling"] = ts
         ts_ece = metric_interval(rows_of(df, BASELINE)["ece_ts"].to_numpy(), "ece_ts")
         fields["temperature_scaling_ece"] = _interval_fields(ts_ece)
         word = {"over": "beats it", "under": "does not beat it (the method is lower)",
-                "none": "does as well (no detectable difference)", "inconclusive": "cannot be told apart from it",
+                "none": "does as well (no difference that matters)", "inconclusive": "cannot be told apart from it",
                 "unknown": "cannot be told apart from it"}[ts["direction"]]
         sentences.append(f"Temperature scaling alone (cross-entropy rescaled on held-out images) reaches ECE "
                          f"{_range(_interval_fields(ts_ece), signed=False)} and {word}: {best['variant']}'s ECE "
-                         f"minus temperature scaling's is {_range(ts)}{_holm_text(ts)}.")
+                         f"minus temperature scaling's is {_holm_range(ts)}{_holm_text(ts)}.")
     else:
         at_bound = _ts_at_bound(df)
         why = (f"its fitted temperature hit the search bound in {at_bound} of {len(rows_of(df, BASELINE))} runs"
@@ -976,10 +1160,8 @@ def answer_finding(study: Study, df: pd.DataFrame, records: list[dict[str, Any]]
     if (best["method"], best["param"]) != BASELINE:
         acc = get("accuracy_effect", method=best["method"], param=best["param"])
         aurc = get("aurc_effect", method=best["method"], param=best["param"])
-        fields["best_accuracy_change"] = None if acc is None else {k: acc[k] for k in (
-            "metric", "estimate", "low", "high", "n", "direction", "p_holm")}
-        fields["best_aurc_change"] = None if aurc is None else {k: aurc[k] for k in (
-            "metric", "estimate", "low", "high", "n", "direction", "p_holm")}
+        fields["best_accuracy_change"] = None if acc is None else {k: acc[k] for k in CLAIM_SUMMARY}
+        fields["best_aurc_change"] = None if aurc is None else {k: aurc[k] for k in CLAIM_SUMMARY}
         sentences.append(f"Its cost against cross-entropy: {_change(acc, 'accuracy')}; "
                          f"{_change(aurc, 'AURC (selective prediction; lower is better)')}.")
     return _record(study, "answer", " ".join(sentences), sentences=sentences, **fields)
@@ -1027,7 +1209,8 @@ def claims(records: list[dict[str, Any]]) -> dict[str, str]:
         elif id_ == "miscalibration_flip":
             out[f"{study}: miscalibration_flip, {r['method']}"] = f"{r['from_variant']} → {r['to_variant']}"
         elif id_ == "best_method":
-            out[f"{study}: best method"] = r["variant"]
+            tied = r.get("within_margin") or []
+            out[f"{study}: best method"] = r["variant"] + (f" (within the margin: {', '.join(tied)})" if tied else "")
             for part in ("vs_cross_entropy", "accuracy_vs_cross_entropy", "vs_label_smoothing", "vs_temperature_scaling"):
                 if part in r:
                     out[f"{study}: best method {part}"] = r[part]["direction"]

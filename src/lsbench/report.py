@@ -24,7 +24,7 @@ from lsbench.config import ConfigError
 from lsbench.figures import (FIGURES_DIR, Figure, figure_confidence, figure_curves, figure_headline, figure_methods,
                              figure_ood, figure_reliability, figure_sample, figure_selective, figure_shift_gallery,
                              figure_shift_heatmap, figure_shift_severity, figure_vs_param, figure_files)
-from lsbench.findings import (ALPHA, BASELINE, CORRECTION, LAST_EPOCHS, MARGINS, SHIFT_FAMILY, json_ready, lowest,
+from lsbench.findings import (ALPHA, BASELINE, CORRECTION, LAST_EPOCHS, MARGINS, SHIFT_FAMILY, json_ready, rank_lowest,
                               paired, select, setting_label, study_findings)
 from lsbench.io import KEY, OOD_SCORES, atomic_write_bytes, write_text
 from lsbench.methods import METHODS, variant_label
@@ -181,7 +181,7 @@ def _with_ood_auroc(study: Study, converged: pd.DataFrame) -> pd.DataFrame:
     return converged.merge(ood, on=KEY, how="left") if not ood.empty else converged.assign(ood_auroc=np.nan)
 
 
-def methods_context(study: Study, converged: pd.DataFrame) -> dict | None:
+def methods_context(study: Study, converged: pd.DataFrame, found: list[dict] | None = None) -> dict | None:
     """The methods table: cross-entropy, cross-entropy + temperature scaling, and every method at
     its chosen setting (`lsbench.findings.select`), each metric mean [95 % t-interval] with a paired
     test against cross-entropy; and the chosen runs for the headline figure. None without a
@@ -191,6 +191,10 @@ def methods_context(study: Study, converged: pd.DataFrame) -> dict | None:
     if base.empty:
         return None
     chosen = select(df)
+    # "underconfident" as the findings decide it (Holm), not by a per-comparison interval.
+    found = json_ready(study_findings(study)) if found is None else found
+    under = {(f["method"], float(f["param"])) for f in found if f["id"] == "miscalibration_direction"
+             and (f["dataset"], f["model"]) == (study.dataset, study.model) and f["direction"] == "under"}
 
     def row(name: str, run: tuple[str, float], selection: str, columns: dict[str, str | None] | None = None,
             optimum: str = "") -> dict:
@@ -208,7 +212,7 @@ def methods_context(study: Study, converged: pd.DataFrame) -> dict | None:
         at_bound = int(temperature_at_bound(rows["temperature"]).sum())
         return {"name": name, "selection": selection, "optimum": optimum, "cells": cells, "tests": tests,
                 "at_bound": at_bound, "n": len(rows),
-                "underconfident": own and cells_under(rows)}
+                "underconfident": own and run in under}
 
     rows = [row("cross-entropy", BASELINE, "the baseline", optimum="–")]
     if base["ece_ts"].notna().any():
@@ -219,21 +223,15 @@ def methods_context(study: Study, converged: pd.DataFrame) -> dict | None:
         optimum = ("–" if s.candidates == 1 else "the same" if s.test_optimum == s.chosen
                    else setting_label(s.method, s.test_optimum))
         rows.append(row(s.label, s.chosen, s.rule_short, optimum=optimum))
-    best = lowest(df, [BASELINE, *(s.chosen for s in chosen.values())], "ece")
-    return {"rows": rows, "metrics": METHOD_METRICS, "best": variant_label(*best),
+    ranking = rank_lowest(df, [BASELINE, *(s.chosen for s in chosen.values())], "ece")
+    return {"rows": rows, "metrics": METHOD_METRICS, "best": ranking_label(ranking),
             "has_ood": bool(df["ood_auroc"].notna().any()),
             "test_set_choices": [s.method for s in chosen.values() if s.test_set_choice],
             "chosen": list(dict.fromkeys([BASELINE, *(s.chosen for s in chosen.values())])),
             "full": interval_rows(df, METHOD_METRICS)}
 
 
-def cells_under(rows: pd.DataFrame) -> bool:
-    """Whether the runs are detectably underconfident (the interval of conf − acc below 0)."""
-    i = metric_interval(rows["overconfidence"].to_numpy(float), "overconfidence")
-    return i.n > 1 and np.isfinite(i.hi) and i.hi < 0
-
-
-def study_context(study: Study) -> dict:
+def study_context(study: Study, found: list[dict] | None = None) -> dict:
     """Everything one study's sections show; `figures` ({key: lsbench.figures.Figure}) is None when
     every run diverged; `figures_list`: those figures in page order (empty then), as the
     selective and OOD contexts' `figures_list`, for writing their files beside the report."""
@@ -248,7 +246,7 @@ def study_context(study: Study) -> dict:
     stats = statistics(converged)
     runs = study.converged_runs()
     predictions = study.predictions.merge(runs, on=KEY)
-    methods = methods_context(study, converged)
+    methods = methods_context(study, converged, found)
     slug = study.slug
     figures = {
         "methods": figure_methods(converged, methods["chosen"], name=f"{slug}-methods") if methods else None,
@@ -335,11 +333,20 @@ def shift_galleries(studies: list[Study]) -> list[dict]:
     return out
 
 
-def study_row(study: Study) -> dict:
+def ranking_label(ranking) -> str:
+    """The lowest mean ECE in words, as `lsbench.findings.rank_lowest` ranks it: no run is named
+    for a difference within the margin, nor without two seeds that every candidate shares."""
+    if ranking.best is None:
+        return f"not ranked ({ranking.why})"
+    tied = ", ".join(variant_label(*r) for r in ranking.tied)
+    return variant_label(*ranking.best) + (f" (within ± {MARGINS['ece']:g} of it, not ranked: {tied})" if tied else "")
+
+
+def study_row(study: Study, found: list[dict] | None = None) -> dict:
     """One row of the cross-study table, in the spirit of Müller et al. (2019), Table 3: accuracy
     and ECE of cross-entropy, temperature scaling alone (ECE after scaling, T), label smoothing's
-    chosen ε and the best method at its chosen setting (the lowest mean ECE, `lsbench.findings`)
-    with its ECE; 95 % t-intervals over seeds."""
+    chosen ε and the best method at its chosen setting with its ECE, as the study's `best_method`
+    finding states it (`found`: the findings already computed); 95 % t-intervals over seeds."""
     converged = study.converged()
     row = {"slug": study.slug, "title": study.title, "n_runs": len(study.final()),
            "n_diverged": int(study.final()["diverged"].sum())}
@@ -350,26 +357,30 @@ def study_row(study: Study) -> dict:
         return {**row, "baseline": None, "why": why}
     ts = base.dropna(subset=["temperature"])
     chosen = select(converged)
-    best = lowest(converged, [BASELINE, *(s.chosen for s in chosen.values())], "ece")
-    best_rows = rows_of(converged, best)
+    found = json_ready(study_findings(study)) if found is None else found
+    record = next((f for f in found if f["id"] == "best_method"
+                   and (f["dataset"], f["model"]) == (study.dataset, study.model)), None)
+    best = None if record is None or record["method"] is None else (record["method"], float(record["param"]))
     ls = chosen.get("label_smoothing")
     return {**row, "baseline": variant_label(*BASELINE), "accuracy": metric_interval(base["accuracy"].to_numpy(), "accuracy"),
             "ece": metric_interval(base["ece"].to_numpy(), "ece"),
             "ece_ts": metric_interval(ts["ece_ts"].to_numpy(), "ece_ts") if not ts.empty else None,
             "temperature": metric_interval(ts["temperature"].to_numpy(), "temperature") if not ts.empty else None,
             "label_smoothing": (ls.label + (" (a test-set choice)" if ls.test_set_choice else "")) if ls else "–",
-            "best": variant_label(*best) + best_note(converged, best),
-            "best_ece": metric_interval(best_rows["ece"].to_numpy(), "ece")}
+            "best": ("–" if record is None else record["variant"] if best is None
+                     else record["variant"] + best_note(record)),
+            "best_ece": None if best is None else metric_interval(rows_of(converged, best)["ece"].to_numpy(), "ece")}
 
 
-def best_note(df: pd.DataFrame, best: tuple[str, float]) -> str:
-    """What the cross-study table adds to the best method's name: whether its ECE is detectably
-    below cross-entropy's."""
-    if best == BASELINE:
-        return ""
-    d = paired(df, best, "ece").difference
-    detectable = d.n > 1 and np.isfinite(d.hi) and d.hi < 0
-    return "" if detectable else " (not detectably below cross-entropy)"
+def best_note(record: dict) -> str:
+    """What the cross-study table adds to the best method's name: runs within the margin of it,
+    and whether it is detectably below cross-entropy by the verdict of its finding (Holm)."""
+    tied = record.get("within_margin") or []
+    note = f" (within ± {MARGINS['ece']:g}: {', '.join(tied)})" if tied else ""
+    vs = record.get("vs_cross_entropy")
+    if vs is not None and vs["direction"] != "under":
+        note += " (not detectably below cross-entropy)"
+    return note
 
 
 def diverged_runs(tables: Tables) -> list[dict]:
@@ -447,7 +458,7 @@ def render_with_figures(tables: Tables, title: str = TITLE,
     ood = [c for c in map(ood_context, studies) if c is not None]
     shift = [c for c in map(shift_context, studies) if c is not None]
     galleries = shift_galleries(studies)
-    contexts = [study_context(s) for s in studies]
+    contexts = [study_context(s, found) for s in studies]
     html = environment().get_template("index.html.j2").render(
         title=title,
         findings=[(s.title, [f["text"].split(": ", 1)[1] for f in found
@@ -462,7 +473,7 @@ def render_with_figures(tables: Tables, title: str = TITLE,
         ts_metrics=TS_METRICS, temperature_bounds=TEMPERATURE_BOUNDS, selective_metrics=SELECTIVE_METRICS,
         ood_scores=OOD_SCORES,
         bootstrap_note=BOOTSTRAP_NOTE,
-        study_rows=[study_row(s) for s in studies],
+        study_rows=[study_row(s, found) for s in studies],
         selective=selective, ood=ood, studies=contexts,
         datasets=sorted(tables.runs["dataset"].unique()),
         models=sorted(tables.runs["model"].unique()),
