@@ -175,6 +175,9 @@ def test_holm_corrects_over_the_study_s_tests():
     assert effect["family_size"] > 10 and effect["p_holm"] >= 0.05 and effect["p_holm"] >= effect["p"]
     assert effect["direction"] == "inconclusive" and "raises" not in effect["text"]
     assert f"Holm-adjusted p = {effect['p_holm']:.3g} over {effect['family_size']} tests" in effect["text"]
+    # The interval printed beside "cannot tell" is the one it used, at Holm's level: it includes 0.
+    assert effect["low_holm"] < 0 < effect["high_holm"] and effect["level_holm"] > 95
+    assert f"CI {effect['low_holm']:+.4f}, {effect['high_holm']:+.4f}]" in effect["text"]
     # Holm's first step: the smallest raw p is multiplied by the family's size; none decreases.
     records = study_findings(split_studies(tables)[0])
     tested = [r for r in records if r.get("p") is not None and r["p"] == r["p"]]
