@@ -431,7 +431,11 @@ def validate_config(raw: Mapping[str, Any], schema: Mapping[str, Any],
               + shift_errors(config.get("shifts")) + output_dir_errors(config))
     if not errors:
         sources = [*((str(f), _top_keys(f)) for f in yaml_files), ("--config", set(override_keys or ()))]
+        shorthand = config.get("epsilons")
         config, errors = resolve_methods(config, sources)
+        if not errors and shorthand is not None and config["methods"] == {"label_smoothing": list(shorthand)}:
+            # Name the key the user wrote: epsilons[1], not the methods entry it stands for.
+            errors = [e.replace("'methods[label_smoothing]", "'epsilons") for e in method_errors(config["methods"])]
     errors = errors or method_errors(config["methods"]) + cross_key_errors(config)
     if errors:
         raise ConfigError("\n".join(errors))
