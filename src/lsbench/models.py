@@ -231,7 +231,9 @@ def _probe(model: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
     try:
         with torch.no_grad():
             out = model(x)
-    except Exception:  # noqa: BLE001 - a model may refuse inputs far outside its data's range
+    except BaseException as exc:  # noqa: BLE001 - a model may refuse inputs far outside its data's range
+        if not users_failure(exc):
+            raise
         return None
     finally:
         model.train(was_training)
@@ -243,8 +245,8 @@ def not_logits(out: torch.Tensor, amplified: Callable[[], torch.Tensor | None] =
     logits. Refused only where no logits look alike:
 
     - probabilities, or probabilities times a constant (softmax x 10): every row non-negative and
-      summing to the same positive number (all-zero rows, e.g. a zero-initialised last layer, are
-      logits: uniform);
+      summing to the same positive number, for a batch of one row to 1 (all-zero rows, e.g. a
+      zero-initialised last layer, are logits: uniform);
     - a squashing such as Sigmoid: every output in [0, 1], not all equal, and still in [0, 1] for
       the batch amplified `PROBE_GAIN` times (`amplified()`: the model's (B, C) outputs for it, or
       None), where logits of linear maps and ReLUs would have grown past 1 (a final ReLU's
@@ -257,8 +259,9 @@ def not_logits(out: torch.Tensor, amplified: Callable[[], torch.Tensor | None] =
     """
     out = out.double()
     sums = out.sum(dim=1)
-    if bool((out >= 0).all()) and float(sums[0]) > 0 and torch.allclose(sums, sums[0].expand_as(sums), rtol=1e-4,
-                                                                         atol=0):
+    # One row always "sums to a constant": then only a sum of 1 (a Softmax) tells.
+    constant = float(sums[0]) > 0 and (len(sums) > 1 or abs(float(sums[0]) - 1) < 1e-4)
+    if bool((out >= 0).all()) and constant and torch.allclose(sums, sums[0].expand_as(sums), rtol=1e-4, atol=0):
         return f"probabilities (every row is non-negative and sums to {float(sums[0]):.4g})"
     in_unit = bool(((out >= 0) & (out <= 1)).all()) and bool((out != out.flatten()[0]).any())
     big = amplified() if in_unit else None
