@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -9,7 +10,7 @@ import torch.nn.functional as F
 
 from conftest import train_run
 from lsbench.config import ConfigError, TrainConfig, validation_count
-from lsbench.metrics import fit_temperature, temperature_scaled
+from lsbench.metrics import fit_temperature, temperature_fit, temperature_scaled
 from lsbench.train import validation_split
 
 
@@ -35,6 +36,49 @@ def test_is_the_nll_minimum_on_a_grid():
     grid = torch.linspace(0.5, 4.0, 701)
     nll = torch.stack([F.cross_entropy(torch.from_numpy(z).double() / s, torch.from_numpy(labels)) for s in grid])
     assert t == pytest.approx(float(grid[nll.argmin()]), abs=0.01)
+
+
+def test_finds_200_over_ln_36_for_logits_of_200_with_one_error_in_five():
+    # Issue 28 item 10: 10 classes, logit 200 on class 0, the label another class in one image of
+    # five. The NLL's slope in 1/T is zero where 4 (1 - q) = q, q = e^x / (e^x + 9): x = ln 36.
+    # The search was [0.05, 20] and returned 20, flagged as at its bound.
+    z = np.zeros((500, 10))
+    z[:, 0] = 200.0
+    labels = np.where(np.arange(500) % 5 == 0, 1, 0)
+    fit = temperature_fit(z, labels)
+    assert fit.found and fit.temperature == pytest.approx(200 / math.log(36), rel=1e-9)
+    out = temperature_scaled(z, labels, z, labels)
+    assert out["temperature"] == pytest.approx(55.8111, rel=1e-5) and out["temperature_at_bound"] is False
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 1e3, 1e6])
+def test_a_fit_is_the_nll_minimum_at_any_logit_scale(scale):
+    z, labels = calibrated_logits(n=2000, seed=4)
+    z = z.astype(np.float64) * scale
+    fit = temperature_fit(z, labels)
+
+    def nll(t: float) -> float:
+        return float(F.cross_entropy(torch.from_numpy(z) / t, torch.from_numpy(labels)))
+
+    assert fit.found and fit.temperature == pytest.approx(scale, rel=0.1)
+    assert nll(fit.temperature) <= min(nll(fit.temperature * 1.001), nll(fit.temperature / 1.001))
+
+
+def test_only_a_true_failure_is_flagged():
+    z = np.array([[4.0, 0.0], [0.0, 4.0], [4.0, 0.0], [0.0, 4.0]])
+    # Half wrong: the NLL falls all the way to a uniform guess (T -> inf).
+    far = temperature_fit(z, np.array([0, 1, 1, 0]))
+    assert not far.found and far.temperature > 1e15
+    # Every image ranked right: the NLL falls all the way to 0 (T -> 0).
+    near = temperature_fit(z, np.array([0, 1, 0, 1]))
+    assert not near.found and near.temperature < 4 / 1000
+    # Every row constant: no T changes anything.
+    assert not temperature_fit(np.zeros((3, 4)), np.array([0, 1, 2])).found
+    # One error in four: a minimum, however far outside the old [0.05, 20]: at 4 / ln 3.
+    for scale in (1e-4, 1.0, 1e4):
+        fit = temperature_fit(z * scale, np.array([0, 1, 0, 0]))
+        assert fit.found and fit.temperature == pytest.approx(4 * scale / math.log(3), rel=1e-9)
+    assert temperature_scaled(z, np.array([0, 1, 1, 0]), z, np.array([0, 1, 1, 0]))["temperature_at_bound"] is True
 
 
 def test_temperature_scaled_metrics_and_empty_validation():
@@ -85,7 +129,9 @@ def test_train_one_writes_calibrated_table(tmp_path, tiny_dataset_file):
                                  "ece_ts", "nll_ts", "mean_confidence_ts", "aurc_ts", "eaurc_ts", "ece_low", "ece_high",
                                  "smece_low", "smece_high", "aurc_max_logit", "aurc_margin", "val_nll"]
     assert row["val_nll"].iloc[0] > 0
-    assert len(row) == 1 and row["seed"].iloc[0] == 1 and 0.05 <= row["temperature"].iloc[0] <= 20
+    t = row["temperature"].iloc[0]
+    assert len(row) == 1 and row["seed"].iloc[0] == 1 and math.isfinite(t) and t > 0, t
+    assert row["temperature_at_bound"].dtype == bool
     off = TrainConfig(epochs=1, batch_size=32, device="cpu", validation_size=0)
     train_run(tiny_dataset_file, tmp_path / "off", 1, 0.1, off)
     assert pd.read_parquet(tmp_path / "off" / "calibrated.parquet")["temperature"].isna().all()

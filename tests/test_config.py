@@ -1,4 +1,5 @@
 import math
+import re
 
 import pytest
 import yaml
@@ -264,3 +265,28 @@ def test_output_dirs_are_normalised_so_plan_and_rules_name_the_same_files():
     # "results/" would give the plan "results//runs/..." against the rules' "results/runs/...".
     wf = to_workflow_config(validate_config({**base(), "results_dir": "res/", "report_dir": "./rep/"}, SCHEMA))
     assert (wf.results_dir, wf.report_dir) == ("res", "rep")
+
+
+@pytest.mark.parametrize("text,key", [
+    ("seeds: [0]\nepochs: 1\nseeds: [1]\n", "seeds"),
+    ("methods:\n  focal: [1.0]\n  label_smoothing: [0.1]\n  focal: [3.0]\n", "methods[focal]"),
+    ("methods: {focal: [1.0], focal: [3.0]}\n", "methods[focal]"),
+    ("ood:\n  fashion_mnist: digits\n  'fashion_mnist': mnist\n", "ood[fashion_mnist]"),
+    ("shifts:\n  - {name: rotation, severities: [1], severities: [2]}\n", "shifts[0][severities]"),
+])
+def test_a_key_repeated_in_a_config_file_names_the_key_and_the_file(tmp_path, text, key):
+    f = tmp_path / "mine.yaml"
+    f.write_text(text)
+    needle = re.escape(f"config key '{key}' in {f}: given twice in one mapping")
+    with pytest.raises(ConfigError, match=needle):
+        raw_yaml_texts([f])
+    with pytest.raises(ConfigError, match=needle):  # validation says so too, whoever calls it
+        validate_config({"seeds": [1]}, load_schema(), yaml_files=[f])
+
+
+def test_a_yaml_merge_key_is_not_a_repeated_key(tmp_path):
+    from lsbench.config import yaml_file_errors
+
+    f = tmp_path / "mine.yaml"
+    f.write_text("base: &b {x: 1}\nother: {<<: *b, x: 2}\ndata_root: here\n")
+    assert yaml_file_errors([f]) == [] and raw_yaml_texts([f]) == {"data_root": "here"}

@@ -48,6 +48,51 @@ def test_focal_loss_is_lins_formula(gamma):
     assert loss("focal", gamma) == pytest.approx((-(1 - PY) ** gamma * LOGPY).mean(), rel=1e-12)
 
 
+@pytest.mark.parametrize("gamma", [0.01, 0.5, 0.999])
+@pytest.mark.parametrize("margin", [17.0, 20.0, 40.0, 100.0])
+def test_focal_gradient_where_p_t_rounds_to_1_is_finite_and_float64s(gamma, margin):
+    # Issue 28 item 9: at a float32 margin of about 17, p_t rounds to 1 and (1 - p_t)^γ with γ < 1
+    # had an infinite derivative: a NaN gradient. The exact gradient tends to 0 (about -4e-13 here).
+    z32 = torch.tensor([[margin, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]], requires_grad=True)
+    z64 = z32.detach().double().requires_grad_()
+    label = torch.tensor([0])
+    METHODS["focal"].loss(z32, label, gamma).backward()
+    METHODS["focal"].loss(z64, label, gamma).backward()
+    assert torch.isfinite(z64.grad).all()  # the float64 reference itself (NaN before, from margin 40)
+    assert torch.isfinite(z32.grad).all()
+    # float32 cannot resolve p_t there: agree to its resolution of the O(1) gradient scale.
+    assert torch.allclose(z32.grad.double(), z64.grad, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", [n for n in METHODS if n != CROSS_ENTROPY])
+@pytest.mark.parametrize("scale", [0.0, 20.0, 100.0, 1e4])
+def test_every_objective_has_a_finite_gradient_at_extreme_logits(name, scale):
+    # The same trap elsewhere (a pow of 0 with an exponent < 1, log of 0, 0/0): logits all zero
+    # (a zero-initialised head), a float32-saturated softmax, and huge logits; at each parameter
+    # bound and a middle value.
+    m = METHODS[name]
+    params = [0.0] if m.param is None else [p for p in (m.param.floor, 0.5, 3.0, m.param.high)
+                                             if m.param.allows(p)]
+    for param in params:
+        z = (torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]]) * scale
+             ).requires_grad_()
+        m.loss(z, torch.tensor([0, 1, 2, 1]), param).backward()
+        assert torch.isfinite(z.grad).all(), (name, param, scale)
+
+
+def test_the_smallest_mixup_alpha_draws_under_flush_to_zero():
+    # 1e-310 passed validation before and, flushed to 0 by the job, made NumPy's Beta draw raise;
+    # the floor (PARAM_FLOOR) is a normal number, and the draw works there.
+    floor = METHODS["mixup"].param.floor
+    was = torch.set_flush_denormal(True)
+    try:
+        x, target = METHODS["mixup"].mix(torch.ones(4, 1, 2, 2), torch.tensor([0, 1, 2, 0]), floor, 3,
+                                         torch.Generator().manual_seed(0))
+    finally:
+        torch.set_flush_denormal(False)
+    assert was and torch.isfinite(x).all() and torch.allclose(target.sum(dim=1), torch.ones(4))
+
+
 def test_flsd53_switches_gamma_at_p_02():
     gamma = np.where(PY < 0.2, 5.0, 3.0)
     assert 0 < (PY < 0.2).sum() < len(PY)  # both branches are exercised
@@ -151,8 +196,16 @@ def test_the_mlp_fast_step_follows_autograd_for_every_method(name, param):
     ({"focl": [1.0]}, "methods[focl]': unknown method 'focl'. Allowed: cross_entropy, label_smoothing"),
     ({"focal": []}, "methods[focal]' = []: an empty list"),
     ({"label_smoothing": [1.0]}, "methods[label_smoothing][0]' = 1.0: not an allowed epsilon for label smoothing. Allowed: "
-                                 "a list of epsilon (ε) values, each a number in [0, 1)"),
-    ({"logit_norm": [0.0]}, "each a number in (0, ∞)"),
+                                 "a list of epsilon (ε) values, each a number in {0} ∪ [1e-06, 1)"),
+    ({"logit_norm": [0.0]}, "each a number in [1e-06, 1e+06]"),
+    # Subnormal or too small to change a float32 run: refused at validation, not in the job.
+    ({"mixup": [1e-310]}, "methods[mixup][0]' = 1e-310: not an allowed alpha for mixup. Allowed: a list of alpha "
+                          "(α) values, each a number in {0} ∪ [1e-06, 1e+06]"),
+    ({"focal": [1e-7]}, "methods[focal][0]' = 1e-07"),
+    ({"label_smoothing": [5e-324]}, "methods[label_smoothing][0]' = 5e-324"),
+    ({"logit_norm": [1e-300]}, "methods[logit_norm][0]' = 1e-300"),
+    ({"confidence_penalty": [1e300]}, "methods[confidence_penalty][0]' = 1e+300"),
+    ({"focal": [1000.0]}, "each a number in {0} ∪ [1e-06, 100]"),
     ({"focal_adaptive": [3.0]}, "focal_adaptive (FLSD-53) takes no parameter. Allowed: null"),
     ({"focal": [1.0, 1.0]}, "a value is repeated"),
     ({"mixup": 0.2}, "not a list"),
@@ -277,3 +330,8 @@ def test_a_method_is_checked_when_it_is_registered():
         Method("poly1", "poly-1", "Leng et al. 2022", _cross_entropy, Param("epsilon", "ε", -1.0, 1.0), bench_param=5.0)
     assert Method("poly1", "poly-1", "Leng et al. 2022", _cross_entropy, Param("epsilon", "ε", -1.0),
                   bench_param=-0.5).name == "poly1"
+
+
+def test_a_subnormal_epsilon_is_refused_under_the_key_the_user_wrote():
+    with pytest.raises(ConfigError, match=r"config key 'epsilons\[1\]' = 1e-310: not an allowed epsilon"):
+        validate_config({**BASE, "epsilons": [0.0, 1e-310]}, load_schema())

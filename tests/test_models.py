@@ -174,3 +174,20 @@ def test_a_broken_user_module_or_a_model_without_parameters_is_a_config_error(tm
     finally:
         sys.path.remove(str(tmp_path))
         sys.path.remove(str(tmp_path))
+
+
+def test_only_outputs_that_cannot_be_logits_are_called_so():
+    from lsbench.models import not_logits
+
+    g = torch.Generator().manual_seed(0)
+    probs = torch.softmax(torch.randn(8, 5, generator=g), dim=1)
+    assert "sums to 1)" in not_logits(probs) and "sums to 10)" in not_logits(probs * 10)
+    squashed = torch.sigmoid(torch.randn(8, 5, generator=g))
+    assert "squashed into [0, 1]" in not_logits(squashed, lambda: torch.sigmoid(torch.randn(8, 5, generator=g) * 1e3))
+    # Logits that only look odd: all zero (a zero-initialised head), small non-negative ones that
+    # grow with the input (a final ReLU), one row of non-negative logits not summing to 1, and a
+    # probe that cannot run.
+    assert not_logits(torch.zeros(8, 5)) is None
+    small = torch.relu(torch.randn(8, 5, generator=g)) * 0.01
+    assert not_logits(small, lambda: small * 1e3) is None and not_logits(small, lambda: None) is None
+    assert not_logits(torch.tensor([[0.2, 0.5, 3.0]])) is None

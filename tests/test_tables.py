@@ -333,3 +333,15 @@ def test_a_computed_column_that_is_not_declared_or_the_reverse_is_an_error_namin
     dropped = sorted(set(columns) - set(io.KEY) - {"ood_set", "score"})[0]
     with pytest.raises(io.UndeclaredColumnError, match=rf"declared but not computed: \['{dropped}'\]"):
         write({k: v for k, v in record.items() if k != dropped})
+
+
+def test_the_temperature_fit_flag_is_read_not_derived_and_older_tables_get_0_3s(results):
+    from lsbench.metrics import temperature_at_bound
+
+    # Written by the fit: kept as written, whatever the temperature (there is no fixed bound now).
+    rewrite(results / "calibrated.parquet", lambda df: df.assign(temperature_at_bound=[True] + [False] * (len(df) - 1)))
+    assert read_tables(results).calibrated["temperature_at_bound"].tolist()[:2] == [True, False]
+    # Tables of lsbench 0.3 and before lack it: their search's bounds, 0.05 and 20, say.
+    rewrite(results / "calibrated.parquet", lambda df: df.drop(columns=["temperature_at_bound"]))
+    got = read_tables(results).calibrated
+    assert got["temperature_at_bound"].tolist() == temperature_at_bound(got["temperature"]).tolist()

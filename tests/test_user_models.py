@@ -86,6 +86,67 @@ NETS = """
         return ZeroesItsInput(int(np.prod(input_shape)), num_classes)
 
 
+    def sigmoid_head(input_shape, num_classes):
+        return nn.Sequential(nn.Flatten(), nn.Linear(int(np.prod(input_shape)), num_classes), nn.Sigmoid())
+
+
+    class Scaled(nn.Module):
+        def __init__(self, factor):
+            super().__init__()
+            self.factor = factor
+
+        def forward(self, x):
+            return x * self.factor
+
+
+    def softmax_times_ten(input_shape, num_classes):
+        return nn.Sequential(nn.Flatten(), nn.Linear(int(np.prod(input_shape)), num_classes), nn.Softmax(dim=1),
+                             Scaled(10.0))
+
+
+    def small_relu_head(input_shape, num_classes):
+        # Non-negative logits, all below 1 at initialisation: odd, but logits (they grow with the input).
+        return nn.Sequential(nn.Flatten(), nn.Linear(int(np.prod(input_shape)), num_classes), nn.ReLU(),
+                             Scaled(0.01))
+
+
+    def zero_head(input_shape, num_classes):
+        # A zero-initialised last layer: every logit 0 at first, a uniform guess.
+        layer = nn.Linear(int(np.prod(input_shape)), num_classes)
+        nn.init.zeros_(layer.weight)
+        nn.init.zeros_(layer.bias)
+        return nn.Sequential(nn.Flatten(), layer)
+
+
+    def exits(input_shape, num_classes):
+        import sys
+        sys.exit(0)
+
+
+    class Stop(BaseException):
+        pass
+
+
+    def raises_a_base_exception(input_shape, num_classes):
+        raise Stop("not an Exception")
+
+
+    class ExitsInForward(nn.Module):
+        def __init__(self, in_features, num_classes):
+            super().__init__()
+            self.fc, self.calls = nn.Linear(in_features, num_classes), 0
+
+        def forward(self, x):
+            self.calls += 1
+            if self.calls > 3:  # past lsbench's output check, during training
+                raise SystemExit(0)
+            return self.fc(x.flatten(1))
+
+
+    def exits_in_forward(input_shape, num_classes):
+        return ExitsInForward(int(np.prod(input_shape)), num_classes)
+
+
     def batchnorm(input_shape, num_classes):
         return nn.Sequential(nn.Flatten(), nn.Linear(int(np.prod(input_shape)), 16), nn.BatchNorm1d(16), nn.ReLU(),
                              nn.Linear(16, num_classes))
@@ -133,6 +194,38 @@ def tables(run_dir):
 def test_a_model_that_returns_probabilities_is_refused(tmp_path, tiny_dataset_file, nets):
     with pytest.raises(ConfigError, match=f"model '{nets}:softmax_head': returns probabilities"):
         train_run(tiny_dataset_file, tmp_path / "run", model=f"{nets}:softmax_head", cfg=CFG)
+
+
+@pytest.mark.parametrize("factory,what", [("sigmoid_head", r"values squashed into \[0, 1\] \(a final Sigmoid"),
+                                          ("softmax_times_ten", r"probabilities \(.*sums to 10\)")])
+def test_outputs_that_are_not_logits_are_refused_naming_the_model(tmp_path, tiny_dataset_file, nets, factory, what):
+    # Issue 28 item 8: trained as logits, a Sigmoid's outputs made every run "underconfident".
+    with pytest.raises(ConfigError, match=f"model '{nets}:{factory}': returns {what}"):
+        train_run(tiny_dataset_file, tmp_path / "run", model=f"{nets}:{factory}", cfg=CFG)
+    assert not (tmp_path / "run" / "metrics.parquet").exists()
+
+
+@pytest.mark.parametrize("factory", ["small_relu_head", "zero_head"])
+def test_logits_that_only_look_odd_at_initialisation_train(tmp_path, tiny_dataset_file, nets, factory):
+    train_run(tiny_dataset_file, tmp_path / "run", model=f"{nets}:{factory}",
+              cfg=TrainConfig(epochs=1, batch_size=32, device="cpu"))
+    assert len(tables(tmp_path / "run")["metrics"]) == 1
+
+
+@pytest.mark.parametrize("factory,what", [("exits", "SystemExit"), ("raises_a_base_exception", "Stop"),
+                                          ("exits_in_forward", "SystemExit")])
+def test_code_of_a_model_that_ends_the_process_fails_lsbench_train_naming_it(tmp_path, tiny_dataset_file, nets,
+                                                                             capsys, factory, what):
+    # sys.exit(0) in a factory (a BaseException, not an Exception) ended `lsbench train` with exit
+    # code 0 and no tables.
+    from lsbench.cli import main as cli_main
+
+    argv = ["train", "--dataset", "fashion_mnist", "--model", f"{nets}:{factory}", "--data", str(tiny_dataset_file),
+            "--out-dir", str(tmp_path / "run"), "--seed", "0", "--epochs", "1", "--device", "cpu"]
+    assert cli_main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"model '{nets}:{factory}'" in err and what in err and "Traceback" not in err, err
+    assert not (tmp_path / "run" / "metrics.parquet").exists()
 
 
 def test_a_forward_that_changes_its_input_in_place_changes_nothing(tmp_path, tiny_dataset_file, nets):

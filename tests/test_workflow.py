@@ -138,7 +138,8 @@ def test_reliability_and_predictions_tables(workdir):
     assert list(cal.columns[:9]) == ["dataset", "model", "method", "param", "seed", "temperature",
                                      "temperature_at_bound", "ece_ts", "nll_ts"]
     assert (cal["val_nll"] > 0).all()
-    assert len(cal) == 16 and cal["temperature"].between(0.05, 20).all() and cal["ece_ts"].between(0, 1).all()
+    assert len(cal) == 16 and (cal["temperature"] > 0).all() and np.isfinite(cal["temperature"]).all()
+    assert cal["ece_ts"].between(0, 1).all()
 
 
 def test_report_is_self_contained_with_a_section_per_study(workdir):
@@ -453,6 +454,16 @@ def test_yaml_octal_numbers_in_a_config_file_are_refused(tmp_path):
     run = snakemake(tmp_path, "-n", "--configfile", str(tmp_path / "mine.yaml"))
     out = output(run)
     assert run.returncode != 0 and "config key 'seeds[0]' = 010" in out and "reads 010 as 8" in out, out[-2000:]
+
+
+def test_a_repeated_key_in_a_config_file_is_refused(tmp_path):
+    # PyYAML, and so Snakemake, keeps the last of two `focal:` entries silently (issue 28, item 8).
+    copy_config(tmp_path)
+    (tmp_path / "mine.yaml").write_text("methods:\n  focal: [1.0]\n  mixup: [0.2]\n  focal: [3.0]\n")
+    run = snakemake(tmp_path, "-n", "--configfile", str(tmp_path / "mine.yaml"))
+    out = output(run)
+    assert run.returncode != 0 and "Traceback" not in out, out[-2000:]
+    assert f"config key 'methods[focal]' in {tmp_path / 'mine.yaml'}: given twice in one mapping (lines 2 and 4)" in out
 
 
 USER_NETS = """

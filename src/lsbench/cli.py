@@ -294,6 +294,14 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # FileNotFoundError, IsADirectoryError, a full disk (ENOSPC), ...
         progress(f"lsbench {args.command}: error: {describe_os_error(exc)}")
         return 1
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            raise
+        # Code lsbench runs (a user's model, outside the places that name it) ended the process
+        # "successfully" before the command finished: that must not pass for success.
+        progress(f"lsbench {args.command}: error: code it ran called sys.exit({exc.code}) (SystemExit) before "
+                 f"the command finished; its outputs are not complete")
+        return 1
     except ModuleNotFoundError as exc:
         if exc.name not in ("torch", "torchvision", "label_relaxation"):
             raise

@@ -273,10 +273,8 @@ def yaml_number_errors(config: Mapping[str, Any], paths: list[str | Path]) -> li
     errors = []
     for path in paths:
         try:
-            with open(path, encoding="utf-8") as f:
-                raw = f.read()
-            typed, text = yaml.safe_load(raw), yaml.load(raw, Loader=yaml.BaseLoader)
-        except (OSError, yaml.YAMLError):
+            typed, text = load_config_yaml(path), load_config_yaml(path, text_only=True)
+        except (OSError, yaml.YAMLError, ConfigError):  # a repeated key: yaml_file_errors says so
             continue
         if not isinstance(typed, Mapping):
             continue
@@ -299,14 +297,86 @@ def _lookup(config: Any, path: tuple) -> Any:
     return config
 
 
+class DuplicateKeyError(yaml.YAMLError):
+    """A key given twice in one YAML mapping; `path` is its config key path, outermost first."""
+
+    def __init__(self, key: str, first_line: int, line: int) -> None:
+        super().__init__(key)
+        self.path: tuple = (key,)
+        self.lines = (first_line, line)
+
+
+def _refusing_duplicate_keys(loader: type) -> type:
+    """`loader` (a PyYAML Loader class) that raises DuplicateKeyError for a key repeated in any
+    mapping, at any depth: PyYAML keeps the last value silently (`focal: [1.0]` ... `focal: [3.0]`
+    trains only 3.0), and so does Snakemake, which loads config files with it."""
+
+    class Strict(loader):  # type: ignore[misc, valid-type]
+        def compose_mapping_node(self, anchor: str | None) -> yaml.MappingNode:
+            node = super().compose_mapping_node(anchor)
+            seen: dict[tuple[str, str], int] = {}
+            for key, _ in node.value:
+                if not isinstance(key, yaml.ScalarNode) or key.value == "<<":  # a merge key may repeat
+                    continue
+                line = key.start_mark.line + 1
+                if (key.tag, key.value) in seen:
+                    raise DuplicateKeyError(key.value, seen[(key.tag, key.value)], line)
+                seen[(key.tag, key.value)] = line
+            return node
+
+        def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+            try:
+                return super().compose_node(parent, index)
+            except DuplicateKeyError as exc:  # name the key path from the outside in
+                if isinstance(index, yaml.ScalarNode):
+                    exc.path = (index.value, *exc.path)
+                elif isinstance(index, int) and isinstance(parent, yaml.SequenceNode):
+                    exc.path = (index, *exc.path)
+                raise
+
+    return Strict
+
+
+STRICT_SAFE_LOADER = _refusing_duplicate_keys(yaml.SafeLoader)
+STRICT_BASE_LOADER = _refusing_duplicate_keys(yaml.BaseLoader)  # every scalar stays a string
+
+
+def load_config_yaml(path: str | Path, text_only: bool = False) -> Any:
+    """A YAML config file's content (`text_only`: every scalar as written, a string); ConfigError
+    naming the key path and the file for a key repeated in a mapping. OSError and other YAML
+    errors propagate."""
+    with open(path, encoding="utf-8") as f:
+        try:
+            return yaml.load(f, Loader=STRICT_BASE_LOADER if text_only else STRICT_SAFE_LOADER)
+        except DuplicateKeyError as exc:
+            first, again = exc.lines
+            raise ConfigError(f"config key {_where(exc.path)!r} in {path}: given twice in one mapping (lines {first} "
+                              f"and {again}); YAML would keep only the last silently. Allowed: each key once "
+                              "(merge the values into one entry)") from None
+
+
+def yaml_file_errors(paths: list[str | Path]) -> list[str]:
+    """A message for every config file among `paths` that repeats a key (`load_config_yaml`);
+    missing or unreadable files are left to the reader that needs them."""
+    errors = []
+    for path in paths:
+        try:
+            load_config_yaml(path)
+        except ConfigError as exc:
+            errors.append(str(exc))
+        except (OSError, yaml.YAMLError):
+            continue
+    return errors
+
+
 def raw_yaml_texts(paths: list[str | Path]) -> dict[str, str]:
     """{key: text} of the top-level scalars of YAML config files as written (`data_root: 2024.10`
-    is the float 2024.1 to YAML, "2024.10" here); later files win, missing files are skipped."""
+    is the float 2024.1 to YAML, "2024.10" here); later files win, missing files are skipped.
+    ConfigError naming the key and file where a file repeats a key (`load_config_yaml`)."""
     out: dict[str, str] = {}
     for path in paths:
         try:
-            with open(path, encoding="utf-8") as f:
-                doc = yaml.load(f, Loader=yaml.BaseLoader)  # every scalar stays a string
+            doc = load_config_yaml(path, text_only=True)  # ConfigError for a repeated key
         except (OSError, yaml.YAMLError):
             continue
         if isinstance(doc, dict):
@@ -419,19 +489,24 @@ def validate_config(raw: Mapping[str, Any], schema: Mapping[str, Any],
                     typed: Mapping[str, str] | None = None, yaml_files: list[str | Path] = (),
                     override_keys: set[str] | None = None) -> dict[str, Any]:
     """Coerce and validate; raise ConfigError naming every bad key, its value and what is allowed.
-    `yaml_files`: the config files the values came from, checked by `yaml_number_errors`, and with
+    `yaml_files`: the config files the values came from, checked for repeated keys
+    (`yaml_file_errors`) and by `yaml_number_errors`, and with
     `override_keys` (the keys given by `--config`) the layers that decide between `methods` and its
     shorthand `epsilons` (`resolve_methods`)."""
     config = coerce_config(with_defaults(raw, schema), schema, typed)
     # `methods` is checked by its registry (`method_errors`: names, types and ranges, item by item);
     # the schema's own messages for it would say less.
-    errors = (yaml_number_errors(config, list(yaml_files))
+    errors = (yaml_file_errors(list(yaml_files)) or yaml_number_errors(config, list(yaml_files))
               or [message for path, message in schema_errors(config, schema)
                   if path[:1] not in (("methods",), ("shifts",), *((k,) for k in OUTPUT_DIR_KEYS))]
               + shift_errors(config.get("shifts")) + output_dir_errors(config))
     if not errors:
         sources = [*((str(f), _top_keys(f)) for f in yaml_files), ("--config", set(override_keys or ()))]
+        shorthand = config.get("epsilons")
         config, errors = resolve_methods(config, sources)
+        if not errors and shorthand is not None and config["methods"] == {"label_smoothing": list(shorthand)}:
+            # Name the key the user wrote: epsilons[1], not the methods entry it stands for.
+            errors = [e.replace("'methods[label_smoothing]", "'epsilons") for e in method_errors(config["methods"])]
     errors = errors or method_errors(config["methods"]) + cross_key_errors(config)
     if errors:
         raise ConfigError("\n".join(errors))
@@ -440,9 +515,8 @@ def validate_config(raw: Mapping[str, Any], schema: Mapping[str, Any],
 
 def _top_keys(path: str | Path) -> set[str]:
     try:
-        with open(path, encoding="utf-8") as f:
-            doc = yaml.safe_load(f)
-    except (OSError, yaml.YAMLError):
+        doc = load_config_yaml(path)
+    except (OSError, yaml.YAMLError, ConfigError):
         return set()
     return set(doc) if isinstance(doc, dict) else set()
 

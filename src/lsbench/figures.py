@@ -20,7 +20,7 @@ import pandas as pd
 
 from lsbench import plots
 from lsbench.methods import CROSS_ENTROPY, METHODS, variant_label
-from lsbench.metrics import rejection_scores, risk_coverage_curve, temperature_at_bound, top_label
+from lsbench.metrics import rejection_scores, risk_coverage_curve, top_label
 from lsbench.stats import metric_interval, rows_of, wilson_interval
 from lsbench.studies import by_variant
 
@@ -216,7 +216,7 @@ def figure_methods(converged: pd.DataFrame, chosen: list[tuple[str, float]], *, 
         cells, styles = {}, {}
         for run in chosen:
             rows = rows_of(converged, run)
-            stuck = column == "ece_ts" and bool(temperature_at_bound(rows["temperature"]).any())
+            stuck = column == "ece_ts" and bool(rows["temperature_at_bound"].astype(bool).any())
             run_label = ts_label if column == "ece_ts" and run[0] == CROSS_ENTROPY else variant_label(*run)
             label = run_label + (" (T at its search bound: not a fit)" if stuck else "")
             styles[label] = looks[run_label]

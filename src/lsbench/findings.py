@@ -34,9 +34,9 @@ cannot tell, and why: no seed has both runs, one pair of seeds, or differences t
 over the seeds (no spread is not certainty). Each claim on a per-epoch metric is also decided on
 each seed's mean over the last LAST_EPOCHS epochs and at each of them, and says when it depends on
 the epoch (the mean over them is a member of the family; a single epoch is judged with
-Bonferroni's level 1 - ALPHA / family size). A temperature fitted at its search bound
-(`lsbench.metrics.TEMPERATURE_BOUNDS`) in any run makes the temperature-scaling finding "cannot
-tell".
+Bonferroni's level 1 - ALPHA / family size). A temperature fit that found no minimum of the
+held-out NLL (`temperature_at_bound`, `lsbench.metrics.temperature_fit`) in any run makes the
+temperature-scaling finding "cannot tell".
 """
 
 from __future__ import annotations
@@ -52,7 +52,6 @@ from statsmodels.stats.multitest import multipletests
 
 from lsbench.io import KEY, METRIC_COLUMNS
 from lsbench.methods import CROSS_ENTROPY, METHODS, variant_label, variant_order
-from lsbench.metrics import TEMPERATURE_BOUNDS, temperature_at_bound
 from lsbench.stats import (METRIC_BOUNDS, Interval, PairedTest, at_level, metric_interval, paired_test, rows_of,
                            runs_in_order, t_interval)
 from lsbench.studies import Study, by_variant
@@ -585,7 +584,7 @@ def setting_finding(study: Study, df: pd.DataFrame, s: Selection, judge: Judge) 
 
 
 def _ts_at_bound(df: pd.DataFrame) -> int:
-    return int(temperature_at_bound(rows_of(df, BASELINE)["temperature"]).sum())
+    return int(rows_of(df, BASELINE)["temperature_at_bound"].astype(bool).sum())
 
 
 def temperature_finding(study: Study, df: pd.DataFrame, run: Run, judge: Judge) -> dict[str, Any] | None:
@@ -600,9 +599,9 @@ def temperature_finding(study: Study, df: pd.DataFrame, run: Run, judge: Judge) 
     fields = {**_run_fields(run), **_claim_fields(c), "ece_ts": ts.mean, "ece_ts_low": ts.lo, "ece_ts_high": ts.hi}
     at_bound = _ts_at_bound(df)
     if at_bound:
-        low, high = TEMPERATURE_BOUNDS
-        tail = (f"cannot tell: the fitted temperature hit its search bound ({low:g} or {high:g}) in {at_bound} of "
-                f"{len(rows_of(df, BASELINE))} runs, so the held-out images did not determine it (too few of them?).")
+        tail = (f"cannot tell: the held-out NLL has no minimum at a finite temperature (the fit ran to its search "
+                f"bound) in {at_bound} of {len(rows_of(df, BASELINE))} runs, so the held-out images did not determine "
+                "it (too few of them, or all ranked right?).")
         return _record(study, "temperature_scaling_vs_method", head + tail,
                        **{**fields, "direction": "unknown"}, runs_at_bound=at_bound)
     if direction == "over":
@@ -1153,7 +1152,8 @@ def answer_finding(study: Study, df: pd.DataFrame, records: list[dict[str, Any]]
                          f"minus temperature scaling's is {_holm_range(ts)}{_holm_text(ts)}.")
     else:
         at_bound = _ts_at_bound(df)
-        why = (f"its fitted temperature hit the search bound in {at_bound} of {len(rows_of(df, BASELINE))} runs"
+        why = (f"its temperature fit found no minimum of the held-out NLL (search bound) in {at_bound} of "
+               f"{len(rows_of(df, BASELINE))} runs"
                if at_bound else "no held-out images to fit it on (validation_size 0)")
         fields["temperature_scaling_not_compared"] = {"runs_at_bound": at_bound}
         sentences.append(f"Temperature scaling alone cannot be compared here: {why}.")

@@ -39,29 +39,47 @@ NAME_PATTERN = r"[a-z][a-z0-9_]*"
 PARAM_PATTERN = r"-?\d[0-9.e+-]*"
 
 
+# Every parameter's numerically sensible range, besides its method's own. A non-zero value below
+# PARAM_FLOOR changes a float32 run by less than its rounding (float32's epsilon is 1.2e-7: ε or β
+# times an O(1) term, or (1 - p)^γ = exp(γ log(1 - p)) with |log(1 - p)| <= 87), so it would be
+# cross-entropy under another name; a subnormal value (< 2.2e-308) is worse: the training job's
+# flush-to-zero (`torch.set_flush_denormal`) turns it into 0, and NumPy's Beta(0, 0) draw raises.
+# A weight or scale above PARAM_CEILING leaves the cross-entropy part of the objective (O(1))
+# below float32's resolution of the weighted term, and 1/τ below it.
+PARAM_FLOOR = 1e-6
+PARAM_CEILING = 1e6
+
+
 @dataclass(frozen=True)
 class Param:
     """A method's swept parameter: name, symbol in the report, allowed range and neutral value
-    (None: no value gives plain cross-entropy)."""
+    (None: no value gives plain cross-entropy). Besides the range, a value is its neutral value or
+    at least `floor` (`PARAM_FLOOR`), so no value is too small for a float32 run to tell it from 0."""
 
     name: str
     symbol: str
     low: float
-    high: float = math.inf
+    high: float = PARAM_CEILING
     low_open: bool = False  # whether `low` itself is excluded
-    high_open: bool = True
+    high_open: bool = False
     neutral: float | None = None
+    floor: float = PARAM_FLOOR
 
     def allows(self, value: float) -> bool:
         above = value > self.low if self.low_open else value >= self.low
         below = value < self.high if self.high_open else value <= self.high
-        return math.isfinite(value) and above and below
+        return math.isfinite(value) and above and below and (value == self.neutral or abs(value) >= self.floor)
 
     @property
     def range_text(self) -> str:
-        lo, hi = "(" if self.low_open else "[", ")" if self.high_open else "]"
-        high = "∞" if math.isinf(self.high) else f"{self.high:g}"
-        return f"{lo}{self.low:g}, {high}{hi}"
+        """The allowed values, e.g. "{0} ∪ [1e-06, 1)"; "[1e-06, 1e+06]" without a neutral value;
+        "[-1, 1e+06] with |value| >= 1e-06" for a range around 0."""
+        hi = f"{self.high:g}{')' if self.high_open else ']'}"
+        whole = f"{'(' if self.low_open else '['}{self.low:g}, {hi}"
+        near_zero = "" if self.neutral is None or abs(self.neutral) >= self.floor else f"{{{self.neutral:g}}} ∪ "
+        if self.low < 0:
+            return f"{near_zero}{whole} with |value| >= {self.floor:g}"
+        return f"{near_zero}[{self.floor:g}, {hi}" if self.floor > self.low else whole
 
 
 @dataclass(frozen=True)
@@ -128,12 +146,23 @@ def _label_smoothing(logits: "torch.Tensor", target: "torch.Tensor", eps: float)
 
 def _focal(logits: "torch.Tensor", target: "torch.Tensor", gamma: float,
            gamma_of: Callable[["torch.Tensor"], "torch.Tensor"] | None = None) -> "torch.Tensor":
+    import torch
     import torch.nn.functional as F
 
     log_pt = F.log_softmax(logits, dim=1).gather(1, target.unsqueeze(1)).squeeze(1)
-    pt = log_pt.exp()
-    g = gamma_of(pt.detach()) if gamma_of is not None else gamma
-    return (-(1 - pt) ** g * log_pt).mean()
+    g = gamma_of(log_pt.detach().exp()) if gamma_of is not None else gamma
+    # 1 - p_t as -expm1(log p_t): no cancellation where p_t is near 1. Where p_t rounds to 1 (a
+    # float32 margin of about 20) it is 0, and d/dx x^γ = γ x^(γ-1) is infinite there for γ < 1:
+    # 0 * inf = NaN. Clamped to the dtype's smallest normal number the pow's gradient stays finite
+    # and the clamp passes none of it back: 0, the limit of the exact gradient as p_t -> 1.
+    one_minus_pt = (-torch.expm1(log_pt)).clamp_min(torch.finfo(log_pt.dtype).tiny)
+    return (-one_minus_pt ** g * log_pt).mean()
+
+
+# Focal loss's largest γ: at γ = 100 the weight (1 - p_y)^γ is already below float32's smallest
+# normal number (1.2e-38) once p_y > 0.58, so an image stops counting long before it is learnt
+# (Lin et al. and Mukhoti et al. use γ <= 5).
+FOCAL_GAMMA_MAX = 100.0
 
 
 def _focal_adaptive(logits: "torch.Tensor", target: "torch.Tensor", param: float) -> "torch.Tensor":
@@ -204,9 +233,9 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method(CROSS_ENTROPY, "cross-entropy", "the baseline: torch.nn.functional.cross_entropy", _cross_entropy),
     Method("label_smoothing", "label smoothing",
            "Szegedy et al. 2016, 'Rethinking the Inception architecture'; torch's CrossEntropyLoss(label_smoothing)",
-           _label_smoothing, Param("epsilon", "ε", 0.0, 1.0, neutral=0.0), bench_param=0.1),
+           _label_smoothing, Param("epsilon", "ε", 0.0, 1.0, high_open=True, neutral=0.0), bench_param=0.1),
     Method("focal", "focal loss", "Lin et al. 2017; for calibration, Mukhoti et al. 2020",
-           _focal, Param("gamma", "γ", 0.0, neutral=0.0), bench_param=3.0),
+           _focal, Param("gamma", "γ", 0.0, FOCAL_GAMMA_MAX, neutral=0.0), bench_param=3.0),
     Method("focal_adaptive", "FLSD-53", "Mukhoti et al. 2020 (sample-dependent focal loss)", _focal_adaptive,
            fixed={"gamma": "5 if p_y < 0.2 else 3 (Mukhoti et al. 2020, FLSD-53)"}),
     Method("confidence_penalty", "confidence penalty", "Pereyra et al. 2017: CE - beta * H(p)",
@@ -214,7 +243,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("margin_ls", "margin-based LS", "Liu et al. 2022 (MbLS)", _margin_ls, Param("lambda", "λ", 0.0, neutral=0.0),
            fixed={"margin": f"{MBLS_MARGIN:g} (Liu et al. 2022)"}, bench_param=0.1),
     Method("label_relaxation", "label relaxation", "Lienen & Hüllermeier 2021; the label-relaxation package",
-           _label_relaxation, Param("alpha", "α", 0.0, 1.0, neutral=0.0), bench_param=0.1),
+           _label_relaxation, Param("alpha", "α", 0.0, 1.0, high_open=True, neutral=0.0), bench_param=0.1),
     Method("logit_norm", "LogitNorm", "Wei et al. 2022: CE of logits / (tau * ||logits||)", _logit_norm,
            Param("tau", "τ", 0.0, low_open=True), fixed={"eps": f"{LOGIT_NORM_EPS:g} (Wei et al.'s code)"},
            bench_param=0.04),

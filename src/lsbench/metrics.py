@@ -21,6 +21,7 @@ cannot disagree.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 from scipy import special
@@ -473,14 +474,15 @@ def mean_nll(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(-log_probs[np.arange(len(labels)), labels].mean())
 
 
-# The search interval of the temperature. A fit that ends at either end did not find a minimum of
-# the held-out NLL inside it (too few or too easy held-out images); `temperature_at_bound` flags it.
+# The interval the fits of lsbench 0.3 searched, and flagged a fit at either end of: only what
+# tables written then mean by a missing `temperature_at_bound` (`temperature_at_bound`).
 TEMPERATURE_BOUNDS = (0.05, 20.0)
 
 
 def temperature_at_bound(temperature: np.ndarray | float) -> np.ndarray:
-    """Whether a fitted temperature lies at a search bound (within 1e-4 in log T; the search's own
-    tolerance is 1e-6): bool, the shape of `temperature`; False for NaN (no fit).
+    """Whether a temperature of lsbench 0.3 lies at its search bound (`TEMPERATURE_BOUNDS`, within
+    1e-4 in log T): the flag that tables written before `temperature_at_bound` lack. bool, the
+    shape of `temperature`; False for NaN (no fit).
 
     >>> temperature_at_bound(np.array([20.0, 1.7, 0.05000001, np.nan])).tolist()
     [True, False, True, False]
@@ -490,23 +492,64 @@ def temperature_at_bound(temperature: np.ndarray | float) -> np.ndarray:
         return np.any([np.abs(log_t - math.log(b)) < 1e-4 for b in TEMPERATURE_BOUNDS], axis=0)
 
 
-def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+class TemperatureFit(NamedTuple):
+    """A fitted temperature and whether the held-out NLL has its minimum there (False: it has none
+    at a finite T > 0, and `temperature` is the end of the search it decreases towards)."""
+
+    temperature: float
+    found: bool
+
+
+# How far past the logits' own scales the search goes, in log T: beyond log(largest logit
+# spread) + 40, softmax(z / T) is uniform to float64's precision (e^-40 = 4e-18); below
+# log(smallest logit gap) - 8, it is one-hot (e^-e^8 underflows), so the NLL is flat there.
+_LOG_T_MARGIN_ABOVE, _LOG_T_MARGIN_BELOW = 40.0, 8.0
+
+
+def _nll_slope(z: np.ndarray, y: np.ndarray, log_t: float) -> float:
+    """d NLL / d(1/T) at T = exp(log_t): the mean over rows of E_softmax(z/T)[z] - z_y. Increasing
+    in 1/T (the NLL is convex in 1/T: a log-partition minus a linear term), so log T's search is a
+    root of a monotone function."""
+    p = special.softmax((z - z.max(axis=1, keepdims=True)) * math.exp(-log_t), axis=1)
+    return float(((p * z).sum(axis=1) - z[np.arange(len(y)), y]).mean())
+
+
+def temperature_fit(logits: np.ndarray, labels: np.ndarray) -> TemperatureFit:
     """The temperature T > 0 minimising the NLL of softmax(logits / T) (Guo et al. 2017).
 
-    logits: (N, C) float, labels: (N,) int. One scalar, so a bounded 1-D search on log T over
-    `TEMPERATURE_BOUNDS` (scipy's `minimize_scalar`) in float64 is exact enough and deterministic.
+    logits: (N, C) float, labels: (N,) int; computed in float64. The NLL is convex in 1/T, so it
+    has a finite minimiser exactly when its slope in 1/T is negative at 1/T = 0 (the labels' logits
+    beat the row means) and positive as 1/T -> inf (some image is misranked); then the root of that
+    slope in log T (scipy's `brentq`, log T to 1e-12) is searched over a range bounded only by
+    numerics (see `_LOG_T_MARGIN_ABOVE`). Otherwise `found` is False and T is the end the NLL
+    decreases towards: T -> inf (the logits help no more than a uniform guess) or T -> 0 (every
+    image ranked right).
 
     >>> z = np.array([[4.0, 0.0], [0.0, 4.0], [4.0, 0.0], [0.0, 4.0]])
-    >>> round(fit_temperature(z, np.array([0, 1, 1, 0])), 1)  # half wrong: flatten fully
-    20.0
+    >>> temperature_fit(z, np.array([0, 1, 1, 0])).found  # half wrong: no finite optimum
+    False
+    >>> round(temperature_fit(z, np.array([0, 1, 1, 1])).temperature, 4)  # 4 / ln 3
+    3.641
     """
-    from scipy.optimize import minimize_scalar
+    from scipy.optimize import brentq
 
     z, y = np.asarray(logits, dtype=np.float64), np.asarray(labels)
-    result = minimize_scalar(lambda log_t: mean_nll(z / math.exp(log_t), y),
-                             bounds=tuple(map(math.log, TEMPERATURE_BOUNDS)), method="bounded",
-                             options={"xatol": 1e-6})
-    return math.exp(result.x)
+    gaps = np.diff(np.sort(z, axis=1), axis=1)
+    if not (gaps > 0).any():  # every row constant: the NLL is log C at any T
+        return TemperatureFit(1.0, False)
+    low = max(math.log(gaps[gaps > 0].min()) - _LOG_T_MARGIN_BELOW, -700.0)
+    high = min(math.log(gaps.sum(axis=1).max()) + _LOG_T_MARGIN_ABOVE, 700.0)
+    if _nll_slope(z, y, high) >= 0:
+        return TemperatureFit(math.exp(high), False)
+    if _nll_slope(z, y, low) <= 0:
+        return TemperatureFit(math.exp(low), False)
+    return TemperatureFit(math.exp(brentq(lambda t: _nll_slope(z, y, t), low, high, xtol=1e-12)), True)
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """`temperature_fit(logits, labels).temperature`: T > 0 minimising the held-out NLL, or the end
+    of the search the NLL decreases towards where it has no finite minimum."""
+    return temperature_fit(logits, labels).temperature
 
 
 def temperature_scaled(val_logits: np.ndarray, val_labels: np.ndarray, test_logits: np.ndarray,
@@ -520,9 +563,9 @@ def temperature_scaled(val_logits: np.ndarray, val_labels: np.ndarray, test_logi
     if len(val_labels) == 0 or not np.isfinite(val_logits).all():
         return {**dict.fromkeys(("temperature", "ece_ts", "nll_ts", "mean_confidence_ts", "aurc_ts", "eaurc_ts",
                                  "val_nll"), math.nan), "temperature_at_bound": False}
-    t = fit_temperature(val_logits, val_labels)
+    t, found = temperature_fit(val_logits, val_labels)
     scaled = evaluate_logits(np.asarray(test_logits, dtype=np.float64) / t, test_labels)
-    return {"temperature": t, "temperature_at_bound": bool(temperature_at_bound(t)), "ece_ts": scaled["ece"],
+    return {"temperature": t, "temperature_at_bound": not found, "ece_ts": scaled["ece"],
             "nll_ts": scaled["test_nll"],
             "mean_confidence_ts": scaled["mean_confidence"], "aurc_ts": scaled["aurc"], "eaurc_ts": scaled["eaurc"],
             "val_nll": mean_nll(val_logits, val_labels)}

@@ -25,6 +25,14 @@ from lsbench.mlp import MLP
 ModelBuilder = Callable[[tuple[int, int, int], int], nn.Module]
 
 
+def users_failure(exc: BaseException) -> bool:
+    """Whether an exception from a user's model code (import, factory, forward, backward) is that
+    code's failure, to be named as a ConfigError: anything but a Ctrl-C (KeyboardInterrupt, which
+    stays an interrupt). `except Exception` is not enough: a factory that calls sys.exit(0) raises
+    SystemExit, which would end `lsbench train` with exit code 0 and no tables."""
+    return not isinstance(exc, KeyboardInterrupt)
+
+
 def linear(input_shape: tuple[int, int, int], num_classes: int) -> MLP:
     """Multinomial logistic regression on the flattened image: a fast sanity baseline."""
     return MLP(_numel(input_shape), (), num_classes)
@@ -134,7 +142,9 @@ def resolve_builder(name: str) -> ModelBuilder:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ConfigError(f"model {name!r}: cannot import {module_name!r} ({exc}); is it on PYTHONPATH?") from exc
-    except Exception as exc:  # a user's module may fail to import in any way (SyntaxError, NameError...)
+    except BaseException as exc:  # a user's module may fail in any way (SyntaxError, sys.exit...)
+        if not users_failure(exc):
+            raise
         raise ConfigError(f"model {name!r}: importing {module_name!r} failed: {type(exc).__name__}: {exc}") from exc
     if not hasattr(module, attr):
         raise ConfigError(f"model {name!r}: module {module_name!r} has no function {attr!r}")
@@ -162,7 +172,9 @@ def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int, 
         model = builder(tuple(input_shape), num_classes)
     except ConfigError:
         raise
-    except Exception as exc:  # a user's factory may raise anything; say whose it was
+    except BaseException as exc:  # a user's factory may raise anything, sys.exit(0) too; say whose it was
+        if not users_failure(exc):
+            raise
         raise ConfigError(f"model {name!r}: building it for input {tuple(input_shape)} and {num_classes} "
                           f"classes failed: {type(exc).__name__}: {exc}") from exc
     if not isinstance(model, nn.Module):
@@ -172,28 +184,90 @@ def build_model(name: str, input_shape: tuple[int, int, int], num_classes: int, 
     return model
 
 
+# How much the probe of `check_output` amplifies a batch: logits of a network of linear maps and
+# ReLUs grow with it; outputs squashed into [0, 1] (a final Sigmoid) cannot.
+PROBE_GAIN = 1000.0
+
+
 def check_output(name: str, model: nn.Module, x: torch.Tensor, num_classes: int) -> None:
     """ConfigError naming the model unless it maps a batch x (B, C, H, W) to finite logits
-    (B, num_classes). Outputs that are probabilities (every row non-negative and summing to 1: a
-    final Softmax) are refused: lsbench applies the softmax itself, and a second one would make
-    every run look underconfident."""
+    (B, num_classes). Outputs that are plainly not logits are refused, as far as they can be told
+    apart from logits safely (`not_logits`): lsbench applies the softmax itself, and a model
+    whose outputs already are probabilities would make every run look underconfident."""
+    out = _forward(name, model, x)
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (x.shape[0], num_classes):
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ConfigError(f"model {name!r}: expected logits of shape {(x.shape[0], num_classes)}, got {got}")
+    if not torch.isfinite(out).all():
+        raise ConfigError(f"model {name!r}: its untrained outputs are not finite (NaN or inf)")
+    reason = not_logits(out, lambda: _probe(model, x * PROBE_GAIN))
+    if reason:
+        raise ConfigError(f"model {name!r}: returns {reason}, not logits; return the last layer's raw scores "
+                          "(remove a final Softmax or Sigmoid): lsbench applies the softmax itself")
+
+
+def _forward(name: str, model: nn.Module, x: torch.Tensor) -> object:
+    """model(x) in eval mode without gradients (the mode restored after); ConfigError naming the model
+    if the forward fails."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return model(x)
+    except BaseException as exc:  # noqa: BLE001 - a user's forward may raise anything (see users_failure)
+        if not users_failure(exc):
+            raise
+        raise ConfigError(f"model {name!r}: forward on a batch of shape {tuple(x.shape)} failed: "
+                          f"{type(exc).__name__}: {exc}") from exc
+    finally:
+        model.train(was_training)
+
+
+def _probe(model: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
+    """model(x) in eval mode, or None if that forward fails or returns no tensor: a probe that
+    cannot run tells nothing, and refuses nothing."""
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
             out = model(x)
-    except Exception as exc:  # noqa: BLE001 - a user's forward may raise anything
-        raise ConfigError(f"model {name!r}: forward on a batch of shape {tuple(x.shape)} failed: "
-                          f"{type(exc).__name__}: {exc}") from exc
+    except BaseException as exc:  # noqa: BLE001 - a model may refuse inputs far outside its data's range
+        if not users_failure(exc):
+            raise
+        return None
     finally:
         model.train(was_training)
-    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (x.shape[0], num_classes):
-        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ConfigError(f"model {name!r}: expected logits of shape {(x.shape[0], num_classes)}, got {got}")
+    return out if isinstance(out, torch.Tensor) else None
+
+
+def not_logits(out: torch.Tensor, amplified: Callable[[], torch.Tensor | None] = lambda: None) -> str | None:
+    """What outputs (B, C) of an untrained model are instead of logits, or None where they may be
+    logits. Refused only where no logits look alike:
+
+    - probabilities, or probabilities times a constant (softmax x 10): every row non-negative and
+      summing to the same positive number, for a batch of one row to 1 (all-zero rows, e.g. a
+      zero-initialised last layer, are logits: uniform);
+    - a squashing such as Sigmoid: every output in [0, 1], not all equal, and still in [0, 1] for
+      the batch amplified `PROBE_GAIN` times (`amplified()`: the model's (B, C) outputs for it, or
+      None), where logits of linear maps and ReLUs would have grown past 1 (a final ReLU's
+      non-negative logits do).
+
+    >>> not_logits(torch.softmax(torch.randn(4, 3), dim=1) * 10)
+    'probabilities (every row is non-negative and sums to 10)'
+    >>> not_logits(torch.zeros(4, 3)) is None
+    True
+    """
     out = out.double()
-    if not torch.isfinite(out).all():
-        raise ConfigError(f"model {name!r}: its untrained outputs are not finite (NaN or inf)")
-    sums_to_one = torch.allclose(out.sum(dim=1), torch.ones(len(out), dtype=out.dtype), atol=1e-4)
-    if bool((out >= 0).all()) and bool(sums_to_one):
-        raise ConfigError(f"model {name!r}: returns probabilities (every row is non-negative and sums to 1, e.g. "
-                          "a final Softmax); return logits instead: lsbench applies the softmax itself")
+    sums = out.sum(dim=1)
+    # One row always "sums to a constant": then only a sum of 1 (a Softmax) tells.
+    constant = float(sums[0]) > 0 and (len(sums) > 1 or abs(float(sums[0]) - 1) < 1e-4)
+    if bool((out >= 0).all()) and constant and torch.allclose(sums, sums[0].expand_as(sums), rtol=1e-4, atol=0):
+        return f"probabilities (every row is non-negative and sums to {float(sums[0]):.4g})"
+    in_unit = bool(((out >= 0) & (out <= 1)).all()) and bool((out != out.flatten()[0]).any())
+    big = amplified() if in_unit else None
+    if big is not None and big.shape == out.shape:
+        big = big.double()
+        if bool(torch.isfinite(big).all()) and bool(((big >= 0) & (big <= 1)).all()):
+            return (f"values squashed into [0, 1] (a final Sigmoid?: every output stays in [0, 1] even for inputs "
+                    f"{PROBE_GAIN:g} times larger)")
+    return None

@@ -28,7 +28,7 @@ from lsbench.findings import (ALPHA, BASELINE, CORRECTION, LAST_EPOCHS, MARGINS,
                               paired, select, setting_label, study_findings)
 from lsbench.io import KEY, OOD_SCORES, atomic_write_bytes, write_text
 from lsbench.methods import METHODS, variant_label
-from lsbench.metrics import OOD_METRICS, TEMPERATURE_BOUNDS, temperature_at_bound
+from lsbench.metrics import OOD_METRICS
 from lsbench.stats import (WILCOXON_MIN_N, Interval, PairedTest, final_epoch_intervals, metric_interval, paired_against,
                            rows_of)
 from lsbench.studies import Study, by_variant, final_epoch, split_studies, study_slug
@@ -105,7 +105,7 @@ def temperature_rows(converged: pd.DataFrame) -> list[dict]:
     fitted = converged.dropna(subset=["temperature"])
     rows = summary_rows(fitted, TS_METRICS) if not fitted.empty else []
     for row in rows:
-        row["at_bound"] = int(temperature_at_bound(rows_of(fitted, row["run"])["temperature"]).sum())
+        row["at_bound"] = int(rows_of(fitted, row["run"])["temperature_at_bound"].astype(bool).sum())
     return rows
 
 
@@ -209,7 +209,7 @@ def methods_context(study: Study, converged: pd.DataFrame, found: list[dict] | N
             cells[m] = metric_interval(rows[column].to_numpy(float), column) if column else None
             same = column == m and run == BASELINE
             tests[m] = None if not column or same else paired(df, run, column, BASELINE, baseline_column=m)
-        at_bound = int(temperature_at_bound(rows["temperature"]).sum())
+        at_bound = int(rows["temperature_at_bound"].astype(bool).sum())
         return {"name": name, "selection": selection, "optimum": optimum, "cells": cells, "tests": tests,
                 "at_bound": at_bound, "n": len(rows),
                 "underconfident": own and run in under}
@@ -470,7 +470,7 @@ def render_with_figures(tables: Tables, title: str = TITLE,
         shift_family_note=family_note([c for f in found if f.get("family") == SHIFT_FAMILY for c in _claims_of(f)]),
         last_epochs=LAST_EPOCHS, shift=shift, shift_galleries=galleries,
         summary_tables={"Accuracy and loss": ACCURACY_METRICS, "Calibration": CALIBRATION_METRICS},
-        ts_metrics=TS_METRICS, temperature_bounds=TEMPERATURE_BOUNDS, selective_metrics=SELECTIVE_METRICS,
+        ts_metrics=TS_METRICS, selective_metrics=SELECTIVE_METRICS,
         ood_scores=OOD_SCORES,
         bootstrap_note=BOOTSTRAP_NOTE,
         study_rows=[study_row(s, found) for s in studies],

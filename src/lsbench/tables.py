@@ -30,8 +30,8 @@ COLUMNS: dict[str, dict[str, str]] = {
     "reliability": {**KEY_KINDS, "bin": "int", "bin_lower": "float", "bin_upper": "float", "count": "int",
                     "mean_confidence": "float", "accuracy": "float"},
     "predictions": {**KEY_KINDS, "index": "int", "label": "int", "logit_0": "float", "prob_0": "float"},
-    # temperature_at_bound is not required: readers derive it from temperature (lsbench.metrics
-    # .temperature_at_bound), as tables written before it lack it; val_nll is new in 0.3 (without
+    # temperature_at_bound is not required: `read_table` derives it for tables written before it
+    # (from 0.3's search bounds, lsbench.metrics.temperature_at_bound); val_nll is new in 0.3 (without
     # it, a method's setting is chosen on the test set, and the report says so).
     "calibrated": {**KEY_KINDS, **{c: "float" for c in io.CALIBRATED_COLUMNS
                                    if c not in (*io.KEY, "temperature_at_bound", "val_nll")}},
@@ -96,6 +96,10 @@ def read_table(path: Path, name: str) -> pd.DataFrame:
                           f"{__version__} reads versions {', '.join(map(str, io.SCHEMA_VERSIONS))}: install the "
                           f"lsbench that wrote it, or a later one")
     df = from_epsilon_key(df)
+    if name == "calibrated" and "temperature_at_bound" not in df.columns and "temperature" in df.columns:
+        from lsbench.metrics import temperature_at_bound
+
+        df = df.assign(temperature_at_bound=temperature_at_bound(df["temperature"].astype(float)))
     missing = [c for c in COLUMNS[name] if c not in df.columns]
     if missing:
         raise TablesError(f"{path}: missing column(s) {', '.join(missing)}")

@@ -34,7 +34,7 @@ from lsbench.config import ConfigError, TrainConfig
 from lsbench.data import ImageData
 from lsbench.methods import Method, get_method
 from lsbench.metrics import divergence, evaluate_logits
-from lsbench.models import build_model, check_output
+from lsbench.models import build_model, check_output, users_failure
 
 # Images per forward pass when evaluating: large enough to amortise launches on a GPU, small
 # enough that a ResNet's activations for one chunk stay well under a GiB.
@@ -136,7 +136,9 @@ class AutogradStepper:
         try:
             loss = self.method.loss(self.model(x), target, self.param)
             loss.backward()  # a forward that changed a tensor autograd needs fails only here
-        except Exception as exc:  # noqa: BLE001 - a user's model may raise anything; say whose it was
+        except BaseException as exc:  # noqa: BLE001 - a user's model may raise anything (users_failure)
+            if not users_failure(exc):
+                raise
             raise ConfigError(f"model {self.name!r}: a training step on a batch of shape {tuple(x.shape)} failed: "
                               f"{type(exc).__name__}: {exc}") from exc
         self.optimizer.step()
