@@ -140,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("results_dir", type=Path, help="directory with the parquet files written by collect")
     p.add_argument("-o", "--out", default="report/index.html", help="the HTML file to write (default: "
                    "%(default)s); findings.json, figures/ and tables/ go beside it")
+    p.add_argument("--stamp", type=Path, default=None, help="the workflow's record of this report, "
+                   "report-<id>.json beside the HTML file (written last; every earlier one there is removed)")
     p = sub.add_parser("compare-findings", help="the claims of two findings.json side by side (e.g. the same grid "
                        "on AVX2 and AVX-512 kernels), as a Markdown table")
     p.add_argument("a", type=Path, help="findings.json of the first grid")
@@ -241,7 +243,7 @@ def run(args: argparse.Namespace) -> None:
         if args.out.endswith(("/", os.sep)):  # Path() would drop the slash and write a file of that name
             raise IsADirectoryError(21, "names a directory (it ends with /); give the HTML file to write, e.g. "
                                     f"{Path(args.out) / 'index.html'}", args.out.rstrip("/" + os.sep))
-        write_report(args.results_dir, Path(args.out))
+        write_report(args.results_dir, Path(args.out), args.stamp)
         log(f"wrote {args.out}")
     elif args.command == "compare-findings":
         from lsbench.report import claims_differ, compare_findings_markdown, read_findings
