@@ -264,3 +264,15 @@ def test_output_dirs_are_normalised_so_plan_and_rules_name_the_same_files():
     # "results/" would give the plan "results//runs/..." against the rules' "results/runs/...".
     wf = to_workflow_config(validate_config({**base(), "results_dir": "res/", "report_dir": "./rep/"}, SCHEMA))
     assert (wf.results_dir, wf.report_dir) == ("res", "rep")
+
+
+def test_paths_under_home_are_expanded_as_a_shell_would(monkeypatch, tmp_path):
+    # Snakemake and the jobs' quoted arguments never expand "~": a folder named "~" appeared.
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "data").mkdir()
+    wf = to_workflow_config(validate_config({**base(), "results_dir": "~/res/", "report_dir": "~/rep",
+                                             "data_root": "~/data"}, SCHEMA))
+    assert (wf.results_dir, wf.report_dir, wf.data_root) == (f"{tmp_path}/res", f"{tmp_path}/rep", f"{tmp_path}/data")
+    with pytest.raises(ConfigError, match=r"config key 'results_dir' = '~no_such_user_lsb/res': ~no_such_user_lsb "
+                                          "names no home folder here"):
+        validate_config({**base(), "results_dir": "~no_such_user_lsb/res"}, SCHEMA)

@@ -277,5 +277,5 @@ def report_code_sha256() -> str:
     package = Path(__file__).resolve().parent
     digest = hashlib.sha256(__version__.encode() + b"\0")
     for path in report_code_files():
-        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+        digest.update(os.path.relpath(path, package).encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:DIGEST_CHARS]
