@@ -254,3 +254,41 @@ def test_the_shift_section_and_findings(report_results):
     meta = findings_document(tables, found)["metadata"]["correction"]
     assert meta["shift_family_sizes"] == {"fashion_mnist/mlp": sizes.pop()}
     assert meta["family_sizes"] == findings_document(tables, without)["metadata"]["correction"]["family_sizes"]
+
+
+def test_a_report_never_writes_over_a_table_it_reads(report_results, tmp_path, capsys):
+    results = tmp_path / "results"
+    shutil.copytree(report_results, results)
+    (tmp_path / "link.parquet").symlink_to(results / "metrics.parquet")
+    before = {p.name: p.read_bytes() for p in results.glob("*.parquet")}
+    for out in (results / "runs.parquet", results / ".." / "results" / "predictions.parquet",
+                tmp_path / "link.parquet", results / "shift.parquet"):
+        assert cli_main(["report", str(results), "-o", str(out)]) == 1, out
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and "a table the report reads" in err and "Traceback" not in err, err
+    assert {p.name: p.read_bytes() for p in results.glob("*.parquet")} == before
+    assert not (results / "findings.json").exists() and not (results / "figures").exists()
+
+
+def test_the_workflows_stamp_records_the_report_and_goes_when_the_page_changes(report_results, tmp_path, capsys):
+    from lsbench.plan import report_code_sha256
+
+    out = tmp_path / "report" / "index.html"
+    out.parent.mkdir()
+    other = out.parent / "report-0000000000000001.json"  # the stamp of another grid's report
+    other.write_text(json.dumps({"written_by": "lsbench report"}))
+    users = out.parent / "report-0000000000000002.json"  # a user's file of that name: not lsbench's
+    users.write_text('{"mine": 1}')
+    stamp = out.parent / "report-00000000000000ab.json"
+    assert cli_main(["report", str(report_results), "-o", str(out), "--stamp", str(stamp)]) == 0
+    record = json.loads(stamp.read_text())
+    assert record["report_code"] == report_code_sha256() and record["tables"] == str(report_results.resolve())
+    assert {"index.html", "findings.json"} <= set(record["files"]) and all((out.parent / f).is_file()
+                                                                          for f in record["files"])
+    assert not other.exists() and users.read_text() == '{"mine": 1}'
+    # Rendered by hand afterwards: the page is no longer the workflow's, so neither is its stamp.
+    assert cli_main(["report", str(report_results), "-o", str(out)]) == 0
+    assert not stamp.exists() and users.exists()
+    for bad in (tmp_path / "report-00000000000000ab.json", out.parent / "stamp.json"):
+        assert cli_main(["report", str(report_results), "-o", str(out), "--stamp", str(bad)]) == 1
+        assert "not a report-<16 hex digits>.json beside" in capsys.readouterr().err
