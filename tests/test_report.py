@@ -292,3 +292,16 @@ def test_the_workflows_stamp_records_the_report_and_goes_when_the_page_changes(r
     for bad in (tmp_path / "report-00000000000000ab.json", out.parent / "stamp.json"):
         assert cli_main(["report", str(report_results), "-o", str(out), "--stamp", str(bad)]) == 1
         assert "not a report-<16 hex digits>.json beside" in capsys.readouterr().err
+
+
+def test_collect_replaces_its_own_grid_manifests_only(report_results, tmp_path):
+    from lsbench.pipeline import collect
+
+    out = tmp_path / "results"
+    out.mkdir()
+    mine, old = out / "grid-notes.json", out / "grid-00000000000000ff.json"  # a user's file; an earlier grid's
+    mine.write_text("{}")
+    old.write_text("{}")
+    collect(sorted((report_results.parent / "runs").iterdir()), out, lambda m: None,
+            manifest=out / "grid-0123456789abcdef.json")
+    assert mine.read_text() == "{}" and not old.exists() and (out / "grid-0123456789abcdef.json").is_file()
