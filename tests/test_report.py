@@ -5,6 +5,7 @@ import dataclasses
 import html as html_module
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -305,3 +306,22 @@ def test_collect_replaces_its_own_grid_manifests_only(report_results, tmp_path):
     collect(sorted((report_results.parent / "runs").iterdir()), out, lambda m: None,
             manifest=out / "grid-0123456789abcdef.json")
     assert mine.read_text() == "{}" and not old.exists() and (out / "grid-0123456789abcdef.json").is_file()
+
+
+def test_no_command_writes_over_a_file_it_reads(report_results, tmp_path, capsys):
+    root = tmp_path / "copy"
+    shutil.copytree(report_results.parent, root)
+    data, run, results = root / "data" / "fashion_mnist.npz", root / "runs" / "s0e0.0", root / "results"
+    os.link(results / "metrics.parquet", tmp_path / "hard.html")  # the same file by another name
+    files = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    for argv in (["shift-data", "--dataset", "fashion_mnist", "--data", str(data), "--out",
+                  str(root / "data" / ".." / "data" / "fashion_mnist.npz"), "rotation"],
+                 ["collect", "--out-dir", str(run), "--", str(run)],
+                 ["evaluate-shifts", "--data", str(data), "--out", str(run / "calibrated.parquet"), str(run)],
+                 ["train", "--dataset", "fashion_mnist", "--model", "mlp", "--data", str(run / "runs.parquet"),
+                  "--out-dir", str(run), "--seed", "0"],
+                 ["report", str(results), "-o", str(tmp_path / "hard.html")]):
+        assert cli_main(argv) == 1, argv
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and ("an input of lsbench" in err or "a table the report reads" in err), err
+    assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == files

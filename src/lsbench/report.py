@@ -27,7 +27,8 @@ from lsbench.figures import (FIGURES_DIR, Figure, figure_confidence, figure_curv
                              figure_shift_heatmap, figure_shift_severity, figure_vs_param, figure_files)
 from lsbench.findings import (ALPHA, BASELINE, CORRECTION, LAST_EPOCHS, MARGINS, SHIFT_FAMILY, json_ready, lowest,
                               paired, select, setting_label, study_findings)
-from lsbench.io import KEY, OOD_SCORES, OPTIONAL_PUBLISHED, PUBLISHED, atomic_write_bytes, write_text
+from lsbench.io import (KEY, OOD_SCORES, OPTIONAL_PUBLISHED, PUBLISHED, atomic_write_bytes, overwritten_input,
+                        same_file_note, write_text)
 from lsbench.methods import METHODS, variant_label
 from lsbench.metrics import OOD_METRICS, TEMPERATURE_BOUNDS, temperature_at_bound
 from lsbench.stats import (WILCOXON_MIN_N, Interval, PairedTest, final_epoch_intervals, metric_interval, paired_against,
@@ -696,13 +697,10 @@ def check_not_inputs(results_dir: Path, outputs: list[Path]) -> None:
     """ConfigError naming the first of `outputs` that is one of the tables a report of
     `results_dir` reads (the same path, through a link or not, or the same file by another
     name), whether or not that table exists yet: writing it would destroy a published table."""
-    inputs = [Path(results_dir) / f"{name}.parquet" for name in (*PUBLISHED, *OPTIONAL_PUBLISHED)]
-    for out in outputs:
-        for table in inputs:
-            same = out.resolve() == table.resolve() or (out.exists() and table.exists() and out.samefile(table))
-            if same:
-                raise ConfigError(f"{out}: would overwrite {table}, a table the report reads; write the report elsewhere, e.g. "
-                                  f"-o {Path(results_dir).parent / 'report' / 'index.html'}")
+    hit = overwritten_input(outputs, [Path(results_dir) / f"{name}.parquet" for name in (*PUBLISHED, *OPTIONAL_PUBLISHED)])
+    if hit:
+        raise ConfigError(f"{hit[0]}: a table the report reads{same_file_note(*hit)}; write the report elsewhere, "
+                          f"e.g. -o {Path(results_dir).parent / 'report' / 'index.html'}")
 
 
 def _is_stamp(path: Path) -> bool:
