@@ -760,7 +760,8 @@ def write_report(results_dir: Path, out_path: Path, stamp: Path | None = None) -
         written = [out_path, findings_path(out_path), *(d / n for d, files in folders.items() for n in files)]
         record = {"written_by": STAMP_WRITER, "lsbench": __version__, "report_code": report_code_sha256(),
                   "tables": str(Path(results_dir).resolve()),
-                  "grid": sorted(p.stem.removeprefix("grid-") for p in Path(results_dir).glob("grid-*.json")),
+                  "grid": sorted(p.stem.removeprefix("grid-") for p in Path(results_dir).glob("grid-*.json")
+                                 if re.fullmatch(r"grid-[0-9a-f]{16}\.json", p.name)),
                   "files": sorted(os.path.relpath(p, out_path.parent) for p in written)}
         write_text(json.dumps(record, indent=1) + "\n", Path(stamp))
 
