@@ -572,5 +572,6 @@ def test_results_dir_dot_or_nested_with_report_dir_plans_every_job(tmp_path):
                   ["results_dir=res", "report_dir=res/report"], ["report_dir=."]):
         run = snakemake(wd, "-n", "--config", *paths)
         counts = jobs(run)
-        assert run.returncode == 0 and counts.get("train") == 2 and counts.get("report") == 1, (paths, output(run)[-2000:])
+        planned = run.returncode == 0 and counts.get("train") == 2 and counts.get("report") == 1
+        assert planned, (paths, output(run)[-2000:])
         assert "starts with './'" not in output(run)

@@ -697,7 +697,8 @@ def check_not_inputs(results_dir: Path, outputs: list[Path]) -> None:
     """ConfigError naming the first of `outputs` that is one of the tables a report of
     `results_dir` reads (the same path, through a link or not, or the same file by another
     name), whether or not that table exists yet: writing it would destroy a published table."""
-    hit = overwritten_input(outputs, [Path(results_dir) / f"{name}.parquet" for name in (*PUBLISHED, *OPTIONAL_PUBLISHED)])
+    tables = [Path(results_dir) / f"{name}.parquet" for name in (*PUBLISHED, *OPTIONAL_PUBLISHED)]
+    hit = overwritten_input(outputs, tables)
     if hit:
         raise ConfigError(f"{hit[0]}: a table the report reads{same_file_note(*hit)}; write the report elsewhere, "
                           f"e.g. -o {Path(results_dir).parent / 'report' / 'index.html'}")
