@@ -290,3 +290,15 @@ def test_a_yaml_merge_key_is_not_a_repeated_key(tmp_path):
     f = tmp_path / "mine.yaml"
     f.write_text("base: &b {x: 1}\nother: {<<: *b, x: 2}\ndata_root: here\n")
     assert yaml_file_errors([f]) == [] and raw_yaml_texts([f]) == {"data_root": "here"}
+
+
+def test_paths_under_home_are_expanded_as_a_shell_would(monkeypatch, tmp_path):
+    # Snakemake and the jobs' quoted arguments never expand "~": a folder named "~" appeared.
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "data").mkdir()
+    wf = to_workflow_config(validate_config({**base(), "results_dir": "~/res/", "report_dir": "~/rep",
+                                             "data_root": "~/data"}, SCHEMA))
+    assert (wf.results_dir, wf.report_dir, wf.data_root) == (f"{tmp_path}/res", f"{tmp_path}/rep", f"{tmp_path}/data")
+    with pytest.raises(ConfigError, match=r"config key 'results_dir' = '~no_such_user_lsb/res': ~no_such_user_lsb "
+                                          "names no home folder here"):
+        validate_config({**base(), "results_dir": "~no_such_user_lsb/res"}, SCHEMA)

@@ -172,3 +172,55 @@ def test_a_shift_evaluation_is_named_by_the_runs_definitions_not_their_paths(tmp
     assert {str(n) for n in names[0] if "/seed0/" in str(n)} < relative and len(relative) == len(seeds.runs)
     assert not {str(Path(t).relative_to("results")) for t in lr.shift_tables()} & set(map(str, names[0]))
     assert len({seeds.grid_id, lr.grid_id, plans[0].grid_id}) == 3
+
+
+def test_results_dir_dot_names_its_files_as_the_rules_do(tmp_path):
+    # "./runs/..." is another file to Snakemake than the rules' "runs/...": a MissingInputException.
+    plan = plan_of(tmp_path, results_dir=".", shifts=["contrast"])()
+    paths = [plan.runs[0].run_dir, plan.data_cache("digits"), plan.shifted_data("digits"), *plan.shift_tables()]
+    assert [p.split("/")[0] for p in paths] == ["runs", "data", "data", "shift"], paths
+
+
+def test_the_report_id_follows_grid_tables_version_and_report_code_never_training(tmp_path, monkeypatch):
+    import lsbench
+    from lsbench import plan as plan_module
+
+    make = plan_of(tmp_path)
+    a = make()
+    first = a.report_id  # read where the Snakefile reads it: in its working directory
+    assert first == make().report_id and len(first) == 16
+    assert plan_of(tmp_path, seeds=[0])().report_id != first  # another grid
+    assert plan_of(tmp_path, results_dir=str(tmp_path / "results"))().report_id != first  # other tables
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # the same relative results_dir in another working directory
+    assert make().report_id != first
+    monkeypatch.undo()
+    monkeypatch.setattr(lsbench, "__version__", "99.0")  # an upgrade
+    upgraded = make()
+    assert upgraded.report_id != first and [r.run_dir for r in upgraded.runs] == [r.run_dir for r in a.runs]
+    monkeypatch.undo()
+    # An edit of the code that computes findings: another report, the same runs.
+    code = tmp_path / "findings.py"
+    code.write_text("x = 1\n")
+    files = plan_module.report_code_files()
+    monkeypatch.setattr(plan_module, "report_code_files", lambda: [*files, code])
+    before = make().report_id
+    code.write_text("x = 2\n")
+    edited = make()
+    assert edited.report_id != before and [r.run_dir for r in edited.runs] == [r.run_dir for r in a.runs]
+
+
+def test_the_report_code_covers_every_lsbench_module_the_report_imports():
+    import subprocess
+
+    from lsbench.plan import report_code_files
+
+    listed = {str(p) for p in report_code_files()}
+    code = ("import sys, lsbench.report, lsbench.findings, lsbench.figures\n"
+            "print('\\n'.join(m.__file__ for n, m in list(sys.modules.items())"
+            " if n.split('.')[0] == 'lsbench' and getattr(m, '__file__', None)))")
+    imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    from pathlib import Path
+
+    assert {str(Path(f).resolve()) for f in imported} - listed == set()
+    assert any(p.endswith("templates/index.html.j2") for p in listed)

@@ -5,6 +5,7 @@ import dataclasses
 import html as html_module
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -254,3 +255,73 @@ def test_the_shift_section_and_findings(report_results):
     meta = findings_document(tables, found)["metadata"]["correction"]
     assert meta["shift_family_sizes"] == {"fashion_mnist/mlp": sizes.pop()}
     assert meta["family_sizes"] == findings_document(tables, without)["metadata"]["correction"]["family_sizes"]
+
+
+def test_a_report_never_writes_over_a_table_it_reads(report_results, tmp_path, capsys):
+    results = tmp_path / "results"
+    shutil.copytree(report_results, results)
+    (tmp_path / "link.parquet").symlink_to(results / "metrics.parquet")
+    before = {p.name: p.read_bytes() for p in results.glob("*.parquet")}
+    for out in (results / "runs.parquet", results / ".." / "results" / "predictions.parquet",
+                tmp_path / "link.parquet", results / "shift.parquet"):
+        assert cli_main(["report", str(results), "-o", str(out)]) == 1, out
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and "a table the report reads" in err and "Traceback" not in err, err
+    assert {p.name: p.read_bytes() for p in results.glob("*.parquet")} == before
+    assert not (results / "findings.json").exists() and not (results / "figures").exists()
+
+
+def test_the_workflows_stamp_records_the_report_and_goes_when_the_page_changes(report_results, tmp_path, capsys):
+    from lsbench.plan import report_code_sha256
+
+    out = tmp_path / "report" / "index.html"
+    out.parent.mkdir()
+    other = out.parent / "report-0000000000000001.json"  # the stamp of another grid's report
+    other.write_text(json.dumps({"written_by": "lsbench report"}))
+    users = out.parent / "report-0000000000000002.json"  # a user's file of that name: not lsbench's
+    users.write_text('{"mine": 1}')
+    stamp = out.parent / "report-00000000000000ab.json"
+    assert cli_main(["report", str(report_results), "-o", str(out), "--stamp", str(stamp)]) == 0
+    record = json.loads(stamp.read_text())
+    assert record["report_code"] == report_code_sha256() and record["tables"] == str(report_results.resolve())
+    assert {"index.html", "findings.json"} <= set(record["files"]) and all((out.parent / f).is_file()
+                                                                          for f in record["files"])
+    assert not other.exists() and users.read_text() == '{"mine": 1}'
+    # Rendered by hand afterwards: the page is no longer the workflow's, so neither is its stamp.
+    assert cli_main(["report", str(report_results), "-o", str(out)]) == 0
+    assert not stamp.exists() and users.exists()
+    for bad in (tmp_path / "report-00000000000000ab.json", out.parent / "stamp.json"):
+        assert cli_main(["report", str(report_results), "-o", str(out), "--stamp", str(bad)]) == 1
+        assert "not a report-<16 hex digits>.json beside" in capsys.readouterr().err
+
+
+def test_collect_replaces_its_own_grid_manifests_only(report_results, tmp_path):
+    from lsbench.pipeline import collect
+
+    out = tmp_path / "results"
+    out.mkdir()
+    mine, old = out / "grid-notes.json", out / "grid-00000000000000ff.json"  # a user's file; an earlier grid's
+    mine.write_text("{}")
+    old.write_text("{}")
+    collect(sorted((report_results.parent / "runs").iterdir()), out, lambda m: None,
+            manifest=out / "grid-0123456789abcdef.json")
+    assert mine.read_text() == "{}" and not old.exists() and (out / "grid-0123456789abcdef.json").is_file()
+
+
+def test_no_command_writes_over_a_file_it_reads(report_results, tmp_path, capsys):
+    root = tmp_path / "copy"
+    shutil.copytree(report_results.parent, root)
+    data, run, results = root / "data" / "fashion_mnist.npz", root / "runs" / "s0e0.0", root / "results"
+    os.link(results / "metrics.parquet", tmp_path / "hard.html")  # the same file by another name
+    files = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    for argv in (["shift-data", "--dataset", "fashion_mnist", "--data", str(data), "--out",
+                  str(root / "data" / ".." / "data" / "fashion_mnist.npz"), "rotation"],
+                 ["collect", "--out-dir", str(run), "--", str(run)],
+                 ["evaluate-shifts", "--data", str(data), "--out", str(run / "calibrated.parquet"), str(run)],
+                 ["train", "--dataset", "fashion_mnist", "--model", "mlp", "--data", str(run / "runs.parquet"),
+                  "--out-dir", str(run), "--seed", "0"],
+                 ["report", str(results), "-o", str(tmp_path / "hard.html")]):
+        assert cli_main(argv) == 1, argv
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and ("an input of lsbench" in err or "a table the report reads" in err), err
+    assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == files

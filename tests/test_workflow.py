@@ -541,3 +541,54 @@ def test_braces_and_spaces_in_paths(tmp_path):
                          timeout=HUNG_S)
     assert run.returncode == 0, output(run)[-3000:]
     assert len(read(wd, "runs")) == 1 and len(read(wd, "shift")) == 1 + 5
+
+
+def test_a_report_dir_shared_by_two_grids_shows_the_grid_run_last_and_keeps_the_users_files(tmp_path):
+    """Two grids with their own results_dir and one report_dir: the report carries its grid, tables,
+    lsbench version and code (report/report-<id>.json), so it is rendered again even without
+    .snakemake/; Snakemake never empties report/figures or report/tables."""
+    wd = workflow_dir(tmp_path / "two", datasets=["digits"], models=["linear"], epsilons=[0.0, 0.1], epochs=1,
+                      validation_size=0.1, ood=None)
+    grids = {"A": ["results_dir=resA", "seeds=[0,1]"], "B": ["results_dir=resB", "seeds=[0]"]}
+
+    def run(grid, *args, env=None):
+        return subprocess.run(snakemake_cmd(wd, "--cores", "2", *args, "--config", *grids[grid]), capture_output=True,
+                              text=True, timeout=900, env=env)
+
+    def seeds():
+        return json.loads((wd / "report" / "findings.json").read_text())["metadata"]["seeds"]
+
+    mine = {wd / "report" / "figures" / "my-own.svg": "<svg/>", wd / "report" / "tables" / "my-table.csv": "a\n"}
+    first = run("A")
+    assert first.returncode == 0, output(first)[-3000:]
+    for path, text in mine.items():
+        path.write_text(text)
+    assert run("B").returncode == 0 and seeds() == [0]
+    shutil.rmtree(wd / ".snakemake")
+    counts = jobs(run("A", "-n"))
+    assert counts.get("report") == 1 and "train" not in counts and "collect" not in counts, counts
+    assert run("A").returncode == 0 and seeds() == [0, 1]
+    assert {path: path.read_text() for path in mine} == mine
+    assert len(list((wd / "report").glob("report-*.json"))) == 1
+    assert "Nothing to be done" in output(run("A", "-n"))
+    # An upgraded lsbench (here: an edit of the code that computes findings) renders again, trains nothing.
+    src = tmp_path / "src"
+    shutil.copytree(REPO / "src" / "lsbench", src / "lsbench")
+    with (src / "lsbench" / "findings.py").open("a") as f:
+        f.write("\n# edited\n")
+    counts = jobs(run("A", "-n", env={**os.environ, "PYTHONPATH": str(src)}))
+    assert counts.get("report") == 1 and "train" not in counts and "collect" not in counts, counts
+
+
+def test_results_dir_dot_or_nested_with_report_dir_plans_every_job(tmp_path):
+    """"." gave the plan "./runs/..." against the rules' "runs/..." (MissingInputException), a
+    results_dir inside report_dir a ChildIOException (report's directory() outputs)."""
+    wd = workflow_dir(tmp_path / "paths", datasets=["digits"], models=["linear"], seeds=[0], epsilons=[0.0, 0.1],
+                      epochs=1, validation_size=0.1, ood=None)
+    for paths in (["results_dir=."], ["results_dir=report/tables"], ["results_dir=report"],
+                  ["results_dir=res", "report_dir=res/report"], ["report_dir=."]):
+        run = snakemake(wd, "-n", "--config", *paths)
+        counts = jobs(run)
+        planned = run.returncode == 0 and counts.get("train") == 2 and counts.get("report") == 1
+        assert planned, (paths, output(run)[-2000:])
+        assert "starts with './'" not in output(run)

@@ -52,6 +52,35 @@ def run_dirs(paths: list[Path]) -> list[Path]:
     return [p.parent if p.is_file() else p for p in paths]
 
 
+def check_overwrites(args: argparse.Namespace) -> None:
+    """ConfigError, before anything is read or written, when a file the command writes is one it
+    reads (an input given as the output by mistake, e.g. `shift-data --out` the cache itself, or
+    `collect --out-dir` a run's own folder). `report` checks its own outputs
+    (`lsbench.report.check_not_inputs`), which it knows only once the page is rendered."""
+    from lsbench import io
+
+    optional = [Path(p) for p in (getattr(args, "shifted", None), getattr(args, "ood_data", None)) if p]
+    if args.command == "shift-data":
+        outputs, inputs = [args.out], [args.data]
+    elif args.command == "evaluate-shifts":
+        outputs = [args.out]
+        inputs = [args.data, *optional, *(p for d in run_dirs(args.run_dirs)
+                                          for p in (*io.run_paths(d).values(), d / "model.pt"))]
+    elif args.command == "collect":
+        outputs = [args.out_dir / f"{name}.parquet" for name in (*io.PUBLISHED, *io.OPTIONAL_PUBLISHED)]
+        outputs += [args.manifest] if args.manifest else []
+        inputs = [p for d in run_dirs(args.run_dirs) for p in io.run_paths(d).values()]
+        inputs += [*(args.data_summary or ()), *(args.shift_table or ()), *(args.shifted_data or ())]
+    elif args.command == "train":
+        outputs, inputs = [*io.run_paths(args.out_dir).values(), args.out_dir / "model.pt"], [args.data, *optional]
+    else:
+        return
+    hit = io.overwritten_input(outputs, inputs)
+    if hit:
+        raise ConfigError(f"{hit[0]}: an input of lsbench {args.command}{io.same_file_note(*hit)}; write the output "
+                          "elsewhere")
+
+
 TRAIN_EXTRA = "pip install 'lsbench[train]' (torch, torchvision and label-relaxation; see the README)"
 
 
@@ -142,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("results_dir", type=Path, help="directory with the parquet files written by collect")
     p.add_argument("-o", "--out", default="report/index.html", help="the HTML file to write (default: "
                    "%(default)s); findings.json, figures/ and tables/ go beside it")
+    p.add_argument("--stamp", type=Path, default=None, help="the workflow's record of this report, "
+                   "report-<id>.json beside the HTML file (written last; every earlier one there is removed)")
     p = sub.add_parser("docs", help="rewrite the docs' tables of datasets, models, methods and shifts from the "
                        "registries (lsbench.docs_tables)")
     p.add_argument("--root", type=Path, default=Path("."), help="the repository's root (default: .)")
@@ -201,6 +232,7 @@ def run(args: argparse.Namespace) -> None:
     # Imported here so `lsbench --help` does not pay for pandas, torch and matplotlib.
     from lsbench import pipeline
 
+    check_overwrites(args)
     if args.command == "prepare-data":
         v = validate_options({"--dataset": ("datasets[]", args.dataset), "--data-root": ("data_root", args.data_root)})
         pipeline.prepare_data(v["--dataset"], v["--data-root"], args.out, log, args.fingerprint)
@@ -252,7 +284,7 @@ def run(args: argparse.Namespace) -> None:
         if args.out.endswith(("/", os.sep)):  # Path() would drop the slash and write a file of that name
             raise IsADirectoryError(21, "names a directory (it ends with /); give the HTML file to write, e.g. "
                                     f"{Path(args.out) / 'index.html'}", args.out.rstrip("/" + os.sep))
-        write_report(args.results_dir, Path(args.out))
+        write_report(args.results_dir, Path(args.out), args.stamp)
         log(f"wrote {args.out}")
     elif args.command == "docs":
         from lsbench.docs_tables import update

@@ -622,14 +622,16 @@ def to_workflow_config(config: Mapping[str, Any]) -> WorkflowConfig:
         variants=grid_variants(config["methods"]),
         train=train,
         validation_sizes=per_dataset,
-        data_root=config["data_root"],
+        # "~" and "~user" are the home folder, as a shell would read them (Snakemake and the jobs' quoted
+        # arguments would otherwise make a folder named "~").
+        data_root=None if config["data_root"] is None else os.path.expanduser(config["data_root"]),
         keep_checkpoints=bool(config["keep_checkpoints"]),
         ood={d: (config["ood"] or {}).get(d) for d in config["datasets"]},
         shifts=shift_list(config["shifts"]),
         shift_images=int(config["shift_images"]),
         # Normalised ("results/" -> "results"): the plan's paths must be the rules' patterns.
-        results_dir=os.path.normpath(config["results_dir"]),
-        report_dir=os.path.normpath(config["report_dir"]),
+        results_dir=os.path.normpath(os.path.expanduser(config["results_dir"])),
+        report_dir=os.path.normpath(os.path.expanduser(config["report_dir"])),
     )
 
 
@@ -659,8 +661,9 @@ OUTPUT_DIR_KEYS = ("results_dir", "report_dir")
 
 def output_dir_errors(config: Mapping[str, Any]) -> list[str]:
     """results_dir and report_dir: non-empty paths without braces (Snakemake would read a brace as
-    a wildcard in every output under them); the schema's own message is a regular expression."""
-    allowed = "Allowed: a folder, relative to the working directory or absolute, without { or }"
+    a wildcard in every output under them), and a leading "~" only where it names a home folder
+    (`to_workflow_config` expands it); the schema's own message is a regular expression."""
+    allowed = "Allowed: a folder, relative to the working directory, absolute or under ~, without { or }"
     errors = []
     for key in OUTPUT_DIR_KEYS:
         value = config.get(key)
@@ -670,6 +673,9 @@ def output_dir_errors(config: Mapping[str, Any]) -> list[str]:
             errors.append(f"config key {key!r} = {value!r}: an empty path. {allowed}")
         elif "{" in value or "}" in value:
             errors.append(f"config key {key!r} = {value!r}: braces would be read as wildcards. {allowed}")
+        elif os.path.expanduser(value).startswith("~"):
+            errors.append(f"config key {key!r} = {value!r}: {value.split(os.sep)[0]} names no home folder here. "
+                          f"{allowed}")
     return errors
 
 

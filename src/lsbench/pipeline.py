@@ -8,6 +8,7 @@ from __future__ import annotations
 import io as _bytes_io
 import json
 import math
+import re
 import time
 from collections import Counter
 from dataclasses import asdict
@@ -560,7 +561,7 @@ def collect(run_dirs: list[Path], out_dir: Path, log: Log, config: dict | None =
     caches) that they were trained on the data now prepared, and with `model_sha256` that they
     were trained with the model code the workflow planned with; nothing is written when a check
     fails. `manifest` (results/grid-<id>.json, see `lsbench.plan.WorkflowPlan.grid_id`): written
-    last, listing what was collected, after every other grid-*.json beside it is removed first, so
+    last, listing what was collected, after every other grid-<id>.json beside it is removed first, so
     that only the grid whose tables these are has one.
 
     `shift_tables` (`evaluate_shifts`' files, any order) and `shifted_data` (`shift_data`'s): written
@@ -584,7 +585,8 @@ def collect(run_dirs: list[Path], out_dir: Path, log: Log, config: dict | None =
         check_shift_table(shift, tables["runs"], config)
     if manifest is not None:
         for old in Path(manifest).parent.glob("grid-*.json"):
-            old.unlink()
+            if re.fullmatch(r"grid-[0-9a-f]{16}\.json", old.name):  # collect's; never a file of the user's
+                old.unlink()
     extra = {io.SHIFT: shift, io.GALLERY: shift_gallery(list(shifted_data or ())) if shift is not None else None}
     for name, df in extra.items():
         if df is None:

@@ -124,18 +124,25 @@ class RunPlan:
                        format_param(self.param))
 
 
+def under(folder: str, path: str) -> str:
+    """`path` inside `folder` (a normalised results_dir or report_dir), as the rules spell it:
+    "runs/x" for folder ".", not "./runs/x", which Snakemake matches as another file (the plan's
+    inputs would then be no rule's outputs: a MissingInputException)."""
+    return path if folder == os.curdir else os.path.join(folder, path)
+
+
 # Every path below is relative to the working directory (or absolute) and starts with the config's
 # results_dir (`results` by default); the rule files declare the same patterns.
 def run_dir(results: str, dataset: str, model: str, definition: str, seed: int | str, method: str, param: str) -> str:
     """<results>/runs/<dataset>/<model slug>/<definition>/seed<seed>/<method>/p<param>."""
-    return f"{results}/runs/{dataset}/{model_slug(model)}/{definition}/seed{seed}/{method}/p{param}"
+    return under(results, f"runs/{dataset}/{model_slug(model)}/{definition}/seed{seed}/{method}/p{param}")
 
 
 def shifted_data(results: str, dataset: str, fingerprint: str, suite: str) -> str:
     """<results>/data/shifted/<dataset>-<fingerprint>-<suite>.npz: a dataset's test subset under
     every shift of the grid; `suite` is `WorkflowPlan.shift_suite` (the shifts' code and names, the
     subset's size and seed)."""
-    return f"{results}/data/shifted/{dataset}-{fingerprint}-{suite}.npz"
+    return under(results, f"data/shifted/{dataset}-{fingerprint}-{suite}.npz")
 
 
 def shift_table(results: str, dataset: str, model: str, definition: str, seed: int | str, method: str, param: str,
@@ -144,12 +151,13 @@ def shift_table(results: str, dataset: str, model: str, definition: str, seed: i
     one run's final model under the grid's shifts (`suite`: `WorkflowPlan.shift_suite`). The path
     names the run by its definition, never by where its run directory is, so another spelling of
     results_dir (renamed, absolute) finds the evaluation it already has."""
-    return f"{results}/shift/{dataset}/{model_slug(model)}/{definition}/seed{seed}/{method}/p{param}/{suite}.parquet"
+    run = f"{dataset}/{model_slug(model)}/{definition}/seed{seed}/{method}/p{param}"
+    return under(results, f"shift/{run}/{suite}.parquet")
 
 
 def data_cache(results: str, dataset: str, fingerprint: str) -> str:
     """<results>/data/<dataset>-<fingerprint>.npz (its summary: the same name with .json)."""
-    return f"{results}/data/{dataset}-{fingerprint}.npz"
+    return under(results, f"data/{dataset}-{fingerprint}.npz")
 
 
 class WorkflowPlan:
@@ -222,6 +230,59 @@ class WorkflowPlan:
         paths = [[run.run_dir for run in self.runs], self.data_summaries(), self.shift_tables()]
         return _digest([[os.path.relpath(p, self.wf.results_dir) for p in group] for group in paths])
 
+    @property
+    def report_id(self) -> str:
+        """A digest of what the report's pages are made from and with: the grid (`grid_id`), the
+        folder its tables are read from (absolute: two working directories with the same relative
+        results_dir hold different tables), lsbench's version and the report's code
+        (`report_code_sha256`). The workflow's report rule writes `<report_dir>/report-<id>.json`,
+        so a report of another grid, of other tables or of other code is rendered again, even
+        without Snakemake's metadata."""
+        return _digest([self.grid_id, os.path.abspath(self.wf.results_dir), report_code_sha256()])
+
     def data_summaries(self) -> list[str]:
         """The summary (.json) of every cache a run reads: the grid's datasets and their OOD sets."""
         return [str(Path(self.data_cache(d)).with_suffix(".json")) for d in sorted(self.fingerprints)]
+
+
+def report_code_files() -> list[Path]:
+    """The files that compute the report's findings, figures and page: `lsbench.report` and every
+    module of the lsbench package it imports, directly or not (read from their import statements,
+    function-level imports included, without importing them), the package's __init__ (the
+    version) and the page's templates. Sorted paths."""
+    import ast
+
+    package = Path(__file__).resolve().parent
+    found: set[Path] = set()
+    todo = [package / "report.py", package / "__init__.py"]
+    while todo:
+        path = todo.pop()
+        if path in found or not path.is_file():
+            continue
+        found.add(path)
+        for node in ast.walk(ast.parse(path.read_bytes(), filename=str(path))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                # `from lsbench import x`: x is a module or a name of lsbench/__init__.py.
+                names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+            for name in names:
+                parts = name.split(".")
+                if parts[0] == "lsbench" and len(parts) > 1:
+                    todo.append(package.joinpath(*parts[1:]).with_suffix(".py"))
+    return sorted(found | {p for p in (package / "templates").rglob("*") if p.is_file()})
+
+
+def report_code_sha256() -> str:
+    """sha256 (first `DIGEST_CHARS` hex digits) of lsbench's version and of `report_code_files`
+    (each file's name inside the package and its bytes): what an upgrade of lsbench changes in the
+    report. Training digests none of it, so an edit here re-renders the report and trains
+    nothing."""
+    from lsbench import __version__
+
+    package = Path(__file__).resolve().parent
+    digest = hashlib.sha256(__version__.encode() + b"\0")
+    for path in report_code_files():
+        digest.update(os.path.relpath(path, package).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:DIGEST_CHARS]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from pathlib import Path
 
@@ -26,7 +27,8 @@ from lsbench.figures import (FIGURES_DIR, Figure, figure_confidence, figure_curv
                              figure_shift_heatmap, figure_shift_severity, figure_vs_param, figure_files)
 from lsbench.findings import (ALPHA, BASELINE, CORRECTION, LAST_EPOCHS, MARGINS, SHIFT_FAMILY, json_ready, rank_lowest,
                               paired, select, setting_label, study_findings)
-from lsbench.io import KEY, OOD_SCORES, atomic_write_bytes, write_text
+from lsbench.io import (KEY, OOD_SCORES, OPTIONAL_PUBLISHED, PUBLISHED, atomic_write_bytes, overwritten_input,
+                        same_file_note, write_text)
 from lsbench.methods import METHODS, variant_label
 from lsbench.metrics import OOD_METRICS
 from lsbench.stats import (WILCOXON_MIN_N, Interval, PairedTest, final_epoch_intervals, metric_interval, paired_against,
@@ -591,6 +593,11 @@ def latex_table(caption: str, name: str, header: list[str], body: list[list[str]
 def write_tables(html: str, directory: Path) -> list[Path]:
     """Every table of a rendered page as <name>.csv and <name>.tex in `directory` (see
     `replace_outputs` for what happens to an earlier report's files there)."""
+    return replace_outputs(directory, table_files(html))
+
+
+def table_files(html: str) -> dict[str, bytes]:
+    """{<name>.csv and <name>.tex: their bytes} for every table of a rendered page."""
     import csv
     import io as _io
 
@@ -601,7 +608,7 @@ def write_tables(html: str, directory: Path) -> list[Path]:
         writer.writerows([header, *body] if header else body)
         files[f"{name}.csv"] = buf.getvalue().encode()
         files[f"{name}.tex"] = latex_table(caption, name, header, body).encode()
-    return replace_outputs(directory, files)
+    return files
 
 
 MANIFEST = ".lsbench-report-files"
@@ -692,10 +699,50 @@ def findings_path(report_path: Path) -> Path:
     return Path(report_path).with_name("findings.json")
 
 
-def write_report(results_dir: Path, out_path: Path) -> None:
-    """Render results_dir's tables to out_path and the findings to findings.json beside it
-    (TablesError for broken tables; IsADirectoryError when out_path is a directory; ConfigError
-    when it is named findings.json)."""
+# The workflow's record of a report (`write_report`'s `stamp`): report-<WorkflowPlan.report_id>.json.
+STAMP_NAME = re.compile(r"report-[0-9a-f]{16}\.json")
+STAMP_WRITER = "lsbench report"
+
+
+def check_not_inputs(results_dir: Path, outputs: list[Path]) -> None:
+    """ConfigError naming the first of `outputs` that is one of the tables a report of
+    `results_dir` reads (the same path, through a link or not, or the same file by another
+    name), whether or not that table exists yet: writing it would destroy a published table."""
+    tables = [Path(results_dir) / f"{name}.parquet" for name in (*PUBLISHED, *OPTIONAL_PUBLISHED)]
+    hit = overwritten_input(outputs, tables)
+    if hit:
+        raise ConfigError(f"{hit[0]}: a table the report reads{same_file_note(*hit)}; write the report elsewhere, "
+                          f"e.g. -o {Path(results_dir).parent / 'report' / 'index.html'}")
+
+
+def _is_stamp(path: Path) -> bool:
+    """Whether `path` is a record `write_report` wrote (its name and its writer), not a user's file."""
+    if not STAMP_NAME.fullmatch(path.name) or not path.is_file():
+        return False
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(record, dict) and record.get("written_by") == STAMP_WRITER
+
+
+def write_report(results_dir: Path, out_path: Path, stamp: Path | None = None) -> None:
+    """Render results_dir's tables to out_path, the findings to findings.json beside it, and the
+    figures' and tables' files to figures/ and tables/ beside it (`replace_outputs`: only files
+    an earlier report wrote there are replaced).
+
+    Every earlier `stamp` beside out_path (report-<16 hex digits>.json written by this function)
+    is removed first, since the page no longer is what it records; `stamp` (the workflow's, named
+    by `lsbench.plan.WorkflowPlan.report_id`) is written last, recording lsbench's version, the
+    report code's digest, the tables' folder, its grid and the files written.
+
+    TablesError for broken tables; IsADirectoryError when out_path is a directory; ConfigError
+    when it is named findings.json, when any file to be written is one of the tables read
+    (`check_not_inputs`), or when `stamp` is not a report-<16 hex digits>.json beside out_path.
+    """
+    from lsbench import __version__
+    from lsbench.plan import report_code_sha256
+
     out_path = Path(out_path)
     if out_path.is_dir() or out_path.name in ("", ".", ".."):
         raise IsADirectoryError(21, "is a directory; give the HTML file to write, e.g. "
@@ -703,14 +750,32 @@ def write_report(results_dir: Path, out_path: Path) -> None:
     if out_path.name == findings_path(out_path).name:
         raise ConfigError(f"{out_path}: the findings are written to {findings_path(out_path).name} beside the "
                           "report; give the report another name, e.g. index.html")
+    if stamp is not None and (not STAMP_NAME.fullmatch(Path(stamp).name)
+                              or Path(stamp).parent.resolve() != out_path.parent.resolve()):
+        raise ConfigError(f"--stamp {stamp}: not a report-<16 hex digits>.json beside {out_path}")
+    stamps = [Path(stamp)] if stamp is not None else []
+    check_not_inputs(results_dir, [out_path, findings_path(out_path), *stamps])  # before the slow part
     tables = read_tables(results_dir)
     found = findings(tables)
     html, figures = render_with_figures(tables, found=found)
+    folders = {out_path.parent / TABLES_DIR: table_files(html), out_path.parent / FIGURES_DIR: figure_files(figures)}
+    check_not_inputs(results_dir, [d / name for d, files in folders.items() for name in [*files, MANIFEST]])
+    for old in out_path.parent.glob("report-*.json"):
+        if _is_stamp(old):
+            old.unlink()
     write_text(html, out_path)
     write_text(json.dumps(findings_document(tables, found), indent=1, ensure_ascii=False) + "\n",
                findings_path(out_path))
-    write_tables(html, out_path.parent / TABLES_DIR)
-    replace_outputs(out_path.parent / FIGURES_DIR, figure_files(figures))
+    for directory, files in folders.items():
+        replace_outputs(directory, files)
+    if stamp is not None:
+        written = [out_path, findings_path(out_path), *(d / n for d, files in folders.items() for n in files)]
+        record = {"written_by": STAMP_WRITER, "lsbench": __version__, "report_code": report_code_sha256(),
+                  "tables": str(Path(results_dir).resolve()),
+                  "grid": sorted(p.stem.removeprefix("grid-") for p in Path(results_dir).glob("grid-*.json")
+                                 if re.fullmatch(r"grid-[0-9a-f]{16}\.json", p.name)),
+                  "files": sorted(os.path.relpath(p, out_path.parent) for p in written)}
+        write_text(json.dumps(record, indent=1) + "\n", Path(stamp))
 
 
 def read_findings(path: Path) -> dict:

@@ -6,7 +6,7 @@ import shlex
 from lsbench.config import model_from_slug, or_exit
 from lsbench.datasets import DATASETS, get_dataset
 from lsbench.methods import METHODS, PARAM_PATTERN
-from lsbench.plan import WorkflowPlan
+from lsbench.plan import WorkflowPlan, under
 from snakemake.sourcecache import LocalSourceFile
 
 
@@ -37,12 +37,13 @@ RUN = f"runs/{RUN_KEY}"
 
 def results_path(path):
     # A file under the config's results_dir; the config forbids braces in it, so the only
-    # wildcards are the rule's own.
-    return os.path.join(LSB.results_dir, path)
+    # wildcards are the rule's own. Spelled as lsbench.plan spells its inputs ("runs/x" when
+    # results_dir is ".").
+    return under(LSB.results_dir, path)
 
 
 def report_path(path):
-    return os.path.join(LSB.report_dir, path)
+    return under(LSB.report_dir, path)
 
 
 # The rules' conda env, beside this folder (a local checkout, or a remote module's source).
