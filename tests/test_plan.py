@@ -121,8 +121,8 @@ def test_adding_a_method_changes_no_existing_runs_digest(lsbench_copy):
 
 def test_editing_one_objective_changes_the_digest_of_the_methods_that_compute_with_it_only(lsbench_copy):
     before = lsbench_copy()
-    focal = lsbench_copy("methods.py", "return (-(1 - pt) ** g * log_pt).mean()",
-                         "return -((1 - pt) ** g * log_pt).mean()")
+    focal = lsbench_copy("methods.py", "return (-one_minus_pt ** g * log_pt).mean()",
+                         "return -(one_minus_pt ** g * log_pt).mean()")
     assert changed(before, focal, "methods") == {"focal", "focal_adaptive"}  # FLSD-53 calls _focal
     assert focal["runs"]["focal"] != before["runs"]["focal"]
     assert {m: r for m, r in focal["runs"].items() if m != "focal"} == \
@@ -178,7 +178,8 @@ def test_results_dir_dot_names_its_files_as_the_rules_do(tmp_path):
     # "./runs/..." is another file to Snakemake than the rules' "runs/...": a MissingInputException.
     plan = plan_of(tmp_path, results_dir=".", shifts=["contrast"])()
     paths = [plan.runs[0].run_dir, plan.data_cache("digits"), plan.shifted_data("digits"), *plan.shift_tables()]
-    assert [p.split("/")[0] for p in paths] == ["runs", "data", "data", "shift"], paths
+    assert [p.split("/")[0] for p in paths[:3]] == ["runs", "data", "data"], paths
+    assert {p.split("/")[0] for p in paths[3:]} == {"shift"}, paths
 
 
 def test_the_report_id_follows_grid_tables_version_and_report_code_never_training(tmp_path, monkeypatch):
