@@ -134,7 +134,7 @@ def test_editing_one_objective_changes_the_digest_of_the_methods_that_compute_wi
                       "return F.cross_entropy(logits, target, reduction=\"mean\")\n\n\ndef _label_smoothing",
                       "methods.py", "errors = []\n", "errors: list[str] = []\n")
     assert changed(before, ce, "methods") == {"cross_entropy", "mixup"}
-    param = lsbench_copy("methods.py", 'Param("gamma", "γ", 0.0, neutral=0.0)',
+    param = lsbench_copy("methods.py", 'Param("gamma", "γ", 0.0, FOCAL_GAMMA_MAX, neutral=0.0)',
                          'Param("gamma", "γ", 0.0, 10.0, neutral=0.0)')
     assert changed(before, param, "methods") == {"focal"}
 
