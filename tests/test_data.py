@@ -366,3 +366,69 @@ def test_data_changed_since_planning_is_a_data_error(tmp_path):
     with pytest.raises(DataError, match="its files or the code that decodes them changed since the workflow was"):
         prepare_data("digits", None, tmp_path / "digits.npz", lambda message: None, "not-the-fingerprint")
     assert not (tmp_path / "digits.npz").exists()
+
+
+def _numpy1_names(blob: bytes) -> bytes:
+    """A NumPy 2 pickle as NumPy 1 writes it: its globals under numpy.core instead of numpy._core
+    (the one frame of a small protocol-4/5 pickle shrinks by the bytes removed)."""
+    renamed = blob.replace(b"\x8c\x16numpy._core.multiarray", b"\x8c\x15numpy.core.multiarray") \
+        .replace(b"\x8c\x13numpy._core.numeric", b"\x8c\x12numpy.core.numeric") \
+        .replace(b"numpy._core.multiarray\n", b"numpy.core.multiarray\n")
+    if blob[2:3] == b"\x95":  # FRAME with an 8-byte length
+        size = int.from_bytes(blob[3:11], "little") - (len(blob) - len(renamed))
+        renamed = renamed[:3] + size.to_bytes(8, "little") + renamed[11:]
+    return renamed
+
+
+@pytest.mark.parametrize("numpy_names", ["numpy 2", "numpy 1"])
+@pytest.mark.parametrize("protocol", range(6))
+def test_cifar_batches_of_every_pickle_protocol_decode(tmp_path, protocol, numpy_names):
+    """Protocol 5 stores arrays through numeric._frombuffer, 0-4 through multiarray._reconstruct,
+    and NumPy 1 names both under numpy.core: each is NumPy's reconstruction, not code to refuse."""
+    d = write_tiny_cifar(tmp_path / "root" / "cifar-10-batches-py")
+    images = np.arange(2 * 3072, dtype=np.uint8).reshape(2, 3072)
+    blob = pickle.dumps({b"data": images, b"labels": [np.int64(3), 7]}, protocol=protocol)
+    (d / "data_batch_2").write_bytes(_numpy1_names(blob) if numpy_names == "numpy 1" else blob)
+    if numpy_names == "numpy 1" and protocol >= 2:
+        assert b"numpy.core." in (d / "data_batch_2").read_bytes()
+    data = resolve_dataset(get_dataset("cifar10"), str(tmp_path / "root"), tmp_path / "dl", download=_no_download)
+    assert (data.train_images[50:52].reshape(2, -1) == images).all()
+    assert data.train_labels[50:52].tolist() == [3, 7]
+
+
+@pytest.mark.parametrize("protocol", [2, 5])
+def test_an_empty_cifar_batch_is_0_images(tmp_path, protocol):
+    """Protocol 2 writes an empty array's bytes as bytes(): the file is empty, not crafted."""
+    d = write_tiny_cifar(tmp_path / "root" / "cifar-10-batches-py")
+    (d / "data_batch_3").write_bytes(pickle.dumps({b"data": np.zeros((0, 3072), np.uint8), b"labels": []},
+                                                  protocol=protocol))
+    with pytest.raises(DataError, match="data_batch_3: 0 images"):
+        resolve_dataset(get_dataset("cifar10"), str(tmp_path / "root"), tmp_path / "dl", download=_no_download)
+
+
+def _nested(depth: int) -> bytes:
+    """The pickle opcodes of [[...[0]...]] `depth` lists deep (pickle.dumps would exceed the recursion limit)."""
+    return b"(" * depth + b"K\x00" + b"l" * depth
+
+
+@pytest.mark.parametrize("key,needle", [(b"labels", "labels are not integers"), (b"data", "data is not an array")])
+def test_cifar_values_nested_100000_deep_are_one_data_error(tmp_path, key, needle):
+    d = write_tiny_cifar(tmp_path / "root" / "cifar-10-batches-py")
+    other = {b"data": np.zeros((1, 3072), np.uint8), b"labels": [0]}
+    other.pop(key)
+    head = pickle.dumps(other, protocol=2)[:-1]  # without STOP: one more item goes into the dict
+    (d / "data_batch_1").write_bytes(head + pickle.dumps(key, protocol=2)[2:-1] + _nested(100_000) + b"s.")
+    with pytest.raises(DataError, match=f"data_batch_1: {needle}"):
+        resolve_dataset(get_dataset("cifar10"), str(tmp_path / "root"), tmp_path / "dl", download=_no_download)
+
+
+@pytest.mark.parametrize("payload", [
+    b"\x80\x02c_codecs\nencode\nX\x01\x00\x00\x00xX\x04\x00\x00\x00zlib\x86R.",  # another codec than latin1
+    b"\x80\x02c__builtin__\nbytes\nJ\x00\xca\x9a;\x85R.",  # bytes(10**9): a gigabyte on the file's say
+    b"\x80\x02cnumpy._core.numeric\nfrombuffer\n.",  # a NumPy function that is not a reconstruction
+])
+def test_cifar_unpickler_allows_only_what_arrays_need(tmp_path, payload):
+    d = write_tiny_cifar(tmp_path / "root" / "cifar-10-batches-py")
+    (d / "test_batch").write_bytes(payload)
+    with pytest.raises(DataError, match="test_batch: not a CIFAR-10 batch .*refusing"):
+        resolve_dataset(get_dataset("cifar10"), str(tmp_path / "root"), tmp_path / "dl", download=_no_download)

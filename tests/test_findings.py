@@ -1,5 +1,7 @@
 """The findings' rules on synthetic tables whose right conclusion is known, in each direction."""
 
+import functools
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -521,3 +523,70 @@ def test_a_grid_of_cross_entropy_alone_compares_nothing():
     assert answer["sentences"][-1] == "The grid trains cross-entropy alone, so no method is compared with it."
     assert by_id(records, "best_method") == [] and "lowest" not in answer["text"]
     assert [r["id"] for r in records] == ["answer", "miscalibration_direction"]
+
+
+@functools.cache
+def _findings_json() -> str:
+    """One schema-2 findings document of synthetic tables (computed once: it takes seconds)."""
+    import json
+
+    from lsbench.findings import json_ready
+
+    return json.dumps({"schema_version": 2, "metadata": {"cpu_capabilities": ["AVX2"]},
+                       "findings": json_ready(findings(epsilons=(0.0, 0.2)))})
+
+
+def _tampered(document: dict, change: str) -> dict | str:
+    """`document` with one field changed as a hand edit (or a broken copy) would change it."""
+    import copy
+
+    doc = copy.deepcopy(document)
+    first = next(r for r in doc["findings"] if r["id"] == "miscalibration_direction")
+    setting = next(r for r in doc["findings"] if r["id"] == "method_setting")
+    if change == "version string":
+        doc["schema_version"] = "2"
+    elif change == "version null":
+        doc["schema_version"] = None
+    elif change == "version true":
+        doc["schema_version"] = True
+    elif change == "metadata list":
+        doc["metadata"] = []
+    elif change == "capabilities of numbers":
+        doc["metadata"]["cpu_capabilities"] = [2]
+    elif change in ("variant", "direction"):
+        del first[change]
+    elif change == "setting_of":
+        del setting["setting_of"]
+    elif change == "epochs_checked":
+        setting["direction_over_last_epochs"], setting["epochs_checked"] = "over", []
+    elif change == "nested":
+        return "[" * 100_000 + "]" * 100_000
+    return doc
+
+
+@pytest.mark.parametrize("change,needle", [
+    ("version string", "schema_version: '2' is not of type 'integer'"),
+    ("version null", "schema_version: None is not of type 'integer'"),
+    ("version true", "schema_version: True is not of type 'integer'"),
+    ("metadata list", "metadata: [] is not of type 'object'"),
+    ("capabilities of numbers", "metadata.cpu_capabilities[0]: 2 is not of type 'string'"),
+    ("variant", "]: 'variant' is a required property"),
+    ("direction", "]: 'direction' is a required property"),
+    ("setting_of", "'setting_of' is a required property"),
+    ("epochs_checked", "epochs_checked: [] should be non-empty"),
+    ("nested", "nested too deep to read"),
+])
+def test_compare_findings_names_the_field_of_a_tampered_document(tmp_path, capsys, change, needle):
+    """Each was a traceback (TypeError, AttributeError, KeyError, IndexError, RecursionError)."""
+    import json
+
+    from lsbench.cli import main as cli_main
+
+    document = json.loads(_findings_json())
+    (tmp_path / "a.json").write_text(json.dumps(document))
+    tampered = _tampered(document, change)
+    (tmp_path / "b.json").write_text(tampered if isinstance(tampered, str) else json.dumps(tampered))
+    assert cli_main(["compare-findings", str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "b.json: not a findings.json written by lsbench report" in err, err
+    assert needle in err, err

@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -325,3 +326,43 @@ def test_no_command_writes_over_a_file_it_reads(report_results, tmp_path, capsys
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and ("an input of lsbench" in err or "a table the report reads" in err), err
     assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == files
+
+
+def _edited_shift_tables(results, tmp_path, name: str, change) -> "Path":
+    """A copy of `results` whose shift.parquet or shift_gallery.parquet went through `change`."""
+    from lsbench import io as lsio
+
+    copy = tmp_path / "results"
+    shutil.copytree(results, copy)
+    path = copy / f"{name}.parquet"
+    lsio.write_parquet(change(pd.read_parquet(path)), path)
+    return copy
+
+
+def _first_clean(df: pd.DataFrame) -> pd.Series:
+    return (df["shift"] == "none") & (df.index == df.index[df["shift"] == "none"][0])
+
+
+@pytest.mark.parametrize("name,change,needle", [
+    # A ValueError traceback from the gallery figure's reshape.
+    ("shift_gallery", lambda df: df.assign(pixels=df["pixels"].map(lambda b: b[:-1])),
+     "have pixels that are not channels x height x width bytes"),
+    ("shift_gallery", lambda df: df.assign(height=df["width"] * 2, width=df["height"] // 2),
+     "image(s) of another shape than their dataset's runs"),
+    ("shift_gallery", lambda df: df.assign(pixels=df["pixels"].map(lambda b: b.decode("latin1"))),
+     "column 'pixels' holds str, expected bytes"),
+    # Accepted: the shift rows' temperature is copied from calibrated.parquet, the clean rows are
+    # the final model on images whose predictions the run stored.
+    ("shift", lambda df: df.assign(temperature=df["temperature"] * 2),
+     "have a temperature that is not their run's in calibrated.parquet"),
+    ("shift", lambda df: df.assign(ece=df["ece"].mask(_first_clean(df), df["ece"] / 2)),
+     "the clean (none, severity 0) row's ece = "),
+    ("shift", lambda df: df.assign(accuracy=df["accuracy"].mask(_first_clean(df), 1.0 - df["accuracy"])),
+     "the clean (none, severity 0) row's accuracy = "),
+], ids=["pixels of the wrong size", "another shape", "pixels as text", "temperature", "clean ece", "clean accuracy"])
+def test_shift_tables_that_do_not_follow_from_the_runs_are_refused(report_results, tmp_path, capsys, name, change,
+                                                                   needle):
+    results = _edited_shift_tables(report_results, tmp_path, name, change)
+    assert cli_main(["report", str(results), "-o", str(tmp_path / "r" / "index.html")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{name}.parquet: " in err and needle in err, err

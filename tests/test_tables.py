@@ -189,14 +189,37 @@ def _change_one(column, how):
     return change
 
 
+def _change_final(column, how):
+    """Change `column` in the final epoch's row of one converged run."""
+    def change(df):
+        df = df.copy()
+        row = df.index[(df["epoch"] == df["epoch"].max()) & ~df["diverged"]][0]
+        df.loc[row, column] = how(df.loc[row, column])
+        return df
+    return change
+
+
 @pytest.mark.parametrize("table,change,needle", [
     ("predictions", _change_one("logit_0", lambda v: float("nan")), "a logit that is not finite"),
     ("ood_predictions", _change_one("logit_1", lambda v: float("inf")), "a logit that is not finite"),
     ("predictions", lambda df: _swap_small_probs(df), "not the softmax of the logits"),
-    ("calibrated", lambda df: df.assign(temperature=df["temperature"] * 1.5), "ece_ts that does not follow"),
+    ("calibrated", lambda df: df.assign(temperature=df["temperature"] * 1.5), "ece_ts = "),
     ("reliability", lambda df: df.assign(count=df.groupby(["seed", "param"])["count"].transform(
         lambda c: c.sample(frac=1.0, random_state=1).to_numpy())), "bin counts that do not follow"),
-    ("ood", lambda df: df.assign(auroc=df["auroc"] * 0.99), "an MSP AUROC that does not follow"),
+    ("ood", lambda df: df.assign(auroc=df["auroc"] * 0.99), "auroc of score 'msp' = "),
+    # Each was accepted: only accuracy, mean confidence, ece_ts and the MSP AUROC were recomputed.
+    ("metrics", _change_final("ece", lambda v: v + 0.01), "the final epoch's ece = "),
+    ("metrics", _change_final("smece", lambda v: v / 2), "the final epoch's smece = "),
+    ("metrics", _change_final("test_nll", lambda v: v * 0.9), "the final epoch's test_nll = "),
+    ("reliability", lambda df: df.assign(accuracy=df["accuracy"].mask(df.index == df.index[df["count"] > 0][0],
+                                                                     (df["accuracy"] + 0.25) % 1.0)),
+     "a bin's accuracy = "),
+    ("calibrated", _change_one("aurc_margin", lambda v: v / 2), "aurc_margin = "),
+    ("calibrated", _change_one("nll_ts", lambda v: v * 0.9), "nll_ts = "),
+    ("ood", lambda df: df.assign(fpr95=df["fpr95"].where(df["score"] != "energy", 0.0)), "fpr95 of score 'energy'"),
+    # A run that held out images has a finite, positive temperature; NaN skipped every check of it.
+    ("calibrated", _change_one("temperature", lambda v: float("nan")), "temperature = nan although the run held out"),
+    ("calibrated", _change_one("temperature", lambda v: float("inf")), "have an infinite temperature"),
 ])
 def test_tables_that_do_not_follow_from_the_predictions_are_refused(results, tmp_path, capsys, table, change,
                                                                      needle):
@@ -345,3 +368,22 @@ def test_the_temperature_fit_flag_is_read_not_derived_and_older_tables_get_0_3s(
     rewrite(results / "calibrated.parquet", lambda df: df.drop(columns=["temperature_at_bound"]))
     got = read_tables(results).calibrated
     assert got["temperature_at_bound"].tolist() == temperature_at_bound(got["temperature"]).tolist()
+
+
+@pytest.mark.parametrize("stamp,needle", [
+    ("²".encode(), "lsbench.schema_version = '²' in its metadata is not a schema version"),
+    (b"9" * 5000, "lsbench.schema_version = '999999999999...9999999999999' in its metadata is not a schema version"),
+    (b"\xff", "lsbench.schema_version = '\ufffd' in its metadata is not a schema version"),
+], ids=["superscript two", "5000 digits", "not UTF-8"])
+def test_a_stamp_that_is_no_schema_version_is_named_not_called_unreadable(results, tmp_path, capsys, stamp, needle):
+    """'²'.isdigit() is True but int('²') raises, as int() does beyond 4,300 digits: both were
+    reported as "not a readable parquet file"."""
+    import pyarrow.parquet as pq
+
+    from lsbench import io
+
+    path = results / "calibrated.parquet"
+    table = pq.read_table(path)
+    pq.write_table(table.replace_schema_metadata({**table.schema.metadata, io.SCHEMA_VERSION_KEY: stamp}), path)
+    err = report_error(results, tmp_path, capsys)
+    assert f"{path}: {needle}" in err and "not a readable parquet file" not in err and len(err) < 600, err

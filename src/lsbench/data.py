@@ -23,6 +23,7 @@ import io
 import json
 import math
 import pickle
+import reprlib
 import struct
 import zlib
 from dataclasses import dataclass
@@ -171,19 +172,60 @@ def cifar_files(directory: Path) -> list[Path]:
     return paths
 
 
+def _numpy_function(module: str, name: str):  # noqa: ANN202 - a NumPy callable
+    """NumPy's own reconstruction function `name` of its module `module` ("multiarray" or "numeric"),
+    found under NumPy 2's `numpy._core` or NumPy 1's `numpy.core`: a batch pickled under either names
+    its own, and the other NumPy must still read it."""
+    import importlib
+
+    for package in ("numpy._core", "numpy.core"):
+        try:
+            return getattr(importlib.import_module(f"{package}.{module}"), name)
+        except (ImportError, AttributeError):
+            continue
+    raise pickle.UnpicklingError(f"this NumPy has no {module}.{name}")
+
+
+def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
+    """`_codecs.encode` as pickle protocols 0-2 use it for bytes (always latin1); any other codec
+    (zlib, bz2, ...) is not what such a pickle holds."""
+    if not isinstance(text, str) or encoding.replace("-", "").lower() not in ("latin1", "latin_1", "iso88591"):
+        raise pickle.UnpicklingError(f"refusing _codecs.encode with {encoding!r}: protocol 0-2 pickles use latin1")
+    return text.encode("latin1")
+
+
+def _empty_bytes(*args: object) -> bytes:
+    """`bytes()` as pickle protocols 0-2 write an empty bytes object (e.g. an array with 0 images);
+    with an argument, `bytes(n)` would allocate n bytes on the pickle's say."""
+    if args:
+        raise pickle.UnpicklingError("refusing bytes(...) with arguments: protocol 0-2 pickles call it with none")
+    return b""
+
+
 class _CifarUnpickler(pickle.Unpickler):
     """Unpickles only what a CIFAR-10 batch holds (dicts, lists, bytes, str, numbers and NumPy
-    arrays): a pickle can name any callable, and a crafted batch file would otherwise run code."""
+    arrays): a pickle can name any callable, and a crafted batch file would otherwise run code.
 
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
-               ("numpy._core.multiarray", "scalar"), ("_codecs", "encode")}
+    Allowed are exactly the globals NumPy 1 and 2 and pickle protocols 0-5 write for arrays, dtypes
+    and scalars (`ndarray.__reduce_ex__`: `_reconstruct` up to protocol 4 and for non-contiguous
+    arrays, `numeric._frombuffer` at protocol 5; `multiarray.scalar`), each resolved to this NumPy's
+    function rather than imported by the name the file gives, plus protocol 2's bytes encoders."""
+
+    ALLOWED = {
+        **{(f"{package}.multiarray", name): ("multiarray", name) for package in ("numpy.core", "numpy._core")
+           for name in ("_reconstruct", "scalar")},
+        **{(f"{package}.numeric", "_frombuffer"): ("numeric", "_frombuffer") for package in ("numpy.core", "numpy._core")},
+    }
 
     def find_class(self, module: str, name: str):  # noqa: ANN201 - pickle's protocol
-        if (module, name) not in self.ALLOWED:
+        if (module, name) in self.ALLOWED:
+            return _numpy_function(*self.ALLOWED[module, name])
+        plain = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype, ("_codecs", "encode"): _latin1_encode,
+                 ("__builtin__", "bytes"): _empty_bytes, ("builtins", "bytes"): _empty_bytes}
+        if (module, name) not in plain:
             raise pickle.UnpicklingError(f"refusing to load {module}.{name}: a CIFAR-10 batch holds only "
                                          "dicts, lists, bytes and NumPy arrays")
-        return super().find_class(module, name)
+        return plain[module, name]
 
 
 def _integer_labels(labels: object, path: Path) -> np.ndarray:
@@ -196,7 +238,8 @@ def _integer_labels(labels: object, path: Path) -> np.ndarray:
         bad = next((v for v in items if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer))),
                    None)
     if bad is not None:
-        raise DataError(f"{path}: labels are not integers (e.g. {bad!r})")
+        # reprlib: a crafted batch's labels may nest 100,000 lists deep, beyond repr's recursion.
+        raise DataError(f"{path}: labels are not integers (e.g. {reprlib.repr(bad)})")
     try:
         return np.asarray(labels, dtype=np.int64)
     except OverflowError as exc:  # a Python int beyond int64: far out of any class range
@@ -210,11 +253,16 @@ def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
             batch = _CifarUnpickler(f, encoding="bytes").load()
         data, labels = batch[b"data"], batch[b"labels"]
     except (OSError, EOFError, pickle.UnpicklingError, KeyError, TypeError, ValueError,
-            AttributeError, IndexError) as exc:
+            AttributeError, IndexError, RecursionError) as exc:
         raise DataError(f"{path}: not a CIFAR-10 batch ({type(exc).__name__}: {exc})") from exc
-    data = np.asarray(data)
+    try:
+        data = np.asarray(data)
+    except (ValueError, TypeError, RecursionError) as exc:  # ragged or nested past NumPy's 64 dimensions
+        raise DataError(f"{path}: data is not an array of uint8 (N, 3072) ({type(exc).__name__})") from exc
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         raise DataError(f"{path}: data is {data.dtype} {data.shape}, expected uint8 (N, 3072)")
+    if len(data) == 0:  # each batch of CIFAR-10 holds 10,000 images; an empty one is a broken file
+        raise DataError(f"{path}: 0 images: the batch is empty")
     labels = _integer_labels(labels, path)
     if labels.shape != (len(data),):
         raise DataError(f"{path}: {len(data)} images but labels of shape {labels.shape}")

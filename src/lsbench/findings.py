@@ -1232,6 +1232,42 @@ def claims(records: list[dict[str, Any]]) -> dict[str, str]:
     return out
 
 
+_STR, _STRS = {"type": "string"}, {"type": "array", "items": {"type": "string"}}
+_DIRECTION = {"type": "object", "required": ["direction"], "properties": {"direction": _STR}}
+# What `claims` reads of each kind of record, by id: the fields a findings.json must hold for its
+# claims to be compared (`record_schema`).
+_CLAIM_FIELDS: dict[tuple[str, ...], dict[str, dict]] = {
+    ("miscalibration_direction", "accuracy_effect", "aurc_effect", "ood_auroc_effect", "temperature_scaling_vs_method",
+     "shift_aurc_penalty"): {"variant": _STR, "direction": _STR},
+    ("method_setting",): {"setting_of": _STR, "variant": _STR, "direction": _STR},
+    ("miscalibration_flip",): {"method": _STR, "from_variant": _STR, "to_variant": _STR},
+    ("best_method",): {"variant": _STR},
+    ("underconfident_methods",): {"variants": _STRS},
+    ("method_costs",): {"lower_accuracy": _STRS, "higher_aurc": _STRS},
+    ("shift_ece", "shift_temperature_scaling", "shift_vs_temperature_scaling"):
+        {"variant": _STR, "by_severity": {"type": "object", "additionalProperties": _DIRECTION}},
+    ("shift_ece",): {"onset_severity": {"type": ["integer", "null", "string"]}},
+    ("shift_breaks",): {"shifts": _STRS},
+}
+
+
+def record_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of one findings record as far as `claims` reads it: id,
+    dataset and model strings, each id's claim fields (`_CLAIM_FIELDS`), and epochs_checked
+    non-empty wherever direction_over_last_epochs names a direction."""
+    by_id = [{"if": {"required": ["id"], "properties": {"id": {"enum": list(ids)}}},
+              "then": {"required": list(fields), "properties": fields}} for ids, fields in _CLAIM_FIELDS.items()]
+    last = {"if": {"required": ["direction_over_last_epochs"],
+                   "properties": {"direction_over_last_epochs": {"type": "string", "minLength": 1}}},
+            "then": {"required": ["epochs_checked"], "properties": {"epochs_checked": {"type": "array", "minItems": 1}}}}
+    parts = {part: _DIRECTION for part in ("vs_cross_entropy", "accuracy_vs_cross_entropy", "vs_label_smoothing",
+                                           "vs_temperature_scaling")}
+    return {"type": "object", "required": ["id", "dataset", "model"],
+            "properties": {"id": _STR, "dataset": _STR, "model": _STR, **parts,
+                           "direction_over_last_epochs": {"type": ["string", "null"]}},
+            "allOf": [*by_id, last]}
+
+
 # Outcomes that claim no effect. "none" also bounds the difference within the margin, which
 # "cannot tell" does not: two grids that differ so claim no effect either way, but not the same;
 # an effect against either is a difference, and opposite effects contradict.

@@ -14,6 +14,7 @@ without a parameter). Tables of lsbench before 0.3 had `epsilon` instead of meth
 from __future__ import annotations
 
 import os
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,7 +126,8 @@ def write_parquet(df: pd.DataFrame, path: Path) -> None:
 
 def schema_version(path: Path) -> tuple[int | str, str]:
     """(schema version, lsbench version) a parquet file was written with: (1, "before 0.3.0") for a
-    file without the stamp, the stamp's text as it is when it is not an integer."""
+    file without the stamp, the stamp's text as it is when it is not 1 to 9 ASCII digits. Never
+    raises for a stamp's content: the caller names a bad stamp."""
     import pyarrow.parquet as pq
 
     meta = pq.read_schema(path).metadata or {}
@@ -133,7 +135,9 @@ def schema_version(path: Path) -> tuple[int | str, str]:
         return 1, "before 0.3.0"
     text = meta[SCHEMA_VERSION_KEY].decode(errors="replace")
     written_by = meta.get(VERSION_KEY, b"unknown").decode(errors="replace")
-    return (int(text) if text.isdigit() else text), written_by
+    # ASCII digits, and few: str.isdigit admits "²", which int() refuses, and int() refuses more
+    # than 4,300 digits; either raised here, and the caller took the file for unreadable.
+    return (int(text) if re.fullmatch(r"[0-9]{1,9}", text) else text), written_by
 
 
 def write_text(text: str, path: Path) -> None:

@@ -780,25 +780,58 @@ def write_report(results_dir: Path, out_path: Path, stamp: Path | None = None) -
 
 def read_findings(path: Path) -> dict:
     """A findings.json as a schema-2 document (a schema-1 list gets empty metadata); ConfigError
-    naming the file when it is not one."""
+    naming the file and the first field that is not what `lsbench report` writes (the document's
+    shape is checked once, against `findings_document_schema`, before any claim is read)."""
     try:
-        data = json.loads(Path(path).read_text())
-    except json.JSONDecodeError as exc:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not JSON ({exc})") from exc
+    except RecursionError:  # the decoder recurses once per nested list or object
+        raise ConfigError(f"{path}: not a findings.json written by lsbench report (nested too deep to read)") from None
     if isinstance(data, list):
         data = {"schema_version": 1, "metadata": {}, "findings": data}
     if not isinstance(data, dict) or not isinstance(data.get("findings"), list):
         raise ConfigError(f"{path}: not a findings.json written by lsbench report (no list of findings records)")
     if not data["findings"]:
         raise ConfigError(f"{path}: holds no findings records (an empty list)")
-    for k, r in enumerate(data["findings"]):
-        if not isinstance(r, dict) or not {"id", "dataset", "model"} <= set(r):
-            raise ConfigError(f"{path}: findings record {k} is not a record of lsbench report "
-                              "(it needs id, dataset and model)")
-    if data.get("schema_version", 0) > FINDINGS_SCHEMA_VERSION:
-        raise ConfigError(f"{path}: schema_version {data['schema_version']} is newer than this lsbench reads "
+    version = data.get("schema_version")
+    if isinstance(version, int) and not isinstance(version, bool) and version > FINDINGS_SCHEMA_VERSION:
+        raise ConfigError(f"{path}: schema_version {version} is newer than this lsbench reads "
                           f"({FINDINGS_SCHEMA_VERSION}); update lsbench")
+    import jsonschema
+
+    error = jsonschema.exceptions.best_match(
+        jsonschema.Draft202012Validator(findings_document_schema()).iter_errors(data))
+    if error is not None:
+        raise ConfigError(f"{path}: not a findings.json written by lsbench report: {_json_field(error.absolute_path)}"
+                          f"{_short(error.message)}")
+    data.setdefault("metadata", {})
     return data
+
+
+def findings_document_schema() -> dict:
+    """The JSON Schema of a findings.json as `lsbench compare-findings` reads it: schema_version an
+    integer 1..FINDINGS_SCHEMA_VERSION, metadata an object (cpu_capabilities a list of strings), and
+    a non-empty list of records (`lsbench.findings.record_schema`)."""
+    from lsbench.findings import record_schema
+
+    return {"type": "object", "required": ["schema_version", "findings"],
+            "properties": {"schema_version": {"type": "integer", "minimum": 1, "maximum": FINDINGS_SCHEMA_VERSION},
+                           "metadata": {"type": "object", "properties": {
+                               "cpu_capabilities": {"type": "array", "items": {"type": "string"}}}},
+                           "findings": {"type": "array", "minItems": 1, "items": record_schema()}}}
+
+
+def _json_field(where) -> str:  # noqa: ANN001 - jsonschema's deque of keys and indices
+    """`findings[3].variant: ` for a path into the document ("" for the document itself)."""
+    text = "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in where).lstrip(".")
+    return f"{text}: " if text else ""
+
+
+def _short(message: str, limit: int = 200) -> str:
+    """A message that quotes a field's value, cut to one readable line."""
+    message = " ".join(message.split())
+    return message if len(message) <= limit else message[:limit] + "…"
 
 
 def compare_findings_markdown(a: dict, b: dict, only_differences: bool = False) -> str:

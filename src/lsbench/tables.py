@@ -9,6 +9,7 @@ twice the seeds and narrower intervals. No torch here.
 from __future__ import annotations
 
 import json
+import reprlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,7 +45,7 @@ COLUMNS: dict[str, dict[str, str]] = {
     io.SHIFT: {**KEY_KINDS, "shift": "str", "severity": "int", "n_images": "int",
                **{c: "float" for c in io.SHIFT_COLUMNS if c not in (*io.KEY, "shift", "severity", "n_images")}},
     io.GALLERY: {"dataset": "str", "shift": "str", "severity": "int", "level": "str", "unit": "str", "source": "str",
-                 "channels": "int", "height": "int", "width": "int"},
+                 "channels": "int", "height": "int", "width": "int", "pixels": "bytes"},
 }
 # Columns that identify a row within each table.
 UNIQUE = {"runs": io.KEY, "metrics": [*io.KEY, "epoch"], "reliability": [*io.KEY, "bin"],
@@ -53,8 +54,9 @@ UNIQUE = {"runs": io.KEY, "metrics": [*io.KEY, "epoch"], "reliability": [*io.KEY
           io.SHIFT: [*io.KEY, "shift", "severity"], io.GALLERY: ["dataset", "shift", "severity"]}
 _CHECKS = {"int": ptypes.is_integer_dtype, "bool": ptypes.is_bool_dtype,
            "float": lambda s: ptypes.is_float_dtype(s) or ptypes.is_integer_dtype(s),
-           "str": lambda s: ptypes.is_object_dtype(s) or ptypes.is_string_dtype(s)}
-_NAMES = {"int": "integers", "float": "numbers", "str": "strings", "bool": "booleans"}
+           "str": lambda s: ptypes.is_object_dtype(s) or ptypes.is_string_dtype(s),
+           "bytes": lambda s: ptypes.is_object_dtype(s) and s.map(lambda v: isinstance(v, bytes)).all()}
+_NAMES = {"int": "integers", "float": "numbers", "str": "strings", "bool": "booleans", "bytes": "bytes"}
 
 
 class TablesError(ValueError):
@@ -87,19 +89,25 @@ def read_table(path: Path, name: str) -> pd.DataFrame:
     except Exception as exc:  # pyarrow raises ArrowInvalid, OSError and others for a broken file
         raise TablesError(f"{path}: not a readable parquet file ({type(exc).__name__}: {exc})") from exc
     if not isinstance(version, int) or version < 1:
-        raise TablesError(f"{path}: lsbench.schema_version = {version!r} in its metadata is not a schema version "
-                          f"(a positive integer): the file was changed after lsbench wrote it")
+        # reprlib: a stamp of 5,000 digits is named, not quoted in full.
+        raise TablesError(f"{path}: lsbench.schema_version = {reprlib.repr(version)} in its metadata is not a schema "
+                          f"version (a positive integer of at most 9 ASCII digits): the file was changed after "
+                          f"lsbench wrote it")
     if version not in io.SCHEMA_VERSIONS:
         from lsbench import __version__
 
-        raise TablesError(f"{path}: table schema version {version} (written by lsbench {written_by}); lsbench "
+        raise TablesError(f"{path}: table schema version {version} (written by lsbench {reprlib.repr(written_by)[1:-1]}); lsbench "
                           f"{__version__} reads versions {', '.join(map(str, io.SCHEMA_VERSIONS))}: install the "
                           f"lsbench that wrote it, or a later one")
+    # Keyed by epsilon: written by lsbench 0.2, whose smECE and FPR95 were defined otherwise. (Not
+    # the missing stamp: a table edited with pandas loses it.)
+    before_0_3 = "epsilon" in df.columns and "method" not in df.columns
     df = from_epsilon_key(df)
     if name == "calibrated" and "temperature_at_bound" not in df.columns and "temperature" in df.columns:
         from lsbench.metrics import temperature_at_bound
 
         df = df.assign(temperature_at_bound=temperature_at_bound(df["temperature"].astype(float)))
+    df.attrs["before_0_3"] = before_0_3
     missing = [c for c in COLUMNS[name] if c not in df.columns]
     if missing:
         raise TablesError(f"{path}: missing column(s) {', '.join(missing)}")
@@ -229,6 +237,8 @@ def _check_calibrated(c: pd.DataFrame, path: Path) -> None:
           "have a value out of its range (e.g. a negative temperature, an AURC above 1)")
     _fail(path, c, (c["ece_low"] > c["ece_high"]) | (c["smece_low"] > c["smece_high"]),
           "have an interval whose low end is above its high end")
+    _fail(path, c, np.isinf(c["temperature"].astype(float)), "have an infinite temperature (a fit gives a finite "
+          "one; NaN means no fit)")
 
 
 def _check_reliability(r: pd.DataFrame, runs: pd.DataFrame, path: Path) -> None:
@@ -308,20 +318,81 @@ def _check_values(d: Path, frames: dict[str, pd.DataFrame]) -> None:
     _check_ood_predictions(frames["ood_predictions"], runs, d / "ood_predictions.parquet")
 
 
+# A stored number matches the one recomputed from the stored logits within this (NaN only NaN):
+# the relative part absorbs a summation order that differs between CPUs (AVX2, AVX-512); an edit
+# that changes what a report says is far larger.
+_RTOL, _ATOL = 1e-6, 1e-9
+# Numbers whose definition changed in lsbench 0.3: tables of 0.2 hold the old value (smECE lost
+# half the mass at a confidence of 0 or 1; FPR95 skipped ROC points).
+_CHANGED_IN_0_3 = frozenset({"smece", "fpr95"})
+
+
+def _first_mismatch(stored: pd.Series | dict, recomputed: dict[str, object]) -> str | None:
+    """The first column of `recomputed` (scalars or arrays) whose stored value differs, or None."""
+    for column, value in recomputed.items():
+        if column in stored and not np.allclose(np.asarray(stored[column], dtype=float),
+                                                np.asarray(value, dtype=float), rtol=_RTOL, atol=_ATOL, equal_nan=True):
+            return column
+    return None
+
+
+def _refuse(path: Path, column: str, stored: object, recomputed: object, source: str, where: dict) -> None:
+    stored, recomputed = np.atleast_1d(np.asarray(stored, float)), np.atleast_1d(np.asarray(recomputed, float))
+    at = int(np.argmax(~np.isclose(stored, recomputed, rtol=_RTOL, atol=_ATOL, equal_nan=True)))
+    raise TablesError(f"{path}: {column} = {stored[at]:.6g} does not follow from {source}, which give "
+                      f"{recomputed[at]:.6g} (edited, or another run's?), e.g. {where}")
+
+
+def _not_recomputed(df: pd.DataFrame) -> frozenset[str]:
+    """The columns not to recompute in `df` (a table as `read_table` returns it)."""
+    return _CHANGED_IN_0_3 if df.attrs.get("before_0_3", False) else frozenset()
+
+
+def _check_temperature(path: Path, t: float, n_validation: int, where: dict) -> None:
+    """A run that held out images has a fitted temperature, finite and positive (`fit_temperature`
+    searches a bounded interval); one that held out none has no fit (NaN)."""
+    if n_validation > 0 and not (np.isfinite(t) and t > 0):
+        raise TablesError(f"{path}: temperature = {t} although the run held out {n_validation} images to fit it "
+                          f"(a fit is finite and positive), e.g. {where}")
+    if n_validation == 0 and not np.isnan(t):
+        raise TablesError(f"{path}: temperature = {t} although the run held out no images (without them there is no "
+                          f"fit: NaN), e.g. {where}")
+
+
+def _temperature_scaled(logits: np.ndarray, labels: np.ndarray, t: float) -> dict[str, float]:
+    """calibrated.parquet's test-set columns at temperature `t`, as `metrics.temperature_scaled`
+    computes them (all NaN without a temperature)."""
+    from lsbench import metrics as m
+
+    names = {"ece_ts": "ece", "nll_ts": "test_nll", "mean_confidence_ts": "mean_confidence", "aurc_ts": "aurc",
+             "eaurc_ts": "eaurc"}
+    if not np.isfinite(t):
+        return dict.fromkeys(names, np.nan)
+    scaled = m.evaluate_logits(logits / t, labels)
+    return {column: scaled[name] for column, name in names.items()}
+
+
 def _check_recomputed(d: Path, frames: dict[str, pd.DataFrame]) -> None:
-    """The tables describe one set of runs: for every converged run, its stored probabilities,
-    reliability bins, ECE after temperature scaling and MSP OOD AUROC follow from its stored logits
-    (one probability path, `lsbench.metrics`), which are finite; and provenance's config names the
-    runs' grid. A table copied in from another results folder, or edited, fails here."""
+    """The tables describe one set of runs: for every converged run, every number that follows
+    from its stored logits follows from them (one probability path, `lsbench.metrics`): the
+    probabilities, the final epoch's metrics in metrics.parquet, the reliability bins, the
+    temperature-scaled and rejection columns of calibrated.parquet at its temperature (which is
+    finite when the run held out images, NaN when not), every OOD score's detection metrics; the
+    logits are finite; and provenance's config names the runs' grid. A table copied in from another
+    results folder, or edited, fails here. Not recomputed: the training and test losses (the
+    method's objective), the temperature and val_nll (held-out images are not stored) and the
+    bootstrap intervals (resampling costs seconds per run)."""
     from lsbench import metrics as m
 
     final = final_epoch(frames["metrics"])
     converged = set(final.loc[~final["diverged"].astype(bool), io.KEY].itertuples(index=False, name=None))
+    final = final.set_index(io.KEY)
     runs = frames["runs"].set_index(io.KEY)
     calibrated = frames["calibrated"].set_index(io.KEY)
     reliability = frames["reliability"].groupby(io.KEY)
-    ood = frames["ood"][frames["ood"]["score"] == "msp"].set_index(io.KEY)
+    ood = frames["ood"].groupby(io.KEY)
     ood_logits = frames["ood_predictions"].groupby(io.KEY)
+    old_metrics, old_ood = _not_recomputed(frames["metrics"]), _not_recomputed(frames["ood"])
     for key, p in frames["predictions"].groupby(io.KEY):
         if key not in converged:
             continue
@@ -336,24 +407,55 @@ def _check_recomputed(d: Path, frames: dict[str, pd.DataFrame]) -> None:
             raise TablesError(f"{d / 'predictions.parquet'}: probabilities that are not the softmax of the "
                               f"logits beside them, e.g. {where}")
         labels = p["label"].to_numpy()
-        bins = reliability.get_group(key)["count"].tolist()
-        if bins != m.reliability_table(probs, labels, len(bins))["count"]:
+        recomputed = {k: v for k, v in m.evaluate_logits(logits, labels).items() if k not in old_metrics}
+        column = _first_mismatch(final.loc[key], recomputed)
+        if column is not None:
+            _refuse(d / "metrics.parquet", f"the final epoch's {column}", final.loc[key, column], recomputed[column],
+                    "predictions.parquet", where)
+        bins = reliability.get_group(key).sort_values("bin")
+        table = m.reliability_table(probs, labels, len(bins))
+        if bins["count"].tolist() != table["count"]:
             raise TablesError(f"{d / 'reliability.parquet'}: bin counts that do not follow from "
                               f"predictions.parquet (another run's?), e.g. {where}")
-        t = calibrated.loc[key, "temperature"]
-        if np.isfinite(t) and abs(m.expected_calibration_error(m.probabilities(logits / t), labels)
-                                  - calibrated.loc[key, "ece_ts"]) > 1e-9:
-            raise TablesError(f"{d / 'calibrated.parquet'}: an ece_ts that does not follow from its temperature "
-                              f"and predictions.parquet (another run's?), e.g. {where}")
-        if key in ood.index:
-            scores = ood_logits.get_group(key)[[f"logit_{k}" for k in range(c)]].to_numpy(np.float64)
-            if not np.isfinite(scores).all():
-                raise TablesError(f"{d / 'ood_predictions.parquet'}: a logit that is not finite, e.g. {where}")
-            auroc = m.ood_detection(probs.max(axis=1), m.probabilities(scores).max(axis=1))["auroc"]
-            if abs(auroc - ood.loc[key, "auroc"]) > 1e-9:
-                raise TablesError(f"{d / 'ood.parquet'}: an MSP AUROC that does not follow from the predictions "
-                                  f"(another run's?), e.g. {where}")
+        column = _first_mismatch(bins, {k: table[k] for k in ("mean_confidence", "accuracy")})
+        if column is not None:
+            _refuse(d / "reliability.parquet", f"a bin's {column}", bins[column], table[column], "predictions.parquet",
+                    where)
+        row = calibrated.loc[key]
+        _check_temperature(d / "calibrated.parquet", float(row["temperature"]), int(runs.loc[key, "n_validation"]),
+                           where)
+        recomputed = {**_temperature_scaled(logits, labels, float(row["temperature"])),
+                      **m.rejection_aurcs(logits, m.top_label(probs, labels)[1])}
+        column = _first_mismatch(row, recomputed)
+        if column is not None:
+            _refuse(d / "calibrated.parquet", column, row[column], recomputed[column],
+                    "its temperature and predictions.parquet", where)
+        if key in ood.groups:
+            _check_ood_recomputed(d, ood.get_group(key), logits,
+                                  ood_logits.get_group(key)[[f"logit_{k}" for k in range(c)]].to_numpy(np.float64),
+                                  old_ood, where)
     _check_provenance(d, frames["provenance"], frames["runs"])
+
+
+def _check_ood_recomputed(d: Path, rows: pd.DataFrame, logits: np.ndarray, ood_logits: np.ndarray,
+                          skip: frozenset[str], where: dict) -> None:
+    """Each OOD score's row of a run (ood.parquet) follows from the run's test logits and its OOD
+    logits (`metrics.rejection_scores`, `metrics.ood_detection`)."""
+    from lsbench import metrics as m
+
+    if not np.isfinite(ood_logits).all():
+        raise TablesError(f"{d / 'ood_predictions.parquet'}: a logit that is not finite, e.g. {where}")
+    id_scores, ood_scores = m.rejection_scores(logits), m.rejection_scores(ood_logits)
+    for _, row in rows.iterrows():
+        if row["score"] not in io.OOD_SCORES:
+            raise TablesError(f"{d / 'ood.parquet'}: score {row['score']!r} is not one of {', '.join(io.OOD_SCORES)}, "
+                              f"e.g. {where}")
+        recomputed = {k: v for k, v in m.ood_detection(id_scores[row["score"]], ood_scores[row["score"]]).items()
+                      if k not in skip}
+        column = _first_mismatch(row, recomputed)
+        if column is not None:
+            _refuse(d / "ood.parquet", f"{column} of score {row['score']!r}", row[column], recomputed[column],
+                    "predictions.parquet and ood_predictions.parquet", where)
 
 
 def _check_provenance(d: Path, provenance: pd.DataFrame, runs: pd.DataFrame) -> None:
@@ -413,7 +515,58 @@ def read_tables(results_dir: Path) -> Tables:
     _check_values(d, frames)
     _check_recomputed(d, frames)
     frames["ood"] = with_aupr(frames)
-    return Tables(**frames, **read_shift_tables(d, runs))
+    shift_frames = read_shift_tables(d, runs)
+    if shift_frames:
+        _check_gallery_images(d / f"{io.GALLERY}.parquet", shift_frames[io.GALLERY], frames["runs"])
+        _check_shift_recomputed(d / f"{io.SHIFT}.parquet", shift_frames[io.SHIFT], frames)
+    return Tables(**frames, **shift_frames)
+
+
+def _check_gallery_images(path: Path, gallery: pd.DataFrame, runs: pd.DataFrame) -> None:
+    """Each gallery image is channels x height x width bytes, the image shape of its dataset's runs
+    (a shift keeps the shape)."""
+    shapes = runs.groupby("dataset")["image_shape"].first()
+    size = gallery["channels"] * gallery["height"] * gallery["width"]
+    _fail(path, gallery, (gallery[["channels", "height", "width"]] < 1).any(axis=1)
+          | (gallery["pixels"].map(len) != size), "have pixels that are not channels x height x width bytes")
+    shape = gallery["channels"].astype(str) + "x" + gallery["height"].astype(str) + "x" + gallery["width"].astype(str)
+    bad = shape != gallery["dataset"].map(shapes)
+    if bad.any():
+        row = gallery[bad].iloc[0]
+        raise TablesError(f"{path}: {int(bad.sum())} image(s) of another shape than their dataset's runs, e.g. "
+                          f"{row['dataset']} {row['shift']} severity {row['severity']}: {shape[bad].iloc[0]}, "
+                          f"runs.parquet: {shapes.get(row['dataset'])}")
+
+
+def _check_shift_recomputed(path: Path, shift: pd.DataFrame, frames: dict[str, pd.DataFrame]) -> None:
+    """What shift.parquet holds that follows from the other tables does: each row's temperature is
+    its run's in calibrated.parquet (NaN for NaN), and for a converged run, the clean rows (shift
+    "none", severity 0: the final model on the unshifted subset `shifts.shift_subset`) are
+    `metrics.shift_metrics` of the run's stored logits of those images."""
+    from lsbench import metrics as m
+    from lsbench.shifts import shift_subset
+
+    temperature = shift[io.KEY].merge(frames["calibrated"][[*io.KEY, "temperature"]], on=io.KEY, how="left")
+    _fail(path, shift, pd.Series(~np.isclose(shift["temperature"].astype(float), temperature["temperature"].astype(float),
+                                             rtol=0, atol=0, equal_nan=True), index=shift.index),
+          "have a temperature that is not their run's in calibrated.parquet")
+    final = final_epoch(frames["metrics"])
+    converged = set(final.loc[~final["diverged"].astype(bool), io.KEY].itertuples(index=False, name=None))
+    clean = shift[(shift["shift"] == io.NO_SHIFT) & (shift["severity"] == 0)].set_index(io.KEY)
+    runs = frames["runs"].set_index(io.KEY)
+    for key, p in frames["predictions"].groupby(io.KEY):
+        if key not in converged or key not in clean.index:
+            continue
+        row = clean.loc[key]
+        c = int(runs.loc[key, "num_classes"])
+        subset = shift_subset(int(runs.loc[key, "n_test"]), int(row["n_images"]))
+        p = p.sort_values("index")
+        logits = p[[f"logit_{k}" for k in range(c)]].to_numpy(np.float64)[subset]
+        recomputed = m.shift_metrics(logits, p["label"].to_numpy()[subset], float(row["temperature"]))
+        column = _first_mismatch(row, recomputed)
+        if column is not None:
+            _refuse(path, f"the clean (none, severity 0) row's {column}", row[column], recomputed[column],
+                    "predictions.parquet on the same images", dict(zip(io.KEY, key)))
 
 
 def read_shift_tables(d: Path, runs: set[tuple]) -> dict[str, pd.DataFrame]:
