@@ -231,9 +231,9 @@ def write_concat_parquet(paths: list[Path], path: Path) -> int:
     atomically and stamped, in `concat_parquet`'s order (by run key, then `sort_keys`), read and
     written one run at a time (a row group each), so memory holds one run's rows, not the grid's:
     the per-image tables of 2,000 runs hold 20 million rows. Columns are the union of the files'
-    in order of first appearance (a run with fewer classes has nulls in the others), typed as in the
-    first file that has them. Returns the number of rows written. ValueError naming a file that holds
-    the rows of more than one run."""
+    in order of first appearance in `paths`, as pd.concat unites them (a run with fewer classes has
+    nulls in the others), typed as in the first file that has them. Returns the number of rows
+    written. ValueError naming a file that holds the rows of more than one run."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -244,11 +244,11 @@ def write_concat_parquet(paths: list[Path], path: Path) -> int:
             raise ValueError(f"{p}: holds the rows of {len(keys)} runs; a run's table holds that run's rows only")
         if len(keys):  # a run without an OOD set has an empty OOD table: no rows to add
             keyed.append((tuple(keys.iloc[0]), p))
-    keyed.sort(key=lambda kp: kp[0])
     fields: dict[str, Any] = {}
-    for _, p in keyed:
+    for _, p in keyed:  # in the order given
         for f in pq.read_schema(p):
             fields.setdefault(f.name, f)
+    keyed.sort(key=lambda kp: kp[0])
     first = pq.read_schema(keyed[0][1] if keyed else paths[0])
     schema = pa.schema(list(fields.values()) or first, metadata=first.metadata)
     schema = schema.with_metadata(_stamped(schema))

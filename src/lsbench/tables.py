@@ -445,8 +445,8 @@ def read_tables(results_dir: Path, figure_rows: int | None = None) -> Tables:
 
 
 def _per_image_runs(path: Path, name: str) -> pd.DataFrame:
-    """The distinct run keys of a per-image table with their row counts ("rows"), after checking its columns, dtypes and row count
-    on its schema (its rows are checked run by run later, `_run_blocks`)."""
+    """The distinct run keys of a per-image table with their row counts ("rows"), after checking its
+    columns, dtypes and row count on its schema (its rows are checked run by run later, `_run_blocks`)."""
     import pyarrow.parquet as pq
 
     schema, rows = _readable(path, lambda: (pq.read_schema(path), pq.ParquetFile(path).metadata.num_rows))
