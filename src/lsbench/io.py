@@ -65,6 +65,11 @@ TABLES = (*RESULT_TABLES, "environment")
 PROVENANCE = "provenance"  # results/provenance.parquet: one workflow-level row, written by collect
 PUBLISHED = (*TABLES, PROVENANCE)  # what `lsbench report` reads
 OPTIONAL_PUBLISHED = (SHIFT, GALLERY)  # read too when present (a grid that evaluates shifts)
+# The per-image tables: one row per test (or OOD) image of every run, nearly all of a grid's bytes
+# (10,000 rows a run on Fashion-MNIST, 20 million for 2,000 runs). collect writes them and the
+# report reads them one run at a time (`write_concat_parquet`, `lsbench.tables`): memory stays
+# bounded however many runs the grid has.
+PER_IMAGE_TABLES = ("predictions", "ood_predictions")
 
 
 @dataclass(frozen=True)
@@ -115,13 +120,18 @@ def write_parquet(df: pd.DataFrame, path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from lsbench import __version__
-
     table = pa.Table.from_pandas(df, preserve_index=False)
-    stamp = {SCHEMA_VERSION_KEY: str(SCHEMA_VERSION).encode(), VERSION_KEY: __version__.encode()}
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}), **stamp})
+    table = table.replace_schema_metadata(_stamped(table.schema))
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
+
+
+def _stamped(schema: Any) -> dict[bytes, bytes]:
+    """A pyarrow schema's metadata with SCHEMA_VERSION and the lsbench version added."""
+    from lsbench import __version__
+
+    return {**(schema.metadata or {}), SCHEMA_VERSION_KEY: str(SCHEMA_VERSION).encode(),
+            VERSION_KEY: __version__.encode()}
 
 
 def schema_version(path: Path) -> tuple[int | str, str]:
@@ -284,6 +294,94 @@ def run_paths(run_dir: Path) -> dict[str, Path]:
 def sort_keys(df: pd.DataFrame) -> list[str]:
     """The columns that order a table's rows: the run key, then OOD set and score, epoch, bin or image index."""
     return [c for c in (*KEY, "ood_set", "score", "shift", "severity", "epoch", "bin", "index") if c in df.columns]
+
+
+def write_concat_parquet(paths: list[Path], path: Path) -> int:
+    """The rows of `paths` (per-run tables, one run's rows each, or none) in one parquet file at `path`,
+    atomically and stamped, in `concat_parquet`'s order (by run key, then `sort_keys`), read and
+    written one run at a time (a row group each), so memory holds one run's rows, not the grid's:
+    the per-image tables of 2,000 runs hold 20 million rows. Columns are the union of the files'
+    in order of first appearance in `paths`, as pd.concat unites them (a run with fewer classes has
+    nulls in the others), typed as in the first file that has them. Returns the number of rows
+    written. ValueError naming a file that holds the rows of more than one run."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    keyed = []
+    for p in paths:
+        keys = pq.read_table(p, columns=KEY).to_pandas().drop_duplicates()
+        if len(keys) > 1:
+            raise ValueError(f"{p}: holds the rows of {len(keys)} runs; a run's table holds that run's rows only")
+        if len(keys):  # a run without an OOD set has an empty OOD table: no rows to add
+            keyed.append((tuple(keys.iloc[0]), p))
+    fields: dict[str, Any] = {}
+    for _, p in keyed:  # in the order given
+        for f in pq.read_schema(p):
+            fields.setdefault(f.name, f)
+    keyed.sort(key=lambda kp: kp[0])
+    first = pq.read_schema(keyed[0][1] if keyed else paths[0])
+    schema = pa.schema(list(fields.values()) or first, metadata=first.metadata)
+    schema = schema.with_metadata(_stamped(schema))
+    rows = 0
+    with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema) as writer:
+        for _, p in keyed:
+            df = pd.read_parquet(p)
+            df = df.sort_values(sort_keys(df), kind="stable").reindex(columns=schema.names)
+            writer.write_table(pa.Table.from_pandas(df, schema=schema, preserve_index=False))
+            rows += len(df)
+    return rows
+
+
+def run_keys(path: Path) -> list[str]:
+    """The columns of a table's run key: KEY, or `epsilon` in place of method and param (a table of
+    lsbench before 0.3), as far as the file has them."""
+    import pyarrow.parquet as pq
+
+    names = pq.read_schema(path).names
+    return [c for c in (*KEY, "epsilon") if c in names]
+
+
+def distinct_runs(path: Path, batch_rows: int = 1 << 20) -> pd.DataFrame:
+    """The distinct run keys (`run_keys`) of a parquet file with their number of rows (column
+    "rows"), read a batch of key columns at a time (pyarrow's group_by), so that a 20-million-row
+    table costs a few MB."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    keys = run_keys(path)
+    parts = [pa.Table.from_batches([b]).group_by(keys, use_threads=False).aggregate([([], "count_all")]).to_pandas()
+             for b in pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=keys)]
+    if not parts:
+        return pd.DataFrame(columns=[*keys, "rows"])
+    counts = pd.concat(parts, ignore_index=True).rename(columns={"count_all": "rows"})
+    return counts.groupby(keys, as_index=False, sort=False, dropna=False)["rows"].sum()
+
+
+def run_blocks(path: Path, batch_rows: int = 1 << 16) -> Iterator[pd.DataFrame]:
+    """A parquet file's rows as blocks of consecutive rows with the same run key (`run_keys`), in
+    file order, each with a fresh index. Read a batch at a time, so memory holds about one run's rows
+    when each run's rows are together, as collect writes them; a run whose rows are not together
+    comes as several blocks (for the reader to refuse)."""
+    import pyarrow.parquet as pq
+
+    keys = run_keys(path)
+    pending: list[pd.DataFrame] = []
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows):
+        df = batch.to_pandas()
+        k = df[keys]
+        starts = [*np.flatnonzero((k != k.shift()).any(axis=1).to_numpy()), len(df)]
+        for a, b in zip(starts[:-1], starts[1:]):
+            part = df.iloc[a:b]
+            if pending and not _same_key(pending[-1][keys].iloc[-1], part[keys].iloc[0]):
+                yield pd.concat(pending, ignore_index=True)
+                pending = []
+            pending.append(part)
+    if pending:
+        yield pd.concat(pending, ignore_index=True)
+
+
+def _same_key(a: pd.Series, b: pd.Series) -> bool:
+    return bool((a == b).all())
 
 
 def concat_parquet(paths: list[Path]) -> pd.DataFrame:

@@ -11,6 +11,7 @@ import math
 import re
 import time
 from collections import Counter
+from contextlib import ExitStack
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
@@ -575,7 +576,9 @@ def collect(run_dirs: list[Path], out_dir: Path, log: Log, config: dict | None =
         raise CollectError(f"{len(missing)} run table(s) missing, e.g. {missing[0]}: that run has not finished "
                            "(snakemake reruns it; by hand: lsbench train --out-dir "
                            f"{missing[0].parent})")
-    tables = {table: io.concat_parquet(table_paths) for table, table_paths in paths.items()}
+    # The per-image tables are streamed into place below, one run at a time; the rest fit in memory.
+    tables = {table: io.concat_parquet(table_paths) for table, table_paths in paths.items()
+              if table not in io.PER_IMAGE_TABLES}
     check_unique_runs(tables["runs"], run_dirs)
     summaries = [json.loads(Path(p).read_text()) for p in data_summaries or ()]
     if config is not None:
@@ -583,19 +586,27 @@ def collect(run_dirs: list[Path], out_dir: Path, log: Log, config: dict | None =
     shift = io.concat_parquet(list(shift_tables)) if shift_tables else None
     if shift is not None:
         check_shift_table(shift, tables["runs"], config)
-    if manifest is not None:
-        for old in Path(manifest).parent.glob("grid-*.json"):
-            if re.fullmatch(r"grid-[0-9a-f]{16}\.json", old.name):  # collect's; never a file of the user's
-                old.unlink()
     extra = {io.SHIFT: shift, io.GALLERY: shift_gallery(list(shifted_data or ())) if shift is not None else None}
-    for name, df in extra.items():
-        if df is None:
-            (Path(out_dir) / f"{name}.parquet").unlink(missing_ok=True)
-        else:
-            tables[name] = df
-    for table, df in tables.items():
-        io.write_parquet(df, Path(out_dir) / f"{table}.parquet")
-        log(f"{table}: {len(df)} rows from {len(run_dirs)} runs")
+    with ExitStack() as staged:  # nothing is renamed into place unless every table is written
+        for table in io.PER_IMAGE_TABLES:
+            tmp = staged.enter_context(io.atomic_path(Path(out_dir) / f"{table}.parquet"))
+            try:
+                rows = io.write_concat_parquet(paths[table], tmp)
+            except ValueError as exc:
+                raise CollectError(str(exc)) from exc
+            log(f"{table}: {rows} rows from {len(run_dirs)} runs")
+        if manifest is not None:
+            for old in Path(manifest).parent.glob("grid-*.json"):
+                if re.fullmatch(r"grid-[0-9a-f]{16}\.json", old.name):  # collect's; never a file of the user's
+                    old.unlink()
+        for name, df in extra.items():
+            if df is None:
+                (Path(out_dir) / f"{name}.parquet").unlink(missing_ok=True)
+            else:
+                tables[name] = df
+        for table, df in tables.items():
+            io.write_parquet(df, Path(out_dir) / f"{table}.parquet")
+            log(f"{table}: {len(df)} rows from {len(run_dirs)} runs")
     record = {**provenance.workflow_provenance(config, source_dir),
               "data_sources": json.dumps({s["dataset"]: s["source"] for s in summaries}, sort_keys=True)}
     io.write_parquet(pd.DataFrame([record]), Path(out_dir) / f"{io.PROVENANCE}.parquet")

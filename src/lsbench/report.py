@@ -165,7 +165,19 @@ def provenance_section(tables: Tables) -> dict:
         "resumed": int((env["resumed_after_epoch"] > 0).sum()),
         "train_time": format_duration(env["epoch_seconds"].sum()),
         "job_time": format_duration(env["job_seconds"].sum()),
+        "figure_sample": figure_sample_note(tables),
     }
+
+
+def figure_sample_note(tables: Tables) -> str:
+    """What the per-image figures show of a large grid's predictions ("" when all of them):
+    `lsbench.tables.read_tables` keeps a sample of each run's images for them."""
+    shown, total = len(tables.predictions), int(tables.runs["n_test"].sum())
+    if shown >= total:
+        return ""
+    return (f"The per-image figures (confidence histograms, smooth reliability curves, coverage curves, OOD score "
+            f"histograms) show a sample of each run's images, evenly spaced by index: {shown:,} of its {total:,} "
+            "test predictions (and of the OOD images likewise). Every number in a table or finding uses all of them.")
 
 
 def statistics(converged: pd.DataFrame, baseline: tuple[str, float] = BASELINE) -> dict:
@@ -293,7 +305,8 @@ def ood_context(study: Study) -> dict | None:
     figure = figure_ood(predictions, study.ood_predictions.merge(runs, on=KEY), study.ood_set,
                         name=f"{study.slug}-ood")
     return {"slug": study.slug, "title": study.title, "ood_set": study.ood_set, "rows": rows,
-            "n_ood": int(study.ood_predictions.groupby(KEY).size().max()), "figure": figure, "figures_list": [figure]}
+            # The largest index + 1, not the row count: the table may be a sample (lsbench.tables.read_tables).
+            "n_ood": int(study.ood_predictions["index"].max()) + 1, "figure": figure, "figures_list": [figure]}
 
 
 SHIFT_TABLES = (("ece", "ECE under shift (pooled over the shifts)"),

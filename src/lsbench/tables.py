@@ -12,6 +12,7 @@ import json
 import reprlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -81,10 +82,27 @@ class Tables:
 
 def read_table(path: Path, name: str) -> pd.DataFrame:
     """One table, checked for readability, columns, dtypes, rows and unique keys."""
+    raw = _readable(path, lambda: pd.read_parquet(path))
+    # Keyed by epsilon: written by lsbench 0.2, whose smECE and FPR95 were defined otherwise. (Not
+    # the missing stamp: a table edited with pandas loses it.)
+    before_0_3 = "epsilon" in raw.columns and "method" not in raw.columns
+    df = from_epsilon_key(raw)
+    if name == "calibrated" and "temperature_at_bound" not in df.columns and "temperature" in df.columns:
+        from lsbench.metrics import temperature_at_bound
+
+        df = df.assign(temperature_at_bound=temperature_at_bound(df["temperature"].astype(float)))
+    df.attrs["before_0_3"] = before_0_3
+    check_table(df, path, name)
+    return df
+
+
+def _readable(path: Path, read: Callable[[], Any]) -> Any:
+    """What `read` returns, once `path` is known to be a parquet file of a schema version this
+    lsbench reads; TablesError naming the file otherwise."""
     if not path.is_file():
         raise TablesError(f"{path}: missing (a results directory holds {', '.join(f'{t}.parquet' for t in io.PUBLISHED)})")
     try:
-        df = pd.read_parquet(path)
+        out = read()
         version, written_by = io.schema_version(path)
     except Exception as exc:  # pyarrow raises ArrowInvalid, OSError and others for a broken file
         raise TablesError(f"{path}: not a readable parquet file ({type(exc).__name__}: {exc})") from exc
@@ -99,22 +117,19 @@ def read_table(path: Path, name: str) -> pd.DataFrame:
         raise TablesError(f"{path}: table schema version {version} (written by lsbench {reprlib.repr(written_by)[1:-1]}); lsbench "
                           f"{__version__} reads versions {', '.join(map(str, io.SCHEMA_VERSIONS))}: install the "
                           f"lsbench that wrote it, or a later one")
-    # Keyed by epsilon: written by lsbench 0.2, whose smECE and FPR95 were defined otherwise. (Not
-    # the missing stamp: a table edited with pandas loses it.)
-    before_0_3 = "epsilon" in df.columns and "method" not in df.columns
-    df = from_epsilon_key(df)
-    if name == "calibrated" and "temperature_at_bound" not in df.columns and "temperature" in df.columns:
-        from lsbench.metrics import temperature_at_bound
+    return out
 
-        df = df.assign(temperature_at_bound=temperature_at_bound(df["temperature"].astype(float)))
-    df.attrs["before_0_3"] = before_0_3
+
+def check_table(df: pd.DataFrame, path: Path, name: str, rows: int | None = None) -> None:
+    """TablesError unless `df` (table `name`, read from `path`; or one run's block of it, the file
+    holding `rows` rows) has the table's columns and dtypes, rows, unique row keys and valid run keys."""
     missing = [c for c in COLUMNS[name] if c not in df.columns]
     if missing:
         raise TablesError(f"{path}: missing column(s) {', '.join(missing)}")
     for column, kind in COLUMNS[name].items():
         if not _CHECKS[kind](df[column]):
             raise TablesError(f"{path}: column {column!r} holds {df[column].dtype}, expected {_NAMES[kind]}")
-    if df.empty and name not in io.OPTIONAL_TABLES:
+    if (len(df) if rows is None else rows) == 0 and name not in io.OPTIONAL_TABLES:
         raise TablesError(f"{path}: no rows")
     if name in UNIQUE:
         dup = df[df.duplicated(UNIQUE[name], keep=False)]
@@ -125,7 +140,6 @@ def read_table(path: Path, name: str) -> pd.DataFrame:
         raise TablesError(f"{path}: {len(df)} rows, expected one")
     if set(io.KEY) <= set(COLUMNS[name]):
         _check_keys(df, path)
-    return df
 
 
 def from_epsilon_key(df: pd.DataFrame) -> pd.DataFrame:
@@ -252,10 +266,11 @@ def _check_reliability(r: pd.DataFrame, runs: pd.DataFrame, path: Path) -> None:
           "have a mean_confidence or accuracy outside [0, 1]")
 
 
-def _check_predictions(p: pd.DataFrame, runs: pd.DataFrame, metrics: pd.DataFrame, path: Path) -> None:
+def _check_predictions(p: pd.DataFrame, runs: pd.DataFrame, final: pd.DataFrame, path: Path) -> None:
     """One row per test image of every run (index 0..n_test-1), a label and a probability per
     class in range, and the very predictions the run's final metrics were computed from: its final
-    accuracy and mean confidence follow from them (a file from another results folder does not)."""
+    accuracy and mean confidence follow from them (a file from another results folder does not).
+    `final`: metrics.parquet's final epochs (`final_epoch`)."""
     need = int(runs["num_classes"].max())
     missing = [f"{kind}_{k}" for kind in ("logit", "prob") for k in range(need) if f"{kind}_{k}" not in p.columns]
     if missing:
@@ -271,7 +286,6 @@ def _check_predictions(p: pd.DataFrame, runs: pd.DataFrame, metrics: pd.DataFram
     recomputed = p[io.KEY].assign(correct=top.argmax(axis=1) == p["label"].to_numpy(), confidence=top.max(axis=1))
     per_run = recomputed.groupby(io.KEY, as_index=False).agg(accuracy=("correct", "mean"),
                                                               mean_confidence=("confidence", "mean"))
-    final = final_epoch(metrics)
     final = final[~final["diverged"].astype(bool)].merge(per_run, on=io.KEY, suffixes=("", "_p"))
     _fail(path, final, ((final["accuracy"] - final["accuracy_p"]).abs() > 1e-9)
           | ((final["mean_confidence"] - final["mean_confidence_p"]).abs() > 1e-9),
@@ -304,8 +318,7 @@ def _check_ood_predictions(p: pd.DataFrame, runs: pd.DataFrame, path: Path) -> N
 def _check_values(d: Path, frames: dict[str, pd.DataFrame]) -> None:
     """What the report computes from must be in range: every epoch of each run up to its last (its
     epochs unless it diverged), finite metrics within their ranges for runs that did not diverge,
-    contiguous reliability bins counting the test set, a label, a logit and a probability per
-    class."""
+    contiguous reliability bins counting the test set (the per-image tables: `_check_run_images`)."""
     runs = frames["runs"]
     _check_runs(runs, d / "runs.parquet")
     _check_metrics(_with_runs(frames["metrics"], runs, ["epochs"]), d / "metrics.parquet")
@@ -314,8 +327,6 @@ def _check_values(d: Path, frames: dict[str, pd.DataFrame]) -> None:
     _fail(d / "ood.parquet", frames["ood"], _out_of_range(frames["ood"], ood_metrics, allow_nan=True),
           f"have an {', '.join(ood_metrics[:-1])} or {ood_metrics[-1]} outside [0, 1]")
     _check_reliability(frames["reliability"], runs, d / "reliability.parquet")
-    _check_predictions(frames["predictions"], runs, frames["metrics"], d / "predictions.parquet")
-    _check_ood_predictions(frames["ood_predictions"], runs, d / "ood_predictions.parquet")
 
 
 # A stored number matches the one recomputed from the stored logits within this (NaN only NaN):
@@ -372,69 +383,107 @@ def _temperature_scaled(logits: np.ndarray, labels: np.ndarray, t: float) -> dic
     return {column: scaled[name] for column, name in names.items()}
 
 
-def _check_recomputed(d: Path, frames: dict[str, pd.DataFrame]) -> None:
-    """The tables describe one set of runs: for every converged run, every number that follows
-    from its stored logits follows from them (one probability path, `lsbench.metrics`): the
-    probabilities, the final epoch's metrics in metrics.parquet, the reliability bins, the
-    temperature-scaled and rejection columns of calibrated.parquet at its temperature (which is
-    finite when the run held out images, NaN when not), every OOD score's detection metrics; the
-    logits are finite; and provenance's config names the runs' grid. A table copied in from another
-    results folder, or edited, fails here. Not recomputed: the training and test losses (the
-    method's objective), the temperature and val_nll (held-out images are not stored) and the
-    bootstrap intervals (resampling costs seconds per run)."""
+class _RunFacts:
+    """What each run's images are checked against, indexed once (a lookup per run keeps the
+    report's time linear in the number of runs)."""
+
+    def __init__(self, frames: dict[str, pd.DataFrame], shift: pd.DataFrame | None) -> None:
+        self.runs = frames["runs"]
+        self.final = final_epoch(frames["metrics"])
+        self.converged = set(self.final.loc[~self.final["diverged"].astype(bool), io.KEY]
+                             .itertuples(index=False, name=None))
+        self.final_by_run = self.final.set_index(io.KEY)
+        self.runs_by_key = self.runs.set_index(io.KEY)
+        self.calibrated = frames["calibrated"].set_index(io.KEY)
+        self.reliability = frames["reliability"].groupby(io.KEY)
+        self.ood = frames["ood"].groupby(io.KEY)
+        self.old_metrics, self.old_ood = _not_recomputed(frames["metrics"]), _not_recomputed(frames["ood"])
+        self.clean_shift = (None if shift is None else
+                            shift[(shift["shift"] == io.NO_SHIFT) & (shift["severity"] == 0)].set_index(io.KEY))
+
+
+def _check_run_images(d: Path, key: tuple, p: pd.DataFrame, ood_p: pd.DataFrame | None, facts: _RunFacts) -> None:
+    """One run's rows of predictions.parquet (`p`) and ood_predictions.parquet (`ood_p`; None without
+    an OOD set): in range and the predictions its final metrics came from (`_check_predictions`); for
+    a converged run, every number that follows from its stored logits follows from them (one
+    probability path, `lsbench.metrics`): the probabilities, the final epoch's metrics in
+    metrics.parquet, the reliability bins, the temperature-scaled and rejection columns of
+    calibrated.parquet at its temperature (finite when the run held out images, NaN when not), every
+    OOD score's detection metrics and the clean rows of shift.parquet; the logits are finite. A
+    table copied in from another results folder, or edited, fails here. Not recomputed: the
+    training and test losses (the method's objective), the temperature and val_nll (held-out images
+    are not stored) and the bootstrap intervals (resampling costs seconds per run)."""
     from lsbench import metrics as m
 
-    final = final_epoch(frames["metrics"])
-    converged = set(final.loc[~final["diverged"].astype(bool), io.KEY].itertuples(index=False, name=None))
-    final = final.set_index(io.KEY)
-    runs = frames["runs"].set_index(io.KEY)
-    calibrated = frames["calibrated"].set_index(io.KEY)
-    reliability = frames["reliability"].groupby(io.KEY)
-    ood = frames["ood"].groupby(io.KEY)
-    ood_logits = frames["ood_predictions"].groupby(io.KEY)
-    old_metrics, old_ood = _not_recomputed(frames["metrics"]), _not_recomputed(frames["ood"])
-    for key, p in frames["predictions"].groupby(io.KEY):
-        if key not in converged:
-            continue
-        c = int(runs.loc[key, "num_classes"])
-        where = dict(zip(io.KEY, key))
-        logits = p[[f"logit_{k}" for k in range(c)]].to_numpy(np.float64)
-        if not np.isfinite(logits).all():
-            raise TablesError(f"{d / 'predictions.parquet'}: a logit that is not finite in a run that did not "
-                              f"diverge, e.g. {where}")
-        probs = m.probabilities(logits)
-        if np.abs(probs - p[[f"prob_{k}" for k in range(c)]].to_numpy(np.float64)).max() > 1e-9:
-            raise TablesError(f"{d / 'predictions.parquet'}: probabilities that are not the softmax of the "
-                              f"logits beside them, e.g. {where}")
-        labels = p["label"].to_numpy()
-        recomputed = {k: v for k, v in m.evaluate_logits(logits, labels).items() if k not in old_metrics}
-        column = _first_mismatch(final.loc[key], recomputed)
-        if column is not None:
-            _refuse(d / "metrics.parquet", f"the final epoch's {column}", final.loc[key, column], recomputed[column],
-                    "predictions.parquet", where)
-        bins = reliability.get_group(key).sort_values("bin")
-        table = m.reliability_table(probs, labels, len(bins))
-        if bins["count"].tolist() != table["count"]:
-            raise TablesError(f"{d / 'reliability.parquet'}: bin counts that do not follow from "
-                              f"predictions.parquet (another run's?), e.g. {where}")
-        column = _first_mismatch(bins, {k: table[k] for k in ("mean_confidence", "accuracy")})
-        if column is not None:
-            _refuse(d / "reliability.parquet", f"a bin's {column}", bins[column], table[column], "predictions.parquet",
-                    where)
-        row = calibrated.loc[key]
-        _check_temperature(d / "calibrated.parquet", float(row["temperature"]), int(runs.loc[key, "n_validation"]),
-                           where)
-        recomputed = {**_temperature_scaled(logits, labels, float(row["temperature"])),
-                      **m.rejection_aurcs(logits, m.top_label(probs, labels)[1])}
-        column = _first_mismatch(row, recomputed)
-        if column is not None:
-            _refuse(d / "calibrated.parquet", column, row[column], recomputed[column],
-                    "its temperature and predictions.parquet", where)
-        if key in ood.groups:
-            _check_ood_recomputed(d, ood.get_group(key), logits,
-                                  ood_logits.get_group(key)[[f"logit_{k}" for k in range(c)]].to_numpy(np.float64),
-                                  old_ood, where)
-    _check_provenance(d, frames["provenance"], frames["runs"])
+    _check_predictions(p, facts.runs, facts.final, d / "predictions.parquet")
+    if ood_p is not None:
+        _check_ood_predictions(ood_p, facts.runs, d / "ood_predictions.parquet")
+    if key not in facts.converged:
+        return
+    c = int(facts.runs_by_key.loc[key, "num_classes"])
+    where = dict(zip(io.KEY, key))
+    p = p.sort_values("index")
+    logits = p[[f"logit_{k}" for k in range(c)]].to_numpy(np.float64)
+    if not np.isfinite(logits).all():
+        raise TablesError(f"{d / 'predictions.parquet'}: a logit that is not finite in a run that did not "
+                          f"diverge, e.g. {where}")
+    probs = m.probabilities(logits)
+    if np.abs(probs - p[[f"prob_{k}" for k in range(c)]].to_numpy(np.float64)).max() > 1e-9:
+        raise TablesError(f"{d / 'predictions.parquet'}: probabilities that are not the softmax of the "
+                          f"logits beside them, e.g. {where}")
+    labels = p["label"].to_numpy()
+    recomputed = {k: v for k, v in m.evaluate_logits(logits, labels).items() if k not in facts.old_metrics}
+    column = _first_mismatch(facts.final_by_run.loc[key], recomputed)
+    if column is not None:
+        _refuse(d / "metrics.parquet", f"the final epoch's {column}", facts.final_by_run.loc[key, column],
+                recomputed[column], "predictions.parquet", where)
+    _check_bins(d, facts.reliability.get_group(key).sort_values("bin"), probs, labels, where)
+    row = facts.calibrated.loc[key]
+    _check_temperature(d / "calibrated.parquet", float(row["temperature"]),
+                       int(facts.runs_by_key.loc[key, "n_validation"]), where)
+    recomputed = {**_temperature_scaled(logits, labels, float(row["temperature"])),
+                  **m.rejection_aurcs(logits, m.top_label(probs, labels)[1])}
+    column = _first_mismatch(row, recomputed)
+    if column is not None:
+        _refuse(d / "calibrated.parquet", column, row[column], recomputed[column],
+                "its temperature and predictions.parquet", where)
+    if ood_p is not None and key in facts.ood.groups:
+        ood_logits = ood_p.sort_values("index")[[f"logit_{k}" for k in range(c)]].to_numpy(np.float64)
+        _check_ood_recomputed(d, facts.ood.get_group(key), logits, ood_logits, facts.old_ood, where)
+    if facts.clean_shift is not None and key in facts.clean_shift.index:
+        _check_clean_shift_row(d / f"{io.SHIFT}.parquet", facts.clean_shift.loc[key], logits, labels,
+                               int(facts.runs_by_key.loc[key, "n_test"]), where)
+
+
+def _check_bins(d: Path, bins: pd.DataFrame, probs: np.ndarray, labels: np.ndarray, where: dict) -> None:
+    """A run's reliability bins are those of its stored probabilities: counts, mean confidences and
+    accuracies."""
+    from lsbench import metrics as m
+
+    table = m.reliability_table(probs, labels, len(bins))
+    if bins["count"].tolist() != table["count"]:
+        raise TablesError(f"{d / 'reliability.parquet'}: bin counts that do not follow from "
+                          f"predictions.parquet (another run's?), e.g. {where}")
+    column = _first_mismatch(bins, {k: table[k] for k in ("mean_confidence", "accuracy")})
+    if column is not None:
+        _refuse(d / "reliability.parquet", f"a bin's {column}", bins[column], table[column], "predictions.parquet",
+                where)
+
+
+def _check_clean_shift_row(path: Path, row: pd.Series, logits: np.ndarray, labels: np.ndarray, n_test: int,
+                           where: dict) -> None:
+    """A converged run's clean row of shift.parquet (shift "none", severity 0: the final model on the
+    unshifted subset `shifts.shift_subset`) is `metrics.shift_metrics` of its stored logits of
+    those images. `logits`, `labels`: the run's test images in index order."""
+    from lsbench import metrics as m
+    from lsbench.shifts import shift_subset
+
+    subset = shift_subset(n_test, int(row["n_images"]))
+    recomputed = m.shift_metrics(logits[subset], labels[subset], float(row["temperature"]))
+    column = _first_mismatch(row, recomputed)
+    if column is not None:
+        _refuse(path, f"the clean (none, severity 0) row's {column}", row[column], recomputed[column],
+                "predictions.parquet on the same images", where)
 
 
 def _check_ood_recomputed(d: Path, rows: pd.DataFrame, logits: np.ndarray, ood_logits: np.ndarray,
@@ -494,12 +543,25 @@ def _run_set(df: pd.DataFrame) -> set[tuple]:
     return set(df[io.KEY].drop_duplicates().itertuples(index=False, name=None))
 
 
-def read_tables(results_dir: Path) -> Tables:
+# Rows of each per-image table kept for the report's per-image figures (confidence histograms,
+# smooth reliability curves, coverage curves, OOD score histograms): beyond it every k-th image of
+# each run (and its last) is kept, so a 2,000-run grid draws from 250,000 rows, not 20 million,
+# and the figures' memory stays that of the default grid (25 runs x 10,000 images: all of them).
+# Every number of a table or finding is computed from the other tables, which are read whole.
+FIGURE_ROWS = 250_000
+
+
+def read_tables(results_dir: Path, figure_rows: int | None = None) -> Tables:
     """All published tables of `results_dir`, checked one by one and against each other: every
     table must hold the runs of runs.parquet (the OOD tables those with an OOD set). TablesError
-    names the file and the problem."""
+    names the file and the problem. predictions.parquet and ood_predictions.parquet are read and
+    checked one run at a time (`io.PER_IMAGE_TABLES`); `Tables.predictions` and
+    `.ood_predictions` hold them whole up to `figure_rows` (default FIGURE_ROWS) rows each, beyond that a sample:
+    every k-th image of each run and its last (k = ceil(rows / figure_rows)), so a run's image count
+    is its largest index + 1 either way."""
     d = Path(results_dir)
-    frames = {name: read_table(d / f"{name}.parquet", name) for name in io.PUBLISHED}
+    frames = {name: (_per_image_runs(d / f"{name}.parquet", name) if name in io.PER_IMAGE_TABLES
+                     else read_table(d / f"{name}.parquet", name)) for name in io.PUBLISHED}
     runs = _run_set(frames["runs"])
     with_ood = _run_set(frames["runs"][frames["runs"]["ood_set"] != ""])
     for name in io.TABLES:
@@ -513,12 +575,13 @@ def read_tables(results_dir: Path) -> Tables:
                 f"{len(extra)} run(s) too many, e.g. {extra[0]}" if extra else "") if part)
             raise TablesError(f"{d / f'{name}.parquet'}: not the {which} runs.parquet: {detail}")
     _check_values(d, frames)
-    _check_recomputed(d, frames)
-    frames["ood"] = with_aupr(frames)
     shift_frames = read_shift_tables(d, runs)
     if shift_frames:
         _check_gallery_images(d / f"{io.GALLERY}.parquet", shift_frames[io.GALLERY], frames["runs"])
-        _check_shift_recomputed(d / f"{io.SHIFT}.parquet", shift_frames[io.SHIFT], frames)
+        _check_shift_temperatures(d / f"{io.SHIFT}.parquet", shift_frames[io.SHIFT], frames["calibrated"])
+    frames.update(_read_run_images(d, frames, with_ood, FIGURE_ROWS if figure_rows is None else figure_rows,
+                                   shift_frames.get(io.SHIFT)))
+    _check_provenance(d, frames["provenance"], frames["runs"])
     return Tables(**frames, **shift_frames)
 
 
@@ -538,35 +601,84 @@ def _check_gallery_images(path: Path, gallery: pd.DataFrame, runs: pd.DataFrame)
                           f"runs.parquet: {shapes.get(row['dataset'])}")
 
 
-def _check_shift_recomputed(path: Path, shift: pd.DataFrame, frames: dict[str, pd.DataFrame]) -> None:
-    """What shift.parquet holds that follows from the other tables does: each row's temperature is
-    its run's in calibrated.parquet (NaN for NaN), and for a converged run, the clean rows (shift
-    "none", severity 0: the final model on the unshifted subset `shifts.shift_subset`) are
-    `metrics.shift_metrics` of the run's stored logits of those images."""
-    from lsbench import metrics as m
-    from lsbench.shifts import shift_subset
-
-    temperature = shift[io.KEY].merge(frames["calibrated"][[*io.KEY, "temperature"]], on=io.KEY, how="left")
+def _check_shift_temperatures(path: Path, shift: pd.DataFrame, calibrated: pd.DataFrame) -> None:
+    """Each row of shift.parquet has its run's temperature of calibrated.parquet (NaN for NaN); the
+    clean rows' metrics are checked against the predictions run by run (`_check_run_images`)."""
+    temperature = shift[io.KEY].merge(calibrated[[*io.KEY, "temperature"]], on=io.KEY, how="left")
     _fail(path, shift, pd.Series(~np.isclose(shift["temperature"].astype(float), temperature["temperature"].astype(float),
                                              rtol=0, atol=0, equal_nan=True), index=shift.index),
           "have a temperature that is not their run's in calibrated.parquet")
-    final = final_epoch(frames["metrics"])
-    converged = set(final.loc[~final["diverged"].astype(bool), io.KEY].itertuples(index=False, name=None))
-    clean = shift[(shift["shift"] == io.NO_SHIFT) & (shift["severity"] == 0)].set_index(io.KEY)
-    runs = frames["runs"].set_index(io.KEY)
-    for key, p in frames["predictions"].groupby(io.KEY):
-        if key not in converged or key not in clean.index:
-            continue
-        row = clean.loc[key]
-        c = int(runs.loc[key, "num_classes"])
-        subset = shift_subset(int(runs.loc[key, "n_test"]), int(row["n_images"]))
-        p = p.sort_values("index")
-        logits = p[[f"logit_{k}" for k in range(c)]].to_numpy(np.float64)[subset]
-        recomputed = m.shift_metrics(logits, p["label"].to_numpy()[subset], float(row["temperature"]))
-        column = _first_mismatch(row, recomputed)
-        if column is not None:
-            _refuse(path, f"the clean (none, severity 0) row's {column}", row[column], recomputed[column],
-                    "predictions.parquet on the same images", dict(zip(io.KEY, key)))
+
+
+def _per_image_runs(path: Path, name: str) -> pd.DataFrame:
+    """The distinct run keys of a per-image table with their row counts ("rows"), after checking its
+    columns, dtypes and row count on its schema (its rows are checked run by run later, `_run_blocks`)."""
+    import pyarrow.parquet as pq
+
+    schema, rows = _readable(path, lambda: (pq.read_schema(path), pq.ParquetFile(path).metadata.num_rows))
+    check_table(from_epsilon_key(schema.empty_table().to_pandas()), path, name, rows=rows)
+    return from_epsilon_key(_readable(path, lambda: io.distinct_runs(path)))
+
+
+def _run_blocks(path: Path, name: str, rows: pd.DataFrame) -> Iterator[tuple[tuple, pd.DataFrame]]:
+    """(run key, rows) of a per-image table one run at a time, each block checked as `read_table`
+    checks a table; TablesError when a run's rows are not together (collect writes them so).
+    `rows`: the file's runs with their row counts (`_per_image_runs`)."""
+    counts = {tuple(r[:-1]): r[-1] for r in rows[[*io.KEY, "rows"]].itertuples(index=False, name=None)}
+    blocks = io.run_blocks(path)
+    while True:
+        block = _readable(path, lambda: next(blocks, None))
+        if block is None:
+            return
+        block = from_epsilon_key(block)
+        key = tuple(block[io.KEY].iloc[0].tolist())
+        if len(block) != counts.get(key, len(block)):  # NaN keys aside, which check_table names
+            raise TablesError(f"{path}: the rows of run {dict(zip(io.KEY, key))} are not together (rows appended "
+                              "or moved after collect wrote the file?)")
+        check_table(block, path, name)
+        yield key, block
+
+
+def _figure_sample(block: pd.DataFrame, step: int) -> pd.DataFrame:
+    """Every `step`-th image of one run's block, and its last."""
+    if step == 1:
+        return block
+    return block[(block["index"] % step == 0) | (block["index"] == block["index"].max())]
+
+
+def _read_run_images(d: Path, frames: dict[str, pd.DataFrame], with_ood: set[tuple], figure_rows: int,
+                     shift: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
+    """predictions.parquet and ood_predictions.parquet read in step, one run at a time, each run
+    checked (`_check_run_images`); returns their figure samples (see `read_tables`) and ood.parquet
+    with aupr_in and aupr_out (`with_aupr`). Memory holds one run's rows (the OOD file's runs in
+    another order are held until their run comes) and the samples."""
+    import pyarrow.parquet as pq
+
+    facts = _RunFacts(frames, shift)
+    paths = {name: d / f"{name}.parquet" for name in io.PER_IMAGE_TABLES}
+    steps = {name: max(1, -(-pq.ParquetFile(path).metadata.num_rows // figure_rows)) for name, path in paths.items()}
+    kept: dict[str, list[pd.DataFrame]] = {name: [] for name in paths}
+    ood_blocks, waiting = _run_blocks(paths["ood_predictions"], "ood_predictions", frames["ood_predictions"]), {}
+    needs_aupr = not {"aupr_in", "aupr_out"} <= set(frames["ood"].columns)
+    aupr: dict[tuple, dict[str, dict[str, float]]] = {}
+    for key, p in _run_blocks(paths["predictions"], "predictions", frames["predictions"]):
+        ood_p = None
+        if key in with_ood:
+            while key not in waiting:
+                got = next(ood_blocks)  # every run with an OOD set has rows there (checked before)
+                waiting[got[0]] = got[1]
+            ood_p = waiting.pop(key)
+            kept["ood_predictions"].append(_figure_sample(ood_p, steps["ood_predictions"]))
+            if needs_aupr:
+                aupr[key] = aupr_values(p, ood_p)
+        _check_run_images(d, key, p, ood_p, facts)
+        kept["predictions"].append(_figure_sample(p, steps["predictions"]))
+    for _ in ood_blocks:  # none left, the run sets being equal; read to the end all the same
+        pass
+    samples = {name: pd.concat(parts, ignore_index=True) if parts
+               else from_epsilon_key(pq.read_schema(paths[name]).empty_table().to_pandas())  # typed, no rows
+               for name, parts in kept.items()}
+    return {**samples, "ood": with_aupr(frames["ood"], aupr) if needs_aupr else frames["ood"]}
 
 
 def read_shift_tables(d: Path, runs: set[tuple]) -> dict[str, pd.DataFrame]:
@@ -599,25 +711,24 @@ def read_shift_tables(d: Path, runs: set[tuple]) -> dict[str, pd.DataFrame]:
     return {io.SHIFT: shift, io.GALLERY: gallery}
 
 
-def with_aupr(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """ood.parquet with aupr_in and aupr_out: as written by the runs, or, for tables written before
-    the runs recorded them (or holding only one), computed here from the logits in predictions.parquet and
-    ood_predictions.parquet with the runs' own functions (`lsbench.metrics.ood_detection`)."""
+def aupr_values(p: pd.DataFrame, ood_p: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """{score: `lsbench.metrics.ood_detection`} of one run, from its rows of predictions.parquet and
+    ood_predictions.parquet (the logit columns the run has)."""
     from lsbench import metrics as m
 
-    ood = frames["ood"]
+    columns = [c for c in p.columns if c.startswith("logit_") and p[c].notna().any()]
+    id_scores = m.rejection_scores(p[columns].to_numpy(np.float64))
+    ood_scores = m.rejection_scores(ood_p[columns].to_numpy(np.float64))
+    return {s: m.ood_detection(id_scores[s], ood_scores[s]) for s in id_scores}
+
+
+def with_aupr(ood: pd.DataFrame, values: dict[tuple, dict[str, dict[str, float]]]) -> pd.DataFrame:
+    """ood.parquet with aupr_in and aupr_out: as written by the runs, or, for tables written before
+    the runs recorded them (or holding only one), from `values` ({run key: `aupr_values`}), computed
+    from the logits in predictions.parquet and ood_predictions.parquet with the runs' own functions."""
     missing = [c for c in ("aupr_in", "aupr_out") if c not in ood.columns]
     if not missing or ood.empty:
         return ood.assign(**{c: pd.Series(dtype=float) for c in missing})
-    ood_logits = frames["ood_predictions"].groupby(io.KEY)
-    values: dict[tuple, dict[str, dict[str, float]]] = {}
-    for key, p in frames["predictions"].groupby(io.KEY):
-        if key not in ood_logits.groups:
-            continue
-        columns = [c for c in p.columns if c.startswith("logit_") and p[c].notna().any()]
-        id_scores = m.rejection_scores(p[columns].to_numpy(np.float64))
-        ood_scores = m.rejection_scores(ood_logits.get_group(key)[columns].to_numpy(np.float64))
-        values[key] = {s: m.ood_detection(id_scores[s], ood_scores[s]) for s in id_scores}
     ood = ood.copy()
     for column in missing:  # after auroc, where a run writes them
         at = list(ood.columns).index("auroc") + 1 + (column == "aupr_out" and "aupr_in" in ood.columns)
