@@ -318,7 +318,8 @@ def test_no_command_writes_over_a_file_it_reads(report_results, tmp_path, capsys
     for argv in (["shift-data", "--dataset", "fashion_mnist", "--data", str(data), "--out",
                   str(root / "data" / ".." / "data" / "fashion_mnist.npz"), "rotation"],
                  ["collect", "--out-dir", str(run), "--", str(run)],
-                 ["evaluate-shifts", "--data", str(data), "--out", str(run / "calibrated.parquet"), str(run)],
+                 ["evaluate-shifts", "--model", "mlp", "--data", str(data), "--out", str(run / "calibrated.parquet"),
+                  str(run)],
                  ["train", "--dataset", "fashion_mnist", "--model", "mlp", "--data", str(run / "runs.parquet"),
                   "--out-dir", str(run), "--seed", "0"],
                  ["report", str(results), "-o", str(tmp_path / "hard.html")]):
