@@ -590,3 +590,16 @@ def test_compare_findings_names_the_field_of_a_tampered_document(tmp_path, capsy
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "b.json: not a findings.json written by lsbench report" in err, err
     assert needle in err, err
+
+
+def test_a_holm_interval_of_a_difference_stays_within_the_differences_its_metric_allows():
+    """Two seeds at a Holm level give t-intervals of +-5 on an ECE difference, which lies in [-1, 1]."""
+    from lsbench.findings import _holm_fields
+    from lsbench.stats import Interval
+
+    wide = Interval(2, -0.0146, -0.2, 0.17)
+    fields = _holm_fields(wide, 20.0, "ece")
+    assert fields["low_holm"] == -1.0 and fields["high_holm"] == 1.0 and fields["level_holm"] == 99.75
+    narrow = _holm_fields(Interval(5, 0.01, 0.008, 0.012), 2.0, "ece")
+    assert -1 < narrow["low_holm"] < 0.008 and 0.012 < narrow["high_holm"] < 1
+    assert _holm_fields(wide, 20.0)["low_holm"] < -1  # no metric named: as it is

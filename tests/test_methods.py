@@ -278,6 +278,23 @@ def test_an_empty_methods_mapping_from_the_command_line_is_refused():
     assert "None" not in str(e.value) and "cross-entropy" in str(e.value)
 
 
+def test_an_empty_methods_mapping_is_refused_whatever_a_config_file_holds(tmp_path):
+    """With a --configfile that sets methods, Snakemake's merge keeps the file's mapping under
+    `methods={}`: the merged value looks fine, so the text the user typed decides."""
+    merged = {**BASE, "methods": {"label_smoothing": [0.1]}, "epsilons": None}
+    for text in ("{}", "null"):
+        with pytest.raises(ConfigError, match=r"'methods' \(from --config\) names no method"):
+            validate_config(merged, load_schema(), {"methods": text}, override_keys={"methods"})
+
+
+def test_a_key_repeated_on_the_command_line_names_the_key():
+    merged = {**BASE, "methods": {"focal": [3.0]}, "epsilons": None}
+    with pytest.raises(ConfigError, match=r"config key 'methods\[focal\]' \(from --config\): given twice"):
+        validate_config(merged, load_schema(), {"methods": "{focal: [1.0], focal: [3.0]}"}, override_keys={"methods"})
+    assert validate_config(merged, load_schema(), {"methods": "{focal: [3.0]}"},
+                           override_keys={"methods"})["methods"] == {"focal": [3.0]}
+
+
 def test_a_method_without_a_parameter_refuses_an_empty_list_too():
     assert any("takes no parameter" in e for e in method_errors({"focal_adaptive": []}))
 

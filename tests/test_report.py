@@ -258,6 +258,27 @@ def test_the_shift_section_and_findings(report_results):
     assert meta["family_sizes"] == findings_document(tables, without)["metadata"]["correction"]["family_sizes"]
 
 
+def test_a_file_of_the_users_with_a_name_the_report_writes_is_never_overwritten(report_results, tmp_path, capsys):
+    out = tmp_path / "report" / "index.html"
+    assert cli_main(["report", str(report_results), "-o", str(out)]) == 0
+    capsys.readouterr()
+    name = sorted(p.name for p in (out.parent / "figures").iterdir() if p.suffix == ".svg")[0]
+    fresh = tmp_path / "fresh"
+    (fresh / "figures").mkdir(parents=True)
+    (fresh / "figures" / name).write_text("USER")
+    assert cli_main(["report", str(report_results), "-o", str(fresh / "index.html")]) == 1
+    err = capsys.readouterr().err
+    assert f"{fresh / 'figures' / name}: a file lsbench report did not write there" in err and err.count("\n") == 1
+    assert (fresh / "figures" / name).read_text() == "USER" and not (fresh / "index.html").exists()
+    (fresh / "figures" / name).unlink()
+    (fresh / "findings.json").write_text('{"mine": 1}')
+    assert cli_main(["report", str(report_results), "-o", str(fresh / "index.html")]) == 1
+    assert "findings.json: not findings lsbench report wrote" in capsys.readouterr().err
+    assert (fresh / "findings.json").read_text() == '{"mine": 1}'
+    # Its own files, rewritten: a second report into the first folder replaces them.
+    assert cli_main(["report", str(report_results), "-o", str(out)]) == 0
+
+
 def test_a_report_never_writes_over_a_table_it_reads(report_results, tmp_path, capsys):
     results = tmp_path / "results"
     shutil.copytree(report_results, results)
@@ -367,3 +388,19 @@ def test_shift_tables_that_do_not_follow_from_the_runs_are_refused(report_result
     assert cli_main(["report", str(results), "-o", str(tmp_path / "r" / "index.html")]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"{name}.parquet: " in err and needle in err, err
+
+
+def test_a_bad_temperature_is_blamed_on_calibrated_parquet_even_beside_shift_rows(report_results, tmp_path):
+    """shift.parquet copies each run's temperature: a NaN in calibrated.parquet must be named there,
+    not as shift rows whose temperature is not their run's."""
+    from lsbench import io as lsio
+    from lsbench.tables import TablesError
+
+    results = tmp_path / "results"
+    shutil.copytree(report_results, results)
+    calibrated = pd.read_parquet(results / "calibrated.parquet")
+    calibrated.loc[0, "temperature"] = float("nan")
+    lsio.write_parquet(calibrated, results / "calibrated.parquet")
+    with pytest.raises(TablesError, match=r"calibrated.parquet: temperature = nan although the run held out \d+ "
+                                          r"images.*'param': 0.0, 'seed': 0"):
+        read_tables(results)

@@ -500,6 +500,7 @@ def validate_config(raw: Mapping[str, Any], schema: Mapping[str, Any],
               or [message for path, message in schema_errors(config, schema)
                   if path[:1] not in (("methods",), ("shifts",), *((k,) for k in OUTPUT_DIR_KEYS))]
               + shift_errors(config.get("shifts")) + output_dir_errors(config))
+    errors = errors or override_errors({k: typed[k] for k in override_keys or () if typed and k in typed})
     if not errors:
         sources = [*((str(f), _top_keys(f)) for f in yaml_files), ("--config", set(override_keys or ()))]
         shorthand = config.get("epsilons")
@@ -522,6 +523,29 @@ def _top_keys(path: str | Path) -> set[str]:
 
 
 METHOD_KEYS = ("methods", "epsilons")
+NO_METHOD = ("config key 'methods' (from --config) names no method (an empty mapping or null). Allowed: a mapping "
+             "from method to its parameter values, e.g. methods={focal: [1.0, 3.0]} (cross-entropy, the baseline, is "
+             "always trained); to keep the config file's methods, leave the key out")
+
+
+def override_errors(texts: Mapping[str, str]) -> list[str]:
+    """A message for each `--config key=text` (`texts`: as typed) that repeats a key in a mapping
+    (Snakemake's YAML keeps the last silently) or, for `methods`, names no method: Snakemake's merge
+    keeps a config file's `methods` under `methods={}`, so the merged value cannot tell."""
+    errors = []
+    for key, text in texts.items():
+        try:
+            value = yaml.load(text, Loader=STRICT_SAFE_LOADER)
+        except DuplicateKeyError as exc:
+            errors.append(f"config key {_where((key, *exc.path))!r} (from --config): given twice in one mapping; "
+                          "YAML would keep only the last silently. Allowed: each key once (merge the values into "
+                          "one entry)")
+            continue
+        except yaml.YAMLError:
+            continue  # Snakemake reads it as a string; the schema names the key
+        if key == "methods" and not value:
+            errors.append(NO_METHOD)
+    return errors
 
 
 def resolve_methods(config: dict[str, Any], sources: list[tuple[str, set[str]]]) -> tuple[dict[str, Any], list[str]]:
@@ -535,9 +559,7 @@ def resolve_methods(config: dict[str, Any], sources: list[tuple[str, set[str]]])
     if from_command_line and not config.get("methods"):
         # Not the merged value: Snakemake leaves the file's `methods: null` for `methods={}`, so
         # quoting it would show "None", which the user never typed.
-        return config, ["config key 'methods' (from --config) names no method (an empty mapping or null). Allowed: a "
-                        "mapping from method to its parameter values, e.g. methods={focal: [1.0, 3.0]} (cross-entropy, "
-                        "the baseline, is always trained); to keep the config file's methods, leave the key out"]
+        return config, [NO_METHOD]
     given = [k for k in METHOD_KEYS if config.get(k) is not None]
     both_in = "one source"
     if len(given) == 2:

@@ -344,23 +344,31 @@ def _interval_fields(i: Interval) -> dict[str, Any]:
     return {"estimate": i.mean, "low": i.lo, "high": i.hi, "n": i.n}
 
 
-def _holm_fields(i: Interval, divisor: float) -> dict[str, Any]:
-    """The interval a verdict was decided on: level (percent) and bounds at 1 - ALPHA / divisor."""
+def _holm_fields(i: Interval, divisor: float, metric: str | None = None) -> dict[str, Any]:
+    """The interval a verdict was decided on: level (percent) and bounds at 1 - ALPHA / divisor.
+    For a difference of `metric`, clipped to the differences its range allows (an ECE difference
+    lies in [-1, 1]; with two seeds the Holm-level t-interval can reach +-5). Clipping keeps 0
+    inside or outside, and an interval that reaches a clip is no narrower than the margin, so the
+    verdict read from it is the same."""
     a = at_level(i, 1 - ALPHA / divisor)
-    return {"level_holm": 100 * (1 - ALPHA / divisor), "low_holm": a.lo, "high_holm": a.hi}
+    low, high = a.lo, a.hi
+    if metric in METRIC_BOUNDS and all(map(math.isfinite, METRIC_BOUNDS[metric])):
+        span = METRIC_BOUNDS[metric][1] - METRIC_BOUNDS[metric][0]
+        low, high = (min(max(v, -span), span) for v in (low, high))
+    return {"level_holm": 100 * (1 - ALPHA / divisor), "low_holm": low, "high_holm": high}
 
 
 def _claim_fields(c: Claim) -> dict[str, Any]:
     """A claim's numbers under the names every record uses (docs/findings.md)."""
     return {"metric": c.metric, "margin": MARGINS.get(c.metric), **_interval_fields(c.test.difference),
-            **_holm_fields(c.test.difference, c.divisor),
+            **_holm_fields(c.test.difference, c.divisor, c.metric),
             "p": c.test.p_ttest, "p_holm": c.p_holm,
             "family_size": c.family, "test": c.test_name, "direction": c.direction,
             "epochs_checked": list(c.by_epoch), "direction_by_epoch": {str(e): d for e, d in c.by_epoch.items()},
             "direction_over_last_epochs": c.over_last_direction,
             "over_last_epochs": None if c.over_last is None else {**_interval_fields(c.over_last.difference),
                                                                   **_holm_fields(c.over_last.difference,
-                                                                                 c.over_last_divisor),
+                                                                                 c.over_last_divisor, c.metric),
                                                                   "p": c.over_last.p_ttest,
                                                                   "p_holm": c.over_last_p_holm},
             "holds_over_epochs": c.holds_over_epochs}
@@ -751,7 +759,7 @@ def with_shift_answer(study: Study, answer: dict[str, Any], shifted: list[dict[s
                               "shift_within_margin": [_name(r) for r in ranking.tied]}
     clean = metric_interval(rows_of(pooled[pooled["severity"] == 0], best)["ece"].to_numpy(), "ece")
     fields["shift_best_ece_unshifted"] = _interval_fields(clean)
-    parts = [f"Under distribution shift (severity {top}, pooled over the shifts), {_name(best)} has the lowest ECE, "
+    parts = [f"Under distribution shift (severity {top}, pooled over the shifts), {_name(best)} has the lowest mean ECE, "
              f"{_range(fields['shift_best_ece'], signed=False)} ({_range(fields['shift_best_ece_unshifted'], signed=False)}"
              " on the same images unshifted)"
              + (f" ({', '.join(fields['shift_within_margin'])}: within ± {MARGINS['ece']:g} of it, not ranked)"
@@ -776,6 +784,10 @@ def with_shift_answer(study: Study, answer: dict[str, Any], shifted: list[dict[s
         if claims:
             parts.append("difference " + "; ".join(claims))
     sentence = ", ".join(parts[:2]) + (f" ({parts[2]})" if len(parts) > 2 else "") + "."
+    versus = fields.get("shift_best_vs_cross_entropy")
+    if best != BASELINE and (versus is None or versus["direction"] != "under"):
+        # A lowest mean that no test separates from cross-entropy's is not a ranking.
+        sentence += " That lowest mean is not separated from cross-entropy's: no method is shown better under shift."
     sentences = [*answer["sentences"], sentence]
     return {**answer, **fields, "sentences": sentences, "text": f"{study.title}: {' '.join(sentences)}"}
 

@@ -627,6 +627,27 @@ def table_files(html: str) -> dict[str, bytes]:
 MANIFEST = ".lsbench-report-files"
 
 
+def check_not_users(directory: Path, files: dict[str, bytes]) -> None:
+    """ConfigError naming the first of `files` that already stands in `directory` although no earlier
+    report wrote it there (it is not in `MANIFEST`): a file of the user's with a name lsbench uses."""
+    manifest = directory / MANIFEST
+    previous = set(manifest.read_text().split("\n")) if manifest.is_file() else set()
+    for name in files:
+        if name not in previous and (directory / name).exists():
+            raise ConfigError(f"{directory / name}: a file lsbench report did not write there (it is not in "
+                              f"{manifest}) has a name the report writes; move it, or write the report "
+                              "elsewhere with -o")
+
+
+def _is_findings_document(path: Path) -> bool:
+    """Whether `path` holds findings that lsbench report wrote (schema 2, or a schema-1 list)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return False
+    return isinstance(data, list) or (isinstance(data, dict) and "schema_version" in data and "findings" in data)
+
+
 def replace_outputs(directory: Path, files: dict[str, bytes]) -> list[Path]:
     """Write `files` ({name: bytes}) into `directory`, after removing the files that lsbench report
     wrote there before (listed in its manifest, `MANIFEST`) and this report does not write again.
@@ -773,6 +794,11 @@ def write_report(results_dir: Path, out_path: Path, stamp: Path | None = None) -
     html, figures = render_with_figures(tables, found=found)
     folders = {out_path.parent / TABLES_DIR: table_files(html), out_path.parent / FIGURES_DIR: figure_files(figures)}
     check_not_inputs(results_dir, [d / name for d, files in folders.items() for name in [*files, MANIFEST]])
+    for directory, files in folders.items():  # before anything is written
+        check_not_users(directory, files)
+    if findings_path(out_path).exists() and not _is_findings_document(findings_path(out_path)):
+        raise ConfigError(f"{findings_path(out_path)}: not findings lsbench report wrote, and the report writes its "
+                          "findings there; move it, or write the report elsewhere with -o")
     for old in out_path.parent.glob("report-*.json"):
         if _is_stamp(old):
             old.unlink()
