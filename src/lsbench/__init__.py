@@ -2,4 +2,4 @@
 
 # The one place the version is written: pyproject.toml reads it, the CHANGELOG's newest release and
 # provenance.parquet match it (tests/test_version.py).
-__version__ = "0.3.0"
+__version__ = "0.4.0"
