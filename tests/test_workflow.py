@@ -327,7 +327,7 @@ def test_an_out_of_range_target_path_fails_before_training(workdir, tmp_path):
     run = snakemake(wd, target, "--config", *GRID)
     assert run.returncode != 0
     assert "--param = 1.5: not an allowed epsilon for label smoothing. Allowed:" in output(run)
-    assert "[0, 1)" in output(run)
+    assert "{0} ∪ [1e-06, 1)" in output(run)  # the range, with the numerical floor of its parameter
     assert not (wd / "results/runs/fashion_mnist/mlp/0123456789abcdef/seed0/label_smoothing/p1.5/checkpoint.pt").exists()
 
 

@@ -232,13 +232,13 @@ class WorkflowPlan:
 
     @property
     def report_id(self) -> str:
-        """A digest of what the report's pages are made from and with: the grid (`grid_id`), the
-        folder its tables are read from (absolute: two working directories with the same relative
-        results_dir hold different tables), lsbench's version and the report's code
-        (`report_code_sha256`). The workflow's report rule writes `<report_dir>/report-<id>.json`,
-        so a report of another grid, of other tables or of other code is rendered again, even
-        without Snakemake's metadata."""
-        return _digest([self.grid_id, os.path.abspath(self.wf.results_dir), report_code_sha256()])
+        """A digest of what the report's pages are made from and with: the grid's tables
+        (`grid_id`: the runs' definitions and data, named relative to results_dir), lsbench's
+        version and the report's code (`report_code_sha256`). The workflow's report rule writes
+        `<report_dir>/report-<id>.json`, so a report of another grid, of other tables or of other
+        code is rendered again, even without Snakemake's metadata; the same tables reached another
+        way (a copied or renamed results_dir) render nothing again."""
+        return _digest([self.grid_id, report_code_sha256()])
 
     def data_summaries(self) -> list[str]:
         """The summary (.json) of every cache a run reads: the grid's datasets and their OOD sets."""
