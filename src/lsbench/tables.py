@@ -420,7 +420,7 @@ def _check_run_images(d: Path, key: tuple, p: pd.DataFrame, ood_p: pd.DataFrame 
     a converged run, every number that follows from its stored logits follows from them (one
     probability path, `lsbench.metrics`): the probabilities, the final epoch's metrics in
     metrics.parquet, the reliability bins, the temperature-scaled and rejection columns of
-    calibrated.parquet at its temperature (finite when the run held out images, NaN when not), every
+    calibrated.parquet at its temperature (checked once per run before the stream), every
     OOD score's detection metrics and the clean rows of shift.parquet; the logits are finite. A
     table copied in from another results folder, or edited, fails here. Not recomputed: the
     training and test losses (the method's objective), the temperature and val_nll (held-out images
@@ -450,9 +450,7 @@ def _check_run_images(d: Path, key: tuple, p: pd.DataFrame, ood_p: pd.DataFrame 
         _refuse(d / "metrics.parquet", f"the final epoch's {column}", facts.final_by_run.loc[key, column],
                 recomputed[column], "predictions.parquet", where)
     _check_bins(d, facts.reliability.get_group(key).sort_values("bin"), probs, labels, where)
-    row = facts.calibrated.loc[key]
-    _check_temperature(d / "calibrated.parquet", float(row["temperature"]),
-                       int(facts.runs_by_key.loc[key, "n_validation"]), where)
+    row = facts.calibrated.loc[key]  # its temperature was checked for every run before the stream
     recomputed = {**_temperature_scaled(logits, labels, float(row["temperature"])),
                   **m.rejection_aurcs(logits, m.top_label(probs, labels)[1])}
     column = _first_mismatch(row, recomputed)
